@@ -1,0 +1,19 @@
+# The two README commands. Each sets up .venv (pinned) itself, then runs.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv/bin
+export PATH := $(VENV):$(PATH)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: pipeline test env
+
+env:
+	@bash scripts/setup-env.sh
+
+## The default job: the DVC pipeline on the embedded offline benchmark -> results/tables, results/plots, MLflow.
+pipeline: env
+	dvc repro
+	@echo "tables: results/tables/  plots: results/plots/  runs: sep-bench ui"
+
+## The test suite (CPU, offline).
+test: env
+	HF_HUB_OFFLINE=1 python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,135 @@
+"""NPR: neighbouring pixel relationships (Tan et al., CVPR 2024).
+
+Port of chuangchuangtan/NPR-DeepfakeDetection ``networks/resnet.py`` (no licence file in the repository; this is
+an independent re-implementation of the published architecture). The module and parameter names equal the
+official ones, so an official state dict loads strictly: conv1, bn1, layer1.*, layer2.*, fc1.
+
+Architecture: NPR(x) = x - up2(down2(x)) with nearest interpolation; conv1 (3x3, stride 2, no bias) on
+NPR * 2/3, bn1, ReLU, max-pool, ResNet-50 layer1 and layer2 (Bottleneck), global average pool, fc1 -> 1 logit.
+Trained from scratch.
+
+Documented deviation: odd heights/widths are trimmed by one row/column before NPR (the official GenImage code
+only sees 224 crops; its AIGCBenchmark evaluation trims the same way), because nearest down/up-sampling of an
+odd size does not return to the input size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torchvision.models.resnet import Bottleneck, conv1x1
+
+from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize_short, to_tensor
+from sep_bench.detectors import Detector, DetectorSpec
+from sep_bench.weights import WeightsSource, load_state_dict
+
+__all__ = ["NPRConfig", "NPR", "npr_residual", "SPEC"]
+
+
+class NPRConfig(BaseModel):
+    """``detectors.npr.model`` (defaults: the official GenImage recipe)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    crop_size: int = Field(224, ge=8)
+    train_resize: int | None = Field(256, ge=8, description="short side resized before the random crop; null: none")
+    eval_resize: int | None = Field(None, ge=8, description="short side resized before the centre crop; null: none")
+    layers: tuple[int, int] = (3, 4)
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """x - up2(down2(x)) with nearest interpolation (odd sizes trimmed to even first)."""
+    h, w = x.shape[-2:]
+    x = x[..., : h - h % 2, : w - w % 2]
+    down = F.interpolate(x, scale_factor=0.5, mode="nearest", recompute_scale_factor=True)
+    return x - F.interpolate(down, scale_factor=2.0, mode="nearest", recompute_scale_factor=True)
+
+
+class NPR(Detector):
+    def __init__(self, layers: tuple[int, int] = (3, 4)) -> None:
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(64, layers[0])
+        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(512, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            )
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * Bottleneck.expansion
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        x = self.conv1(npr_residual(views["image"]) * (2.0 / 3.0))
+        x = self.maxpool(self.relu(self.bn1(x)))
+        x = self.layer2(self.layer1(x))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc1(features)
+
+
+def _build(cfg: NPRConfig, weights: WeightsSource) -> NPR:
+    model = NPR(layers=cfg.layers)
+    if weights.kind == "file":
+        _load_official(model, Path(weights.ref))
+    elif weights.kind == "hub":
+        raise ValueError("NPR has no hub weights: it is trained from scratch (pretrained: false) or loaded from a file")
+    model.weights = weights
+    return model
+
+
+def _load_official(model: Detector, path: Path) -> None:
+    """Load an official NPR state dict (same key names, strict); its single logit is already the fake logit."""
+    model.load_state_dict(load_state_dict(path), strict=True)
+
+
+def _views(cfg: NPRConfig, train: bool, hflip: bool):
+    def view(img, rng):
+        if train:
+            if cfg.train_resize:
+                img = resize_short(img, cfg.train_resize)
+            img = random_crop(img, cfg.crop_size, rng)
+            if hflip:
+                img = maybe_hflip(img, rng)
+        else:
+            if cfg.eval_resize:
+                img = resize_short(img, cfg.eval_resize)
+            img = center_crop(img, cfg.crop_size)
+        return {"image": to_tensor(img, IMAGENET_MEAN, IMAGENET_STD)}
+
+    return view
+
+
+SPEC = DetectorSpec(
+    name="npr",
+    summary="NPR: up-sampling traces from neighbouring-pixel residuals, ResNet-50 layer1-2 from scratch",
+    paper="Tan et al., Rethinking the Up-Sampling Operations in CNN-based Generative Network for Generalizable Deepfake Detection, CVPR 2024",
+    repo="https://github.com/chuangchuangtan/NPR-DeepfakeDetection",
+    config=NPRConfig,
+    build=_build,
+    views=_views,
+    load_official=_load_official,
+)

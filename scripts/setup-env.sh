@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned environment (requirements.lock) and install sep-bench into it.
+# Idempotent: does nothing when .venv already matches requirements.lock and pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then PY="$cand"; break; fi
+  done
+fi
+"$PY" -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 13), "sep-bench needs Python 3.11 or 3.12"'
+
+want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+stamp=.venv/.sep-bench-env
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/sep-bench ]; then
+  exit 0
+fi
+
+echo "setting up .venv (pinned by requirements.lock; torch's CUDA build runs on CPU too) ..."
+[ -d .venv ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade "pip>=24"
+.venv/bin/python -m pip install --quiet --constraint requirements.lock --editable ".[test]"
+echo "$want" > "$stamp"
+echo "environment ready: .venv"

@@ -1,0 +1,1 @@
+"""SEP benchmark harness."""

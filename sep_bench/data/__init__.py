@@ -1,0 +1,1 @@
+"""Datasets: layout readers and the embedded minigen benchmark."""

@@ -1,0 +1,503 @@
+"""minigen: the embedded, offline, smoke-scale benchmark.
+
+Real images are native-resolution crops of colour photographs that ship inside installed wheels (scikit-image,
+scikit-learn, matplotlib); fakes are reconstructions of real crops by five small conv autoencoders trained here, on
+the train photos only, that differ in how they up-sample. The tree is laid out like GenImage and is byte-identical
+for a given seed on a given machine. minigen exercises the whole pipeline in about a minute on a CPU; it is NOT
+GenImage, and numbers measured on it are not the paper's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import cache, partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "BUILD_LOG_NAME",
+    "GENERATORS",
+    "GROUP_PATTERN",
+    "MANIFEST_NAME",
+    "MinigenConfig",
+    "build_minigen",
+    "load_photos",
+]
+
+MANIFEST_NAME = "minigen.json"
+BUILD_LOG_NAME = "build_log.json"
+VERSION = 1
+# File names are `<photo>__<index>.png`; the harness groups (and holds out) samples by photo with this pattern.
+GROUP_PATTERN = r"^(?P<group>[a-z_]+?)__"
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "motorcycle_right",
+    "china",
+    "flower",
+    "grace_hopper",
+)
+# Photos of one scene (the two stereo views are near-identical) must share a split.
+_SAME_SCENE = (("motorcycle_left", "motorcycle_right"),)
+_INFER_BATCH = 20
+_KL_WEIGHT = 1e-3
+ProgressHook = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class MinigenConfig:
+    """Everything that determines the built tree; a manifest is reused only if its config is equal."""
+
+    seed: int = 0
+    image_size: int = 128
+    train_generators: tuple[str, ...] = ("vae8",)
+    generators: tuple[str, ...] = ("tconv", "nearest", "bilinear", "pixelshuffle", "vae8")
+    n_train_real: int = 280
+    n_val_real: int = 40
+    n_test_real: int = 100
+    ae_steps: int = 200
+    ae_width: int = 32
+    ae_crop: int = 48
+    ae_batch: int = 16
+    ae_lr: float = 2e-3
+    train_photos: tuple[str, ...] = ("astronaut", "chelsea", "rocket", "china")
+    val_photos: tuple[str, ...] = ("coffee",)
+    test_photos: tuple[str, ...] = ("motorcycle_left", "motorcycle_right", "flower", "grace_hopper")
+    # torch threads during the build, fixed because float reductions (hence the PNG bytes) can depend on it.
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("train_generators", "generators", "train_photos", "val_photos", "test_photos"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # lists from YAML/JSON -> hashable
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if unknown := sorted(set(self.generators) - set(GENERATORS)):
+            raise ValueError(f"unknown generators {unknown}; allowed: {sorted(GENERATORS)}")
+        if missing := sorted(set(self.train_generators) - set(self.generators)):
+            raise ValueError(f"train_generators {missing} are not in generators {list(self.generators)}")
+        for size_name in ("image_size", "ae_crop"):
+            size = getattr(self, size_name)
+            if size < 8 or size % 8:
+                raise ValueError(f"{size_name} must be a positive multiple of 8 (vae8 down-samples 8x), got {size}")
+        if min(self.ae_steps, self.ae_batch, self.threads) < 1 or self.ae_width < 2 or self.ae_lr <= 0:
+            raise ValueError("ae_steps, ae_batch, ae_lr and threads must be positive and ae_width >= 2")
+        if self.n_test_real < 1:
+            raise ValueError(f"n_test_real must be >= 1 (every generator needs test data), got {self.n_test_real}")
+        splits = {"train": self.train_photos, "val": self.val_photos, "test": self.test_photos}
+        counts = {"train": self.n_train_real, "val": self.n_val_real, "test": self.n_test_real}
+        seen: dict[str, str] = {}
+        for split, photos in splits.items():
+            if counts[split] < 0 or (counts[split] > 0 and not photos):
+                raise ValueError(f"n_{split}_real={counts[split]} needs >= 0 and, if > 0, some {split}_photos")
+            for photo in photos:
+                if photo not in PHOTOS:
+                    raise ValueError(f"unknown photo {photo!r} in {split}_photos; allowed: {list(PHOTOS)}")
+                if photo in seen:
+                    raise ValueError(f"photo {photo!r} is in both {seen[photo]}_photos and {split}_photos")
+                seen[photo] = split
+        if not self.train_photos:
+            raise ValueError("train_photos must not be empty: the generators are trained on them")
+        for scene in _SAME_SCENE:
+            if len({seen[p] for p in scene if p in seen}) > 1:
+                raise ValueError(f"photos {list(scene)} show one scene and must be in the same split")
+
+
+# --------------------------------------------------------------------------------------------------- photos
+
+
+@cache
+def _photos() -> dict[str, np.ndarray]:
+    import matplotlib.cbook
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    left, right, _disparity = skimage.data.stereo_motorcycle()
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        grace = np.asarray(Image.open(fh).convert("RGB"))
+    photos = {
+        "astronaut": skimage.data.astronaut(),
+        "chelsea": skimage.data.chelsea(),
+        "coffee": skimage.data.coffee(),
+        "rocket": skimage.data.rocket(),
+        "motorcycle_left": left,
+        "motorcycle_right": right,
+        "china": load_sample_image("china.jpg"),
+        "flower": load_sample_image("flower.jpg"),
+        "grace_hopper": grace,
+    }
+    for name, img in photos.items():
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise RuntimeError(f"sample photo {name!r} is {img.shape} {img.dtype}, expected HxWx3 uint8")
+        img = np.ascontiguousarray(img)
+        img.setflags(write=False)
+        photos[name] = img
+    return photos
+
+
+def load_photos() -> dict[str, np.ndarray]:
+    """The real photographs, name -> HxWx3 uint8 (read-only arrays), from installed wheels only."""
+    return dict(_photos())
+
+
+# ----------------------------------------------------------------------------------------------- generators
+
+
+def _up(kind: str, c_in: int, c_out: int) -> nn.Module:
+    """One 2x up-sampling layer; these are what leave each generator's distinct traces."""
+    if kind == "tconv":
+        return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    if kind == "pixelshuffle":
+        return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 3, padding=1), nn.PixelShuffle(2))
+    if kind == "nearest":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1))
+    if kind == "bilinear":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(c_in, c_out, 3, padding=1)
+        )
+    raise ValueError(f"unknown up-sampling {kind!r}")
+
+
+def _down(c_in: int, c_out: int) -> nn.Module:
+    return nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)
+
+
+class ConvAE(nn.Module):
+    """4x-bottleneck conv autoencoder without skips, so every output pixel is re-synthesised by the decoder.
+
+    The last up-sampling halves the width (as image decoders taper): it runs at full resolution and dominates cost.
+    """
+
+    def __init__(self, upsampling: str, width: int = 32) -> None:
+        super().__init__()
+        self.upsampling = upsampling
+        w = width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(), _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU()
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
+            _up(upsampling, w, w), nn.SiLU(),
+            _up(upsampling, w, w // 2), nn.SiLU(),
+            nn.Conv2d(w // 2, 3, 3, padding=1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def loss(self, x: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        return F.l1_loss(self(x), x)
+
+
+class VAE8(nn.Module):
+    """Latent-diffusion-style VAE: 8x spatial bottleneck to a few latent channels, nearest+conv decoder."""
+
+    upsampling = "nearest"
+
+    def __init__(self, width: int = 32, latent: int = 4) -> None:
+        super().__init__()
+        w = width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
+            _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU(),
+            nn.Conv2d(w, 2 * latent, 3, padding=1),
+        )  # fmt: skip
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent, w, 3, padding=1), nn.SiLU(),
+            _up("nearest", w, w), nn.SiLU(), _up("nearest", w, w), nn.SiLU(), _up("nearest", w, w // 2), nn.SiLU(),
+            nn.Conv2d(w // 2, 3, 3, padding=1),
+        )  # fmt: skip
+
+    def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: reconstructions are deterministic."""
+        return self.decoder(self._moments(x)[0])
+
+    def loss(self, x: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        mean, logvar = self._moments(x)
+        std = torch.exp(0.5 * logvar)
+        z = mean + std * torch.randn(mean.shape, generator=noise, dtype=mean.dtype)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        return F.l1_loss(self.decoder(z), x) + _KL_WEIGHT * kl
+
+
+GENERATORS: dict[str, Callable[[int], nn.Module]] = {
+    "tconv": partial(ConvAE, "tconv"),
+    "nearest": partial(ConvAE, "nearest"),
+    "bilinear": partial(ConvAE, "bilinear"),
+    "pixelshuffle": partial(ConvAE, "pixelshuffle"),
+    "vae8": VAE8,
+}
+"""name -> builder(width) of the untrained autoencoder."""
+
+_UPSAMPLING = {
+    "tconv": "transposed_conv",
+    "nearest": "nearest+conv",
+    "bilinear": "bilinear+conv",
+    "pixelshuffle": "pixel_shuffle",
+    "vae8": "vae_8x_latent, nearest+conv",
+}
+
+# -------------------------------------------------------------------------------------------------- build
+
+
+def _rng(seed: int, *purpose: str) -> np.random.Generator:
+    """An independent stream per purpose, so adding a generator does not shift another one's crops."""
+    return np.random.default_rng([seed, *(zlib.crc32(p.encode()) for p in purpose)])
+
+
+def _torch_seed(seed: int, *purpose: str) -> int:
+    return int(_rng(seed, "torch", *purpose).integers(2**62))
+
+
+@contextmanager
+def _deterministic_torch(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """NxHxWx3 uint8 -> Nx3xHxW float in [0, 1]."""
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().float().div(255.0)
+
+
+def _train(name: str, cfg: MinigenConfig, progress: ProgressHook | None) -> nn.Module:
+    photos = [_to_tensor(_photos()[p][None])[0] for p in cfg.train_photos]
+    rng = _rng(cfg.seed, "ae-crops", name)
+    noise = torch.Generator().manual_seed(_torch_seed(cfg.seed, "ae-noise", name))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_torch_seed(cfg.seed, "ae-init", name))
+        model = GENERATORS[name](cfg.ae_width)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.ae_lr)
+    model.train()
+    c = cfg.ae_crop
+    for step in range(cfg.ae_steps):
+        batch = []
+        for k in rng.integers(len(photos), size=cfg.ae_batch):
+            _, h, w = photos[k].shape
+            y, x = rng.integers(h - c + 1), rng.integers(w - c + 1)
+            batch.append(photos[k][:, y : y + c, x : x + c])
+        loss = model.loss(torch.stack(batch), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(f"train {name}", step + 1, cfg.ae_steps)
+    return model.eval()
+
+
+def _crops(photo_names: tuple[str, ...], n: int, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """`n` random native-resolution crops spread evenly over the photos, keyed by `<photo>__<index>`."""
+    out: dict[str, np.ndarray] = {}
+    for k, photo in enumerate(photo_names):
+        img = _photos()[photo]
+        h, w, _ = img.shape
+        for i in range(n // len(photo_names) + (k < n % len(photo_names))):
+            y, x = rng.integers(h - size + 1), rng.integers(w - size + 1)
+            out[f"{photo}__{i:04d}"] = img[y : y + size, x : x + size]
+    return out
+
+
+@torch.inference_mode()
+def _reconstruct(model: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for i in range(0, len(images), _INFER_BATCH):
+        rec = model(_to_tensor(np.stack(images[i : i + _INFER_BATCH])))
+        rec = rec.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1)
+        out.extend(rec.numpy())
+    return out
+
+
+def _psnr_db(real: list[np.ndarray], fake: list[np.ndarray]) -> float:
+    mse = [np.mean((r.astype(np.float64) - f.astype(np.float64)) ** 2) for r, f in zip(real, fake)]
+    return float(np.mean([10.0 * np.log10(255.0**2 / max(m, 1e-10)) for m in mse]))
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buf, format="PNG", compress_level=6, optimize=False)
+    path.write_bytes(buf.getvalue())
+
+
+def _files_sha256(root: Path) -> str:
+    """sha256 over the sorted (relative path, file sha256) list of every image in the tree."""
+    h = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")):
+        h.update(f"{rel}\t{hashlib.sha256((root / rel).read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None) -> tuple[dict, dict]:
+    generators: dict[str, dict] = {}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    log: dict[str, dict[str, float]] = {}
+    for name in cfg.generators:
+        t0 = time.perf_counter()
+        model = _train(name, cfg, progress)
+        t1 = time.perf_counter()
+        splits = {}
+        if name in cfg.train_generators:
+            rng = _rng(cfg.seed, "crops", "train", name)
+            splits["train"] = _crops(cfg.train_photos, cfg.n_train_real, cfg.image_size, rng)
+            splits["train"] |= _crops(cfg.val_photos, cfg.n_val_real, cfg.image_size, rng)
+        splits["val"] = _crops(cfg.test_photos, cfg.n_test_real, cfg.image_size, _rng(cfg.seed, "crops", "val", name))
+        total, done = 2 * sum(len(c) for c in splits.values()), 0
+        psnr: float | None = None
+        for split, crops in splits.items():
+            fakes = _reconstruct(model, list(crops.values()))
+            if split == "val":
+                psnr = round(_psnr_db(list(crops.values()), fakes), 3)
+            for cls, images in (("nature", crops.values()), ("ai", fakes)):
+                d = root / name / split / cls
+                d.mkdir(parents=True)
+                for stem, image in zip(crops, images):
+                    _write_png(d / f"{stem}.png", image)
+                    done += 1
+                    if progress:
+                        progress(f"write {name}", done, total)
+            counts.setdefault(name, {})[split] = {"ai": len(crops), "nature": len(crops)}
+        generators[name] = {
+            "upsampling": _UPSAMPLING[name],
+            "psnr_db": psnr,
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+        log[name] = {"train_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
+    manifest = {
+        "name": "minigen",
+        "version": VERSION,
+        "seed": cfg.seed,
+        "image_size": cfg.image_size,
+        "train_generators": list(cfg.train_generators),
+        "generators": generators,
+        "splits": {"train": list(cfg.train_photos), "validation": list(cfg.val_photos), "test": list(cfg.test_photos)},
+        "group_pattern": GROUP_PATTERN,
+        "counts": counts,
+        "config": _config_json(cfg),
+        "files_sha256": _files_sha256(root),
+    }
+    return manifest, log
+
+
+def _config_json(cfg: MinigenConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _reusable(out_dir: Path, cfg: MinigenConfig) -> dict | None:
+    """The existing manifest if `out_dir` is a complete build of exactly `cfg`, else None."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("version") != VERSION or manifest.get("config") != _config_json(cfg):
+        return None
+    expected = sum(2 * n["nature"] for splits in manifest.get("counts", {}).values() for n in splits.values())
+    if sum(1 for _ in out_dir.rglob("*.png")) != expected:
+        return None
+    return manifest
+
+
+def _check_photo_sizes(cfg: MinigenConfig) -> None:
+    photos = _photos()
+    for split, names, size in (
+        ("train", cfg.train_photos, max(cfg.image_size, cfg.ae_crop)),
+        ("val", cfg.val_photos, cfg.image_size),
+        ("test", cfg.test_photos, cfg.image_size),
+    ):
+        for name in names:
+            if min(photos[name].shape[:2]) < size:
+                raise ValueError(f"{split} photo {name!r} {photos[name].shape[:2]} is smaller than a {size}px crop")
+
+
+def _remove_stale_siblings(out_dir: Path) -> None:
+    """Delete `<out>.tmp-<pid>` / `<out>.old-<pid>` left by builds whose process is gone (e.g. killed)."""
+    if not out_dir.parent.is_dir():
+        return
+    for sib in out_dir.parent.glob(f"{out_dir.name}.*-*"):
+        kind, _, pid = sib.name[len(out_dir.name) + 1 :].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(sib, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
+def build_minigen(
+    out_dir: Path,
+    config: MinigenConfig = MinigenConfig(),
+    *,
+    force: bool = False,
+    progress: ProgressHook | None = None,
+) -> dict:
+    """Build minigen into `out_dir` (or reuse a complete build of the same config) and return its manifest.
+
+    The tree is built in `<out>.tmp-<pid>` and renamed into place only when complete, so an interrupted build
+    never looks finished. An existing `out_dir` is replaced only if it is an earlier minigen build (or empty).
+    Generators train on CPU with fixed threads and deterministic algorithms: same seed -> same bytes on a machine.
+    `progress(task, completed, total)` is called while training each generator and while writing its images.
+    """
+    out_dir = Path(out_dir)
+    if not force and (manifest := _reusable(out_dir, config)) is not None:
+        return manifest
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).exists():
+        raise FileExistsError(f"{out_dir} exists and is not a minigen build; refusing to replace it")
+    _check_photo_sizes(config)
+    _remove_stale_siblings(out_dir)
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        with _deterministic_torch(config.threads):
+            manifest, gen_log = _build_into(tmp, config, progress)
+        _write_json(tmp / MANIFEST_NAME, manifest)
+        build_log = {
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+            "torch": torch.__version__,
+            "generators": gen_log,
+        }
+        _write_json(tmp / BUILD_LOG_NAME, build_log)
+        if out_dir.exists():
+            old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

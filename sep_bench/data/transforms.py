@@ -1,0 +1,95 @@
+"""Deterministic image transforms on uint8 RGB arrays (H, W, 3), driven by an explicit numpy Generator.
+
+torchvision's random transforms draw from torch's global RNG, which makes results depend on worker count and
+call order; these take the per-sample generator from `sample_rng` instead, so evaluation is bit-identical
+across runs and worker counts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "sample_rng",
+    "pad_to",
+    "random_crop",
+    "center_crop",
+    "resize_short",
+    "resize",
+    "maybe_hflip",
+    "to_tensor",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def sample_rng(seed: int, index: int, epoch: int, stream: int = 0) -> np.random.Generator:
+    """The generator for one sample's random choices: a pure function of (seed, epoch, index, stream)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index, stream]))
+
+
+def pad_to(img: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad on the right/bottom to at least size x size (as torchvision's pad_if_needed, fill 0)."""
+    h, w = img.shape[:2]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return img
+    return np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    img = pad_to(img, size)
+    h, w = img.shape[:2]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    return img[y : y + size, x : x + size]
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop; smaller images are zero-padded first (torchvision CenterCrop semantics)."""
+    img = pad_to(img, size)
+    h, w = img.shape[:2]
+    y, x = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img[y : y + size, x : x + size]
+
+
+def resize(img: np.ndarray, height: int, width: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    if img.shape[:2] == (height, width):
+        return img
+    return np.asarray(Image.fromarray(img).resize((width, height), resample=resample))
+
+
+def resize_short(img: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    """Resize so the short side is `size`, keeping the aspect ratio (torchvision Resize(int) semantics)."""
+    h, w = img.shape[:2]
+    if min(h, w) == size:
+        return img
+    if h <= w:
+        return resize(img, size, max(1, int(size * w / h)), resample)
+    return resize(img, max(1, int(size * h / w)), size, resample)
+
+
+def maybe_hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """Flip horizontally with probability p (one draw from rng, always made so the stream stays aligned)."""
+    return img[:, ::-1] if rng.random() < p else img
+
+
+def to_tensor(img: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1], optionally normalised."""
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    if mean is not None and std is not None:
+        m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        t = (t - m) / s
+    return t

@@ -1,0 +1,107 @@
+"""Evaluation: one pass over every test generator; per-image predictions and per-generator metrics.
+
+Outputs (both written atomically):
+- predictions parquet: path, generator, label, fake_logit (skipped images are absent, and counted);
+- metrics JSON: per-generator acc / real_acc / fake_acc / ap / auc, the unweighted Mean, skip counts, and
+  what produced them (detector, protocol hash, weights source, checkpoint sha256).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from sep_bench.data.splits import evaluation_samples
+from sep_bench.detectors import get_detector
+from sep_bench.engine.checkpoint import load_detector
+from sep_bench.engine.inference import run_inference
+from sep_bench.engine.metrics import summarize_predictions
+from sep_bench.engine.runtime import pick_device
+from sep_bench.io import atomic_path, write_json
+from sep_bench.paths import data_root
+from sep_bench.protocol import RunSpec
+from sep_bench.weights import sha256_file
+
+__all__ = ["evaluate", "METRICS_SCHEMA"]
+
+log = logging.getLogger(__name__)
+METRICS_SCHEMA = 1
+
+
+def evaluate(
+    spec: RunSpec,
+    checkpoint: Path,
+    metrics_out: Path,
+    predictions_out: Path,
+    *,
+    tracker=None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Evaluate the checkpoint under `spec`'s evaluation protocol and write predictions and metrics."""
+    started = time.perf_counter()
+    data = spec.profile.data
+    model, meta = load_detector(checkpoint, expect=spec.detector)
+    det = get_detector(spec.detector)
+    cfg = det.make_config(meta.get("model_config", {}))
+    device = pick_device(spec.profile.device)
+    model.to(device)
+    samples = evaluation_samples(data_root(spec.profile_name, data), data)
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(f"evaluate {spec.detector}", done, len(samples))
+
+    res = run_inference(
+        model, samples, det.views(cfg, False, False), seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
+        num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp,
+        max_pixels=data.max_image_pixels, on_batch=on_batch,
+    )
+    for s in res.skipped:
+        log.warning("skipped %s: %s", s["path"], s["detail"])
+    res.check(data.max_skip_fraction, f"evaluation of {spec.detector}")
+    keep = res.kept
+    preds = pd.DataFrame({
+        "path": [s.path for s, k in zip(samples, keep) if k],
+        "generator": [s.generator for s, k in zip(samples, keep) if k],
+        "label": [s.label for s, k in zip(samples, keep) if k],
+        "fake_logit": res.logits[keep],
+    })
+    summary = summarize_predictions(preds, data.test_generators)
+    weights = model.weights
+    metrics = {
+        "schema": METRICS_SCHEMA,
+        "detector": spec.detector,
+        "profile": spec.profile_name,
+        "protocol_hash": spec.protocol_hash(),
+        "seed": spec.seed,
+        "test_generators": list(data.test_generators),
+        **summary,
+        "n_images": int(len(preds)),
+        "skipped": {"count": len(res.skipped), "by_reason": dict(res.skip_reasons)},
+        "weights": weights.describe(),
+        "pretrained": weights.pretrained,
+        "intended_pretrained": det.default_weights is not None,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    with atomic_path(predictions_out) as tmp:
+        preds.to_parquet(tmp, index=False)
+    write_json(metrics_out, metrics)
+    if tracker is not None:
+        flat = {f"{g}.{k}": v for g, m in summary["generators"].items() for k, v in m.items()}
+        flat.update({f"mean.{k}": v for k, v in summary["mean"].items()})
+        flat["skipped"] = len(res.skipped)
+        tracker.log_metrics(flat)
+        tracker.set_tags({"sep_bench.skipped": len(res.skipped)})
+        tracker.log_artifact(metrics_out)
+        tracker.log_artifact(predictions_out)
+    return metrics

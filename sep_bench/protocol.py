@@ -1,0 +1,351 @@
+"""The protocol: `params.yaml` parsed into typed, validated objects.
+
+`params.yaml` is the single source of every choice that affects a number in a table. It has a shared block per
+*profile* (data, splits, budget, evaluation) and a *recipe* per detector (only what the official recipe fixes),
+with optional per-profile overrides. `resolve(params, detector)` merges them into one `RunSpec`, the only
+object the engine sees: config builds objects, objects never read config.
+
+Validation errors name the key and the allowed keys/values, e.g.
+``params.yaml: profiles.mini.train.epohcs: unknown key; allowed: epochs, batch_size, ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ProtocolError",
+    "Params",
+    "Profile",
+    "DataSpec",
+    "TrainSpec",
+    "EvalSpec",
+    "Recipe",
+    "RunSpec",
+    "load_params",
+    "resolve",
+    "deep_merge",
+]
+
+
+
+class ProtocolError(ValueError):
+    """A params.yaml problem, with a message that names the key and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValSplit(_Strict):
+    """How the model-selection slice is held out of the TRAIN split (never the test generators).
+
+    Samples are grouped (by `group_pattern`'s `group` match on the file name, else one group per file) so that
+    e.g. crops of one photograph never land on both sides. `groups` names the held-out groups explicitly;
+    otherwise a deterministic hash of the group name puts `fraction` of the groups in validation.
+    """
+
+    fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    group_pattern: str | None = None
+    groups: list[str] | None = None
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _has_group(cls, v: str | None) -> str | None:
+        if v is not None and "(?P<group>" not in v:
+            raise ValueError("group_pattern must contain a named group '(?P<group>...)'")
+        return v
+
+
+class MinigenSpec(_Strict):
+    """Build options of the embedded benchmark (only for `source: minigen`)."""
+
+    seed: int = 0
+    image_size: int = Field(128, ge=32)
+    n_train_real: int = Field(280, ge=4)
+    n_val_real: int = Field(40, ge=2)
+    n_test_real: int = Field(100, ge=2)
+    ae_steps: int | None = Field(None, ge=1)
+
+
+class DataSpec(_Strict):
+    source: Literal["minigen", "external"]
+    layout: Literal["genimage", "aigcbench", "folder"] = "genimage"
+    root: str | None = None  # external data folder; minigen lives in data/prepared/<profile>
+    # Where the training images are when they are not in `root` (AIGCBenchmark trains on the ProGAN set).
+    train_root: str | None = None
+    train_layout: Literal["genimage", "aigcbench", "folder"] | None = None
+    train_generators: list[str]
+    test_generators: list[str]
+    val: ValSplit = ValSplit()
+    # Names as the layout reader reports them -> display names in tables (e.g. imagenet_ai_0419_sdv4 -> SDv1.4).
+    generator_aliases: dict[str, str] = {}
+    max_train_images: int | None = Field(None, ge=1)
+    max_test_images_per_generator: int | None = Field(None, ge=1)
+    max_skip_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    max_image_pixels: int = Field(89_478_485, ge=1)  # PIL's own default bomb limit
+    minigen: MinigenSpec | None = None
+
+    @model_validator(mode="after")
+    def _minigen_block(self) -> "DataSpec":
+        if self.source == "minigen" and self.minigen is None:
+            object.__setattr__(self, "minigen", MinigenSpec())
+        if self.source == "external" and not self.root:
+            raise ValueError("source: external needs root: the dataset folder")
+        if not self.test_generators:
+            raise ValueError("test_generators must list at least one generator")
+        return self
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    num_workers: int = Field(0, ge=0)
+    hflip: bool = True
+    select_metric: Literal["acc", "ap", "loss"] = "acc"
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class EvalSpec(_Strict):
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class OptimSpec(_Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+
+
+class ScheduleSpec(_Strict):
+    name: Literal["constant", "step", "cosine"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class Recipe(_Strict):
+    """A detector's recipe after profile overrides: everything that is the detector's own choice."""
+
+    model: dict[str, Any] = {}
+    pretrained: bool | str = False
+    optim: OptimSpec = OptimSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    train: TrainSpec
+    eval: EvalSpec
+
+
+class Profile(_Strict):
+    description: str = ""
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    device: str = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "bf16"
+
+
+class DetectorBlock(_Strict):
+    model: dict[str, Any] = {}
+    pretrained: bool | str = False
+    optim: OptimSpec = OptimSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    # profile name -> partial {model, pretrained, optim, schedule, train, eval} merged over the above
+    overrides: dict[str, dict[str, Any]] = {}
+
+
+class RunSelection(_Strict):
+    detectors: list[str]
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None
+    experiment: str = "sep-bench"
+
+
+class Params(_Strict):
+    profile: str
+    seed: int = 0
+    run: RunSelection
+    tracking: TrackingSpec = TrackingSpec()
+    profiles: dict[str, Profile]
+    detectors: dict[str, DetectorBlock]
+
+    @model_validator(mode="after")
+    def _references(self) -> "Params":
+        if self.profile not in self.profiles:
+            raise ValueError(f"profile {self.profile!r} is not defined; defined: {', '.join(self.profiles)}")
+        missing = [d for d in self.run.detectors if d not in self.detectors]
+        if missing:
+            raise ValueError(
+                f"run.detectors names {missing} without a block under detectors:; defined: {', '.join(self.detectors)}"
+            )
+        for name, block in self.detectors.items():
+            unknown = set(block.overrides) - set(self.profiles)
+            if unknown:
+                raise ValueError(
+                    f"detectors.{name}.overrides names unknown profile(s) {sorted(unknown)}; "
+                    f"defined: {', '.join(self.profiles)}"
+                )
+        return self
+
+    def active_profile(self) -> Profile:
+        return self.profiles[self.profile]
+
+
+def _format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "(top level)")
+        if e["type"] == "extra_forbidden":
+            allowed = _model_at(model, e["loc"][:-1])
+            hint = f"; allowed: {', '.join(allowed.model_fields)}" if allowed else ""
+            lines.append(f"{source}: {where}: unknown key{hint}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{source}: {where}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema class found by walking `loc` from `model` (dict[str, Model] levels skip their key)."""
+    node: Any = model
+    for part in loc:
+        if isinstance(node, tuple):  # ("dict", value type): `part` is a free-form key
+            node = node[1]
+            continue
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or str(part) not in node.model_fields:
+            return None
+        node = _unwrap(node.model_fields[str(part)].annotation)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """dict[str, M] -> ("dict", M); Optional[M] -> M; anything else unchanged."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and len(args) == 2:
+        return ("dict", _unwrap(args[1]))
+    for a in args:
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return annotation
+
+
+def validate_model(model: type[BaseModel], data: Any, *, prefix: str = "", source: str = "params.yaml") -> Any:
+    """Validate `data` against `model`, turning pydantic's error into a ProtocolError naming the keys."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ProtocolError(_format_validation_error(err, model, prefix, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml. `overrides` maps dotted keys to values (like `dvc exp run -S`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"{path}: not found (run from the repository root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ProtocolError(f"{path}: not valid YAML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return validate_model(Params, raw, source=path.name)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge; `update` wins; neither input is modified."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class RunSpec(_Strict):
+    """Everything one train or evaluation run needs: the active profile and one detector's resolved recipe."""
+
+    profile_name: str
+    profile: Profile
+    detector: str
+    recipe: Recipe
+    seed: int
+
+    def protocol_hash(self) -> str:
+        """A short hash of every protocol value that changes a trained model or a metric."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """Dotted key -> value for MLflow (every protocol value, so a run can be compared in the UI)."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                flat[prefix] = json.dumps(node) if isinstance(node, (list, tuple)) else str(node)
+
+        walk("", self.model_dump(mode="json"))
+        return flat
+
+
+def resolve(params: Params, detector: str, profile: str | None = None) -> RunSpec:
+    """Merge profile and detector recipe (with the profile's overrides) into the RunSpec the engine uses."""
+    profile_name = profile or params.profile
+    if profile_name not in params.profiles:
+        raise ProtocolError(f"unknown profile {profile_name!r}; defined: {', '.join(params.profiles)}")
+    if detector not in params.detectors:
+        raise ProtocolError(
+            f"params.yaml has no block detectors.{detector}; defined: {', '.join(params.detectors)}"
+        )
+    prof = params.profiles[profile_name]
+    block = params.detectors[detector]
+    base = {
+        "model": block.model,
+        "pretrained": block.pretrained,
+        "optim": block.optim.model_dump(),
+        "schedule": block.schedule.model_dump(),
+        "train": prof.train.model_dump(),
+        "eval": prof.eval.model_dump(),
+    }
+    merged = deep_merge(base, block.overrides.get(profile_name, {}))
+    recipe = validate_model(Recipe, merged, prefix=f"detectors.{detector}.overrides.{profile_name}.")
+    return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=params.seed)
+
+
+_GROUP_CACHE: dict[str, re.Pattern] = {}
+
+
+def group_of(name: str, pattern: str | None) -> str:
+    """The split group of a file name (see ValSplit); the name itself when there is no pattern or no match."""
+    if pattern is None:
+        return name
+    rx = _GROUP_CACHE.setdefault(pattern, re.compile(pattern))
+    m = rx.search(name)
+    return m.group("group") if m else name

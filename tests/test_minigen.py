@@ -1,0 +1,183 @@
+"""minigen: layout, split hygiene, determinism and the atomic/reusable build, on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sep_bench.data.minigen import GENERATORS, GROUP_PATTERN, MANIFEST_NAME, MinigenConfig, build_minigen, load_photos
+
+TINY = MinigenConfig(
+    image_size=48,
+    n_train_real=8,
+    n_val_real=3,
+    n_test_real=6,
+    ae_steps=20,
+    ae_width=8,
+    ae_crop=32,
+    ae_batch=8,
+    threads=1,  # tiny tensors: a second thread only adds synchronisation
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("minigen") / "mg"
+    return out, build_minigen(out, TINY)
+
+
+def _group(path: Path) -> str:
+    match = re.match(GROUP_PATTERN, path.name)
+    assert match, path.name
+    return match["group"]
+
+
+def test_layout_and_counts(built: tuple[Path, dict]) -> None:
+    out, manifest = built
+    assert json.loads((out / MANIFEST_NAME).read_text()) == manifest
+    assert manifest["name"] == "minigen" and manifest["train_generators"] == ["vae8"]
+    assert set(manifest["generators"]) == set(TINY.generators) == set(GENERATORS)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(TINY.generators)
+    for gen in TINY.generators:
+        splits = ["train", "val"] if gen in TINY.train_generators else ["val"]
+        assert sorted(p.name for p in (out / gen).iterdir()) == splits
+        for split in splits:
+            n = TINY.n_train_real + TINY.n_val_real if split == "train" else TINY.n_test_real
+            assert manifest["counts"][gen][split] == {"ai": n, "nature": n}
+            for cls in ("ai", "nature"):
+                assert len(list((out / gen / split / cls).glob("*.png"))) == n
+        info = manifest["generators"][gen]
+        assert info["params"] > 0 and np.isfinite(info["psnr_db"]) and info["upsampling"]
+    assert set(json.loads((out / "build_log.json").read_text())["generators"]) == set(TINY.generators)
+    assert not list(out.parent.glob("mg.*")), "temp/old siblings must be gone after a build"
+
+
+def test_images_are_rgb_png_of_the_right_size(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    for path in out.rglob("*.png"):
+        with Image.open(path) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "RGB", (TINY.image_size, TINY.image_size)), path
+
+
+def test_photos_never_cross_splits(built: tuple[Path, dict]) -> None:
+    out, manifest = built
+    assert manifest["splits"] == {
+        "train": list(TINY.train_photos),
+        "validation": list(TINY.val_photos),
+        "test": list(TINY.test_photos),
+    }
+    train_groups = {_group(p) for p in out.glob("*/train/*/*.png")}
+    test_groups = {_group(p) for p in out.glob("*/val/*/*.png")}
+    assert train_groups == set(TINY.train_photos) | set(TINY.val_photos)
+    assert test_groups == set(TINY.test_photos)
+    assert {"motorcycle_left", "motorcycle_right"} <= test_groups
+
+
+def test_fakes_mirror_reals_and_differ(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    for split_dir in out.glob("*/*"):
+        reals = sorted(p.name for p in (split_dir / "nature").glob("*.png"))
+        assert reals == sorted(p.name for p in (split_dir / "ai").glob("*.png"))
+        for name in reals[:3]:
+            real = np.asarray(Image.open(split_dir / "nature" / name))
+            fake = np.asarray(Image.open(split_dir / "ai" / name))
+            assert not np.array_equal(real, fake), split_dir / name
+
+
+def test_real_crops_are_native_resolution_pixels(built: tuple[Path, dict]) -> None:
+    out, _ = built
+    photo = load_photos()["coffee"]
+    crop = np.asarray(Image.open(next(out.glob("vae8/train/nature/coffee__*.png"))))
+    size = crop.shape[0]
+    candidates = np.argwhere((photo[: 1 - size, : 1 - size] == crop[0, 0]).all(axis=-1))
+    assert any(np.array_equal(photo[y : y + size, x : x + size], crop) for y, x in candidates)
+
+
+def test_same_seed_same_bytes_and_other_seed_differs(built: tuple[Path, dict], tmp_path: Path) -> None:
+    out, manifest = built
+    torch_state = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    again = build_minigen(tmp_path / "again", TINY)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == torch_state
+    assert again == manifest
+    assert (tmp_path / "again" / MANIFEST_NAME).read_bytes() == (out / MANIFEST_NAME).read_bytes()
+    for rel in ("vae8/train/ai/astronaut__0000.png", "tconv/val/ai/flower__0000.png"):
+        assert (tmp_path / "again" / rel).read_bytes() == (out / rel).read_bytes()
+
+    other = build_minigen(tmp_path / "other", replace(TINY, seed=1))
+    assert other["files_sha256"] != manifest["files_sha256"]
+    rel = "vae8/train/ai/astronaut__0000.png"
+    assert (tmp_path / "other" / rel).read_bytes() != (out / rel).read_bytes()
+
+
+def test_reused_build_is_not_rebuilt(built: tuple[Path, dict]) -> None:
+    out, manifest = built
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    calls: list[tuple[str, int, int]] = []
+    assert build_minigen(out, TINY, progress=lambda *a: calls.append(a)) == manifest
+    assert calls == []
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_interrupted_build_is_not_mistaken_for_complete(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "mg"
+    stale = tmp_path / f"mg.tmp-{dead.pid}"
+    (stale / "vae8" / "val" / "ai").mkdir(parents=True)
+    (stale / MANIFEST_NAME).write_text(json.dumps({"version": 1}))
+
+    calls: list[tuple[str, int, int]] = []
+    cfg = replace(TINY, generators=("tconv", "vae8"))
+    manifest = build_minigen(out, cfg, progress=lambda *a: calls.append(a))
+    assert (out / MANIFEST_NAME).exists() and manifest["config"]["generators"] == ["tconv", "vae8"]
+    assert not stale.exists(), "a dead build's temp dir is cleaned up"
+    assert ("train vae8", cfg.ae_steps, cfg.ae_steps) in calls
+    assert any(task == "write tconv" and done == total for task, done, total in calls)
+
+    # A tree that lost files is not reused; a different config replaces the old build.
+    next(out.glob("tconv/val/ai/*.png")).unlink()
+    calls.clear()
+    assert build_minigen(out, cfg, progress=lambda *a: calls.append(a)) == manifest
+    assert calls, "incomplete tree must be rebuilt"
+    smaller = replace(cfg, generators=("vae8",))
+    build_minigen(out, smaller)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["vae8"]
+
+
+def test_refuses_to_replace_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("not minigen")
+    with pytest.raises(FileExistsError):
+        build_minigen(tmp_path, TINY)
+    assert (tmp_path / "mine.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"val_photos": ("coffee", "china")}, "both"),
+        ({"train_photos": ("astronaut", "motorcycle_right"), "test_photos": ("motorcycle_left",)}, "same split"),
+        ({"generators": ("tconv",)}, "not in generators"),
+        ({"generators": ("gan", "vae8")}, "unknown generators"),
+        ({"image_size": 100}, "multiple of 8"),
+        ({"test_photos": ("lena",)}, "unknown photo"),
+    ],
+)
+def test_config_validation(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MinigenConfig(**change)
+
+
+def test_load_photos() -> None:
+    photos = load_photos()
+    assert len(photos) == 9
+    for name, img in photos.items():
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8 and min(img.shape[:2]) >= 256, name

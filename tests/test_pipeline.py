@@ -1,0 +1,100 @@
+"""End to end: `dvc repro` in a temporary clone of the repository, on a shrunken mini profile.
+
+Checks what a newcomer gets from README command 1: the data stage builds minigen, train@/evaluate@ run per
+detector, the report writes the table and heatmap, MLflow has the runs, `data.dvc` (no remote, no data) does
+not break a fresh clone, and a second `dvc repro` does nothing.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _run(cmd, cwd, env):
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, f"{cmd} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    return res.stdout + res.stderr
+
+
+def _clone_worktree(dest: Path) -> None:
+    """Copy the files git would commit (tracked + untracked-not-ignored) into a new repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("clone")
+    _clone_worktree(dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["run"]["detectors"] = ["npr"]
+    mini = params["profiles"]["mini"]
+    mini["data"]["minigen"] = {"seed": 0, "image_size": 48, "n_train_real": 24, "n_val_real": 8, "n_test_real": 8,
+                               "ae_steps": 5}
+    mini["train"].update(epochs=1, batch_size=16)
+    params["detectors"]["npr"]["overrides"]["mini"]["model"] = {"crop_size": 32, "train_resize": None, "layers": [1, 1]}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("DVC_ROOT", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for stale in ("results/metrics", "results/predictions", "results/tables", "results/plots", "dvc.lock"):
+        target = dest / stale
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    _run(["git", "init", "-q"], dest, env)
+    _run(["git", "add", "-A"], dest, env)
+    _run(["git", "commit", "-qm", "clone"], dest, env)
+    return dest, env
+
+
+def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
+    dest, env = clone
+    assert (dest / "data.dvc").is_file() and not (dest / "data" / "external").exists()
+    out = _run(["dvc", "repro"], dest, env)
+    for stage in ("data", "train@npr", "evaluate@npr", "report"):
+        assert f"Running stage '{stage}'" in out
+
+    table = (dest / "results/tables/mini_acc.md").read_text()
+    header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
+    assert header == ["detector", "vae8", "tconv", "nearest", "bilinear", "pixelshuffle", "Mean"]
+    assert any(line.startswith("| npr ") for line in table.splitlines())
+    assert (dest / "results/plots/mini_acc_heatmap.png").stat().st_size > 1000
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sep-bench/mini")
+    runs = client.search_runs([exp.experiment_id])
+    stages = sorted(r.data.tags["dvc.stage"] for r in runs)
+    assert stages == ["evaluate@npr", "train@npr"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["git.commit"] != "unknown" for r in runs)
+    assert exp.artifact_location.startswith(f"file://{dest}")
+
+
+def test_second_repro_is_a_no_op(clone):
+    dest, env = clone
+    if not (dest / "dvc.lock").is_file():
+        pytest.skip("needs the first repro")
+    started = time.perf_counter()
+    out = _run(["dvc", "repro"], dest, env)
+    elapsed = time.perf_counter() - started
+    assert "Running stage" not in out and "up to date" in out
+    print(f"second dvc repro: {elapsed:.1f}s")
