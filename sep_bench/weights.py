@@ -11,17 +11,44 @@ A recipe's ``pretrained`` value is one of:
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-__all__ = ["WeightsSource", "parse_pretrained", "load_state_dict", "sha256_file", "UnsafeCheckpointError"]
+__all__ = ["WeightsSource", "parse_pretrained", "load_state_dict", "sha256_file", "UnsafeCheckpointError",
+           "WeightsFileError", "PretrainedUnavailableError", "hub_failure"]
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """A pickle checkpoint that needs arbitrary code execution to load."""
+class WeightsFileError(RuntimeError):
+    """A weights file that cannot be used (unreadable, corrupt, not a state dict); the message names the file."""
+
+
+class PretrainedUnavailableError(RuntimeError):
+    """Requested pretrained weights could not be obtained (offline, not cached, or wrong file)."""
+
+
+def hub_failure(ref: str, err: BaseException) -> PretrainedUnavailableError:
+    """A clear error for hub weights that could not be fetched (never fall back to random weights)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    hint = (
+        "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache"
+        if offline
+        else "downloading them failed"
+    )
+    return PretrainedUnavailableError(
+        f"pretrained weights {ref!r} are unavailable: {hint} ({type(err).__name__}: {str(err)[:300]}). "
+        "Fetch them once with network access (they are cached under HF_HOME), give a local file path as "
+        "`pretrained`, or set `pretrained: false` for an explicit random initialisation."
+    )
+
+
+class UnsafeCheckpointError(WeightsFileError):
+    """A pickle checkpoint that needs arbitrary code execution (or non-tensor objects) to load: refused."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +79,12 @@ def parse_pretrained(value: bool | str, default_hub: str | None) -> WeightsSourc
         return WeightsSource.none()
     if value is True:
         if default_hub is None:
-            raise ValueError("pretrained: true, but this detector has no default hub weights; give a file path")
+            from sep_bench.protocol import ProtocolError  # a ValueError; the CLI prints it as a one-line error
+
+            raise ProtocolError(
+                "pretrained: true, but this detector has no default hub weights; set pretrained: false or give a "
+                "weights file path"
+            )
         return WeightsSource("hub", default_hub)
     text = str(value).strip()
     for prefix in ("hf-hub:", "timm:", "open_clip:"):
@@ -72,31 +104,53 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _refusal(path: Path, err: Exception) -> WeightsFileError:
+    """The error for a .pth/.pt/.bin that torch's weights-only unpickler rejected, naming what it rejected."""
+    text = str(err)
+    glob = re.search(r"GLOBAL ([\w.]+)", text)
+    if glob:
+        return UnsafeCheckpointError(
+            f"{path.name}: refused: the pickle calls {glob.group(1)}, which a weights-only load does not allow "
+            "(loading it unsafely could run arbitrary code); convert it to safetensors or re-save its state_dict alone"
+        )
+    if "weights_only" in text or "Weights only" in text or "WeightsUnpickler" in text:
+        what = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        return UnsafeCheckpointError(
+            f"{path.name}: refused: not a weights-only PyTorch checkpoint ({what.group(1).strip() if what else 'unsupported pickle content'}); "
+            "loading it unsafely could run arbitrary code; convert it to safetensors or re-save its state_dict alone"
+        )
+    return WeightsFileError(f"{path.name}: not a readable PyTorch checkpoint ({type(err).__name__}: {text[:200]})")
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors, or from a .pth/.pt/.bin with ``weights_only=True`` (no code runs).
 
     Common wrappers are unwrapped: ``{"model": sd}``, ``{"state_dict": sd}``, and a ``module.`` prefix (DDP).
+    A pickle that would run code is refused with `UnsafeCheckpointError`; any other unreadable file raises
+    `WeightsFileError` (never a traceback from inside torch).
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        sd = load_file(str(path), device="cpu")
+        try:
+            sd = load_file(str(path), device="cpu")
+        except Exception as err:  # SafetensorError, OSError, ...
+            raise WeightsFileError(f"{path.name}: not a readable safetensors file ({err})") from None
     else:
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4": noise before refusing
+                sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises UnpicklingError (a pickle.UnpicklingError) with a long hint
-            if "weights_only" in str(err) or "Unsupported global" in str(err):
-                raise UnsafeCheckpointError(
-                    f"{path.name}: refused, the file is a pickle that would run code or needs non-tensor objects "
-                    "to load; convert it to safetensors or re-save its state_dict alone"
-                ) from None
-            raise
+            raise _refusal(path, err) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     if not isinstance(sd, dict):
-        raise ValueError(f"{path.name}: expected a state dict, got {type(sd).__name__}")
+        raise WeightsFileError(f"{path.name}: expected a state dict, got {type(sd).__name__}")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return dict(sd)
