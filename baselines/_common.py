@@ -1,0 +1,212 @@
+"""Helpers shared by the baseline detectors: seeded blur/JPEG augmentation and a ResNet builder.
+
+Written for sep-bench (Apache-2.0). The augmentation re-implements the "Blur+JPEG" training augmentation of
+PeterWang512/CNNDetection ``data/datasets.py`` (``data_augment``), which UniversalFakeDetect and
+SSP-AI-Generated-Image-Detection reuse: with probability ``blur_prob`` a Gaussian blur per channel with sigma
+drawn uniformly from ``blur_sigma``, then with probability ``jpeg_prob`` a JPEG round trip at an integer quality
+drawn uniformly from ``jpeg_quality`` (both ends included). All draws come from the per-sample numpy Generator.
+
+Documented deviation: the official code picks the JPEG encoder at random between OpenCV and PIL
+(``--jpg_method cv2,pil``); here it is always PIL (OpenCV is not a dependency). Both wrap libjpeg with the same
+quality tables and 4:2:0 chroma subsampling, so the difference is at the level of rounding.
+
+The ResNet builder returns a torchvision ``ResNet`` whose ``fc`` is replaced by ``Linear(F, 1)``; its
+state-dict keys are torchvision's (conv1, bn1, layer1..4, fc), which is also how the official CNNSpot and SSP
+checkpoints name them. Pretrained weights come from a `WeightsSource`: ``none`` (random init), ``hub``
+(``timm:<arch>.<tag>`` or ``hf-hub:<repo>`` through timm and the Hugging Face cache, honouring
+``HF_HUB_OFFLINE``), or ``file`` (a torchvision/timm-format ResNet state dict). A hub or file source that cannot
+be loaded raises `PretrainedUnavailableError`; nothing ever falls back to random weights.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from sep_bench.data.transforms import center_crop, maybe_hflip, random_crop, resize_short, to_tensor
+from sep_bench.weights import PretrainedUnavailableError, hub_failure, WeightsSource, load_state_dict
+
+__all__ = [
+    "BlurJpegConfig",
+    "CropViewConfig",
+    "crop_view",
+    "PretrainedUnavailableError",
+    "ResNetName",
+    "blur_jpeg",
+    "gaussian_blur",
+    "jpeg_roundtrip",
+    "build_resnet",
+    "resnet_pooled_features",
+    "hub_failure",
+]
+
+ResNetName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+class BlurJpegConfig(BaseModel):
+    """Training augmentation fields shared by the detector configs (defaults: CNNSpot Blur+JPEG(0.5))."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blur_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of a Gaussian blur (training only)")
+    blur_sigma: tuple[float, float] = Field((0.0, 3.0), description="blur sigma range, drawn uniformly")
+    jpeg_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability of a JPEG round trip (training only)")
+    jpeg_quality: tuple[int, int] = Field((30, 100), description="JPEG quality range, integers, both ends included")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "BlurJpegConfig":
+        lo, hi = self.blur_sigma
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"blur_sigma must satisfy 0 <= low <= high, got {self.blur_sigma}")
+        qlo, qhi = self.jpeg_quality
+        if not 1 <= qlo <= qhi <= 100:
+            raise ValueError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got {self.jpeg_quality}")
+        return self
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Per-channel Gaussian blur of a uint8 (H, W, 3) array (scipy.ndimage, as the official code)."""
+    from scipy.ndimage import gaussian_filter
+
+    out = np.empty_like(img)
+    for c in range(img.shape[2]):
+        gaussian_filter(img[:, :, c], sigma=sigma, output=out[:, :, c])
+    return out
+
+
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    """Encode to JPEG with PIL at `quality` and decode again (uint8 RGB in and out)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return np.array(decoded.convert("RGB"))
+
+
+def blur_jpeg(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    blur_prob: float,
+    blur_sigma: tuple[float, float],
+    jpeg_prob: float,
+    jpeg_quality: tuple[int, int],
+) -> np.ndarray:
+    """Blur, then JPEG, each with its probability. Always makes the same four draws so the stream stays aligned."""
+    do_blur = rng.random() < blur_prob
+    sigma = float(rng.uniform(blur_sigma[0], blur_sigma[1]))
+    do_jpeg = rng.random() < jpeg_prob
+    quality = int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1))
+    if do_blur and sigma > 0.0:
+        img = gaussian_blur(img, sigma)
+    if do_jpeg:
+        img = jpeg_roundtrip(img, quality)
+    return img
+
+
+class CropViewConfig(BlurJpegConfig):
+    """Fields of the CNNDetection-style view: resize, blur/JPEG, random (train) or centre (eval) crop."""
+
+    crop_size: int = Field(224, ge=8)
+    train_resize: int | None = Field(256, ge=8, description="short side resized before augmentation and crop; null: none")
+    eval_resize: int | None = Field(None, ge=8, description="short side resized before the centre crop; null: none")
+
+
+def crop_view(cfg: CropViewConfig, train: bool, hflip: bool, mean: Sequence[float], std: Sequence[float]):
+    """The CNNDetection view: train: resize short side -> blur/JPEG -> RandomCrop -> flip; eval: [resize] ->
+    CenterCrop. Returns ``view(img, rng) -> {"image": normalised (3, crop, crop) tensor}``."""
+
+    def view(img: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if train:
+            if cfg.train_resize:
+                img = resize_short(img, cfg.train_resize)
+            img = blur_jpeg(
+                img, rng, blur_prob=cfg.blur_prob, blur_sigma=cfg.blur_sigma, jpeg_prob=cfg.jpeg_prob, jpeg_quality=cfg.jpeg_quality
+            )
+            img = random_crop(img, cfg.crop_size, rng)
+            if hflip:
+                img = maybe_hflip(img, rng)
+        else:
+            if cfg.eval_resize:
+                img = resize_short(img, cfg.eval_resize)
+            img = center_crop(img, cfg.crop_size)
+        return {"image": to_tensor(img, mean, std)}
+
+    return view
+
+
+def resnet_pooled_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet up to the global average pool: (B, 3, H, W) -> (B, F)."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return torch.flatten(net.avgpool(x), 1)
+
+
+def _load_backbone(net: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
+    """Load a ResNet state dict; an ImageNet classifier (fc of another shape) is dropped, everything else strict."""
+    own = net.state_dict()
+    head = {k for k in sd if k.startswith("fc.")}
+    if head and any(k not in own or own[k].shape != sd[k].shape for k in head):
+        sd = {k: v for k, v in sd.items() if k not in head}
+    result = net.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise PretrainedUnavailableError(
+            f"{source}: not a state dict of this ResNet; missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+def _timm_state_dict(ref: str, arch: str) -> dict[str, torch.Tensor]:
+    import timm
+
+    if ref.startswith("timm:"):
+        name = ref[len("timm:"):]
+        if name.split(".", 1)[0] != arch:
+            raise ValueError(
+                f"pretrained {ref!r} is for {name.split('.', 1)[0]}, but the backbone is {arch}; "
+                f"name matching weights, e.g. 'timm:{arch}.tv_in1k'"
+            )
+    elif ref.startswith("hf-hub:"):
+        name = ref
+    else:
+        raise ValueError(f"pretrained {ref!r}: a ResNet backbone takes 'timm:<arch>.<tag>' or 'hf-hub:<repo>'")
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
+        raise hub_failure(ref, err) from err
+
+
+def build_resnet(arch: ResNetName, weights: WeightsSource, *, fc_init_std: float | None = None) -> nn.Module:
+    """A torchvision ResNet with a one-logit ``fc``, initialised from `weights` (see the module docstring).
+
+    Args:
+        arch: torchvision ResNet name (``resnet18`` ... ``resnet152``).
+        weights: ``none`` (random init), ``hub`` (``timm:resnet50.tv_in1k``) or ``file`` (a ResNet state dict;
+            an ImageNet 1000-way ``fc`` is dropped, a one-logit ``fc`` is kept).
+        fc_init_std: initialise ``fc.weight`` from N(0, std) (CNNSpot, UnivFD: 0.02); None keeps PyTorch's default.
+            The bias always keeps PyTorch's default init, as in the official code.
+
+    Returns:
+        The ResNet; ``fc`` is ``Linear(F, 1)``.
+
+    Example:
+        >>> net = build_resnet("resnet18", WeightsSource.none(), fc_init_std=0.02)
+    """
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None)
+    net.fc = nn.Linear(net.fc.in_features, 1)
+    if fc_init_std is not None:
+        nn.init.normal_(net.fc.weight, 0.0, fc_init_std)
+    if weights.kind == "hub":
+        _load_backbone(net, _timm_state_dict(weights.ref, arch), weights.ref)
+    elif weights.kind == "file":
+        _load_backbone(net, load_state_dict(weights.ref), weights.ref)
+    return net
