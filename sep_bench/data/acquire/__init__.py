@@ -1,0 +1,21 @@
+"""Dataset acquisition: fetch GenImage / AIGCBenchmark / the ProGAN training set, verify, extract safely and
+normalise into the canonical tree the layout readers expect (``data/external/<benchmark>``).
+
+Modules: `catalog` (benchmarks, generator names, hosting), `sources` (hf, dataverse, modelscope, manual),
+`download` (resumable HTTP), `extract` (safe zip/multi-part zip/tar), `normalise` (archive nesting and parquet
+shards -> canonical tree), `verify` (publisher md5, sha256 manifest, counts, image statistics), `assemble`
+(staging, atomic install, completion marker), `commands` (the `sep-bench data get` command).
+"""
+
+from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
+from sep_bench.data.acquire.verify import MANIFEST_NAME, MARKER_NAME, VerificationError, build_manifest, verify_tree
+
+__all__ = ["BENCHMARKS", "AcquireError", "get_benchmark", "MANIFEST_NAME", "MARKER_NAME", "VerificationError",
+           "build_manifest", "verify_tree", "acquire"]
+
+
+def acquire(*args, **kwargs):
+    """See `sep_bench.data.acquire.assemble.acquire`."""
+    from sep_bench.data.acquire.assemble import acquire as _acquire
+
+    return _acquire(*args, **kwargs)

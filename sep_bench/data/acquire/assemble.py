@@ -1,0 +1,186 @@
+"""One acquisition, from a source's payload to an installed, verified canonical tree.
+
+The tree is built in a staging folder beside the target (``.<name>.staging-<id>`` in the target's parent, on the
+same file system, never inside the tree where a layout reader would see it). Installing writes an intent file
+(``.sep-bench-installing.json``, naming the generators), renames each complete generator folder into the
+target, rewrites the manifest, writes the completion marker (``.sep-bench-complete.json``, listing the
+installed generators) and removes the intent file last. After an interruption the intent file remains: the next
+`acquire` rebuilds those generators and `verify_tree` refuses the tree until then. Downloads are kept on failure,
+so the next run resumes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator
+from sep_bench.data.acquire.download import Progress
+from sep_bench.data.acquire.extract import Limits, extract, group_archives, is_archive_name
+from sep_bench.data.acquire.normalise import convert_parquet, normalise_tree
+from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
+from sep_bench.data.acquire.verify import (
+    INTENT_NAME, MANIFEST_NAME, MARKER_NAME, build_manifest, hash_files, load_manifest, _tree_files,
+)
+from sep_bench.io import write_json
+
+__all__ = ["acquire", "AcquireResult", "read_marker"]
+
+log = logging.getLogger(__name__)
+
+_NESTED_DEPTH = 3  # archives inside archives (Google Drive folder downloads wrap the parts in zips)
+
+
+@dataclass
+class AcquireResult:
+    out: Path
+    installed: list[str]  # generator folders (re)built in this run
+    present: list[str]  # already complete, left as they were
+    counts: dict
+    manifest: Path
+
+
+def read_marker(out: Path, name: str = MARKER_NAME) -> dict:
+    try:
+        m = json.loads((out / name).read_text())
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress | None,
+                 bench_match) -> list[tuple[Path, Generator | None]]:
+    """Extract every archive (and archives found inside them) under `raw`; return (folder, hint) pairs."""
+    done: list[tuple[Path, Generator | None]] = []
+    queue = [(grp, hint, 0) for grp, hint in payload.archives]
+    n = 0
+    while queue:
+        grp, hint, depth = queue.pop(0)
+        n += 1
+        dest = raw / f"{n:04d}_{grp.name}"
+        log.info("extracting %s (%d part%s)", grp.name, len(grp.parts), "s" if len(grp.parts) > 1 else "")
+        extract(grp, dest, limits, progress)
+        if depth > 0:  # an archive we extracted ourselves: drop it once its content is out
+            for p in grp.parts:
+                p.unlink(missing_ok=True)
+        done.append((dest, hint))
+        if depth + 1 >= _NESTED_DEPTH:
+            continue
+        for dirpath, dirnames, filenames in os.walk(dest):
+            inner = [Path(dirpath) / f for f in filenames if is_archive_name(f)]
+            if inner:
+                groups, _ = group_archives(inner)
+                queue += [(g, bench_match(g.name) or hint, depth + 1) for g in groups]
+    return done
+
+
+def acquire(
+    bench: Benchmark,
+    generators: list[Generator],
+    source: str,
+    out: Path,
+    ctx: FetchContext,
+    *,
+    force: bool = False,
+    keep_downloads: bool = False,
+    limits: Limits = Limits(),
+) -> AcquireResult:
+    """Fetch `generators` of `bench` from `source` and install them under `out` (see the module docstring)."""
+    if source not in SOURCES:
+        raise AcquireError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    if source not in bench.sources:
+        raise AcquireError(f"{bench.name} cannot be fetched from {source!r}; its sources: {', '.join(bench.sources)}")
+    out = Path(out)
+    marker = read_marker(out)
+    interrupted = set(read_marker(out, INTENT_NAME).get("generators") or [])  # renamed in, never completed
+    done_gens = set((marker.get("generators") or {}).keys()) - interrupted
+    ours = {MANIFEST_NAME, MARKER_NAME, INTENT_NAME} | interrupted
+    unmarked = out.exists() and not marker and any(p.name not in ours for p in out.iterdir())
+    if unmarked and not force:
+        raise AcquireError(f"{out} already holds data that `sep-bench data get` did not install; pass --force to "
+                           "replace the requested generators, or run `sep-bench data prepare` to verify it as it is")
+    todo = [g for g in generators if force or g.folder not in done_gens]
+    present = [g.folder for g in generators if g not in todo]
+    if not todo:
+        log.info("%s: %s already installed (use --force to fetch again)", out, ", ".join(present))
+        return AcquireResult(out, [], present, (load_manifest(out) or {}).get("counts", {}), out / MANIFEST_NAME)
+    ctx.generators = todo
+    payload = SOURCES[source](ctx)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    tree, raw, old = staging / "tree", staging / "raw", staging / "old"
+    wanted = {g.folder for g in todo}
+    try:
+        tree.mkdir(parents=True)
+        counts: Counter = Counter()
+        for folder, hint in _extract_all(payload, raw, limits, ctx.progress, bench.match_in):
+            counts += normalise_tree(folder, tree, bench, wanted, hint=hint, mode="move")
+        for folder, mode in payload.dirs:
+            counts += normalise_tree(folder, tree, bench, wanted, mode=mode)
+        if payload.shards:
+            counts += convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress)
+        missing = [g for g in todo if not counts.get(g.folder)]
+        if missing:
+            raise AcquireError(f"the {source} download holds no images of {', '.join(g.display for g in missing)}"
+                               + (f"; {bench.manual_help}" if source == "manual" else ""))
+        for g in todo:  # each generator needs both classes to be usable
+            classes = _classes(tree / g.folder, bench.layout)
+            if len(classes) < 2:
+                log.warning("%s: only %s images found", g.display, ", ".join(sorted(classes)) or "no")
+        files = hash_files(tree, _tree_files(tree), ctx.progress, "hashing")
+
+        # install: generator by generator, then the manifest, then the marker (last)
+        old.mkdir()
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / INTENT_NAME, {"generators": sorted(wanted | interrupted)})
+        for g in todo:
+            dst = out / g.folder
+            if dst.exists():
+                os.replace(dst, old / g.folder)
+            os.replace(tree / g.folder, dst)
+        prev = load_manifest(out) or {} if marker else {}
+        merged = {r: i for r, i in (prev.get("files") or {}).items() if r.split("/", 1)[0] not in wanted}
+        merged.update(files)
+        # entries kept from the old manifest lack image info when it was made elsewhere: take it from `files` only
+        full = {r: {"sha256": i["sha256"], "size": i["size"], **({k: i[k] for k in ("format", "w", "h") if k in i})}
+                for r, i in merged.items()}
+        gens_meta = dict(marker.get("generators") or {})
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for g in todo:
+            gens_meta[g.folder] = {"display": g.display, "source": source, "acquired": now,
+                                   "files": sum(1 for r in files if r.split("/", 1)[0] == g.folder)}
+        manifest = build_manifest(out, bench.layout, files=None if unmarked else full,  # unmarked: hash it all
+                                  extra={"benchmark": bench.name, "licence": bench.licence,
+                                         "provenance": {**(prev.get("provenance") or {}),
+                                                        **{g.folder: payload.provenance for g in todo}}})
+        write_json(out / MARKER_NAME, {"benchmark": bench.name, "layout": bench.layout, "generators": gens_meta,
+                                       "manifest": MANIFEST_NAME, "completed": now})
+        if interrupted - wanted:  # still not rebuilt: keep them marked as unfinished
+            write_json(out / INTENT_NAME, {"generators": sorted(interrupted - wanted)})
+        else:
+            (out / INTENT_NAME).unlink()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    if not keep_downloads:
+        for p in payload.downloaded:
+            p.unlink(missing_ok=True)
+    return AcquireResult(out, [g.folder for g in todo], present, manifest["counts"], out / MANIFEST_NAME)
+
+
+def _classes(folder: Path, layout: str) -> set[str]:
+    names = ("ai", "nature") if layout == "genimage" else ("0_real", "1_fake")
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        if Path(dirpath).name in names and filenames:
+            found.add(Path(dirpath).name)
+    return found

@@ -1,0 +1,185 @@
+"""`sep-bench data get` and the verification the `data prepare` stage runs on external data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sep_bench.cli_support import ParamsOpt, console, progress, user_errors
+from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
+from sep_bench.data.acquire.verify import MANIFEST_NAME, check_generators, verify_tree
+
+__all__ = ["get_cmd", "verify_external", "default_out", "write_stamps", "STAMPS_DIR"]
+
+STAMPS_DIR = Path("data/stamps")  # one small file per external profile, for the DVC data stage to depend on
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_OUT = {"genimage": "data/external/genimage", "aigcbench": "data/external/aigcbench",
+                 "progan": "data/external/progan_train"}
+
+
+def default_out(bench_name: str, params: Path) -> Path:
+    """The folder `params.yaml` reads the benchmark from (profile `<benchmark>`'s root; progan: a train_root)."""
+    try:
+        from sep_bench.protocol import load_params
+
+        p = load_params(params)
+        for name, prof in p.profiles.items():
+            d = prof.data
+            if d.source != "external":
+                continue
+            if bench_name == "progan" and d.train_root:
+                return Path(d.train_root)
+            if name == bench_name and d.root:
+                return Path(d.root)
+    except Exception:  # no or another params.yaml: the conventional place
+        pass
+    return Path(_FALLBACK_OUT.get(bench_name, f"data/external/{bench_name}"))
+
+
+def _split_names(values: Optional[List[str]]) -> list[str]:
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+def get_cmd(
+    benchmark: str = typer.Argument(..., help=f"Benchmark: {' | '.join(BENCHMARKS)}."),
+    generators: Optional[List[str]] = typer.Option(
+        None, "--generators", "-g", help="Generators to fetch (any name: SDv1.4, sdv4, imagenet_ai_0419_sdv4); "
+        "comma-separated or repeated. Default: all."),
+    source: Optional[str] = typer.Option(
+        None, "--source", "-s", help="hf | dataverse | modelscope | manual. Default: manual when --root is given, "
+        "else the benchmark's default (genimage: dataverse, aigcbench: modelscope)."),
+    root: Optional[Path] = typer.Option(
+        None, "--root", help="manual: the folder holding the archives you downloaded (Google Drive / Baidu)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Where the canonical tree goes (default: the profile's data root in params.yaml, "
+        "e.g. data/external/genimage)."),
+    repo: Optional[str] = typer.Option(
+        None, "--repo", help="Override the catalog's id: HF dataset repo (owner/name), Dataverse DOI (doi:...), "
+        "ModelScope dataset (namespace/name)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="hf / modelscope: branch, tag or commit."),
+    endpoint: Optional[str] = typer.Option(
+        None, "--endpoint", help="Base URL of the source (default: its public site; env HF_ENDPOINT, "
+        "SEP_BENCH_DATAVERSE_URL, SEP_BENCH_MODELSCOPE_URL)."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="Download folder, kept for resuming (default: <out's parent>/.downloads/<benchmark>)."),
+    checksums: Optional[Path] = typer.Option(
+        None, "--checksums", help="manual: a publisher md5 CSV (default for GenImage: the bundled checksums.csv)."),
+    keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded archives/shards afterwards."),
+    force: bool = typer.Option(False, "--force", help="Fetch and replace generators that are already installed."),
+    retries: int = typer.Option(5, "--retries", min=0, help="Attempts per file after an interrupted transfer."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Download (or take from --root), verify, extract and normalise a benchmark into the canonical tree.
+
+    The result is read by `sep-bench data prepare` / the DVC pipeline (profiles genimage, aigcbench). Examples:
+
+      sep-bench data get genimage --root ~/Downloads/GenImage          # official archives, downloaded by hand
+
+      sep-bench data get genimage --source hf --generators ADM,GLIDE   # Hugging Face parquet copies
+
+      sep-bench data get aigcbench                                     # ModelScope test.zip
+    """
+    from sep_bench.data.acquire.assemble import acquire
+    from sep_bench.data.acquire.sources import FetchContext
+
+    with user_errors():
+        try:
+            bench = get_benchmark(benchmark)
+            gens = bench.resolve(_split_names(generators))
+            src = source or ("manual" if root is not None else bench.default_source)
+            if root is not None and src != "manual":
+                raise AcquireError("--root names a folder of manual downloads; it goes with --source manual")
+            dest = out or default_out(bench.name, params)
+            ctx = FetchContext(bench=bench, generators=gens, cache=cache or dest.parent / ".downloads" / bench.name,
+                               endpoint=endpoint, repo=repo, revision=revision, root=root, checksums=checksums,
+                               retries=retries)
+            console.print(f"{bench.name}: {', '.join(g.display for g in gens)} from {src} -> {dest}", highlight=False)
+            with progress() as update:
+                ctx.progress = update
+                res = acquire(bench, gens, src, dest, ctx, force=force, keep_downloads=keep_downloads)
+        except AcquireError as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(2) from None
+    for stamp in write_stamps(res.out, params):
+        console.print(f"updated {stamp}", highlight=False)
+    _print_counts(res.counts)
+    if res.present:
+        console.print(f"already installed (use --force to fetch again): {', '.join(res.present)}", highlight=False)
+    console.print(f"[green]ready[/] {res.out} (manifest {res.out / MANIFEST_NAME}); licence: {bench.licence}. "
+                  f"Next: dvc exp run -S profile={'aigcbench' if bench.name == 'progan' else bench.name}",
+                  highlight=False)
+
+
+def _print_counts(counts: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="images per generator / split")
+    for col in ("generator", "split", "real", "fake"):
+        table.add_column(col, justify="left" if col in ("generator", "split") else "right")
+    for g, splits in counts.items():
+        for sp, c in splits.items():
+            table.add_row(g, sp, str(c.get("real", 0)), str(c.get("fake", 0)))
+    console.print(table)
+
+
+def verify_external(data, *, level: str = "full", progress=None) -> dict:
+    """Verify an external profile's data (root, and train_root if set) and that its generators are there.
+
+    `data` is a `protocol.DataSpec` with ``source: external``. Returns the summary the data stage writes:
+    ``{"root", "counts", "verification": {"test": report, ["train": report]}}``. Raises `VerificationError`
+    (a `LayoutError`) naming the files or generators at fault.
+    """
+    bench_of = {"genimage": "genimage", "aigcbench": "aigcbench"}
+    reports = {"test": verify_tree(data.root, data.layout, level=level, progress=progress)}
+    aliases = dict(data.generator_aliases)
+    hint = (f"fetch them with `sep-bench data get {bench_of.get(data.layout, data.layout)} --generators ...` "
+            "(README: Getting the real data)")
+    check_generators(reports["test"].counts, list(data.test_generators), aliases, data.root, hint)
+    if data.train_root:
+        reports["train"] = verify_tree(data.train_root, data.train_layout or data.layout, level=level,
+                                       progress=progress)
+        check_generators(reports["train"].counts, list(data.train_generators), aliases, data.train_root,
+                         "fetch them with `sep-bench data get progan --root <folder with the ProGAN training set>`")
+    else:
+        check_generators(reports["test"].counts, list(data.train_generators), aliases, data.root, hint)
+    return {"root": str(data.root), "counts": reports["test"].counts,
+            **({"train_root": str(data.train_root), "train_counts": reports["train"].counts} if data.train_root else {}),
+            "verification": {k: r.to_json() for k, r in reports.items()}}
+
+
+def write_stamps(out: Path, params: Path, stamps_dir: Path = STAMPS_DIR) -> list[Path]:
+    """Write ``data/stamps/<profile>.json`` for each external profile of `params` that reads `out`.
+
+    A stamp holds the sha256 of each of the profile's manifests, so it changes exactly when `data get` changes
+    the data; the pipeline's data stage can depend on ``data/stamps/${profile}.json`` without depending on
+    ``data/external`` (which would break fresh clones of the default profile).
+    """
+    import hashlib
+
+    from sep_bench.io import write_json
+
+    try:
+        from sep_bench.protocol import load_params
+
+        p = load_params(params)
+    except Exception:  # no params.yaml here: nothing to stamp
+        return []
+    written = []
+    for name, prof in p.profiles.items():
+        d = prof.data
+        roots = [r for r in (d.root, d.train_root) if d.source == "external" and r]
+        if not any(Path(r).resolve() == Path(out).resolve() for r in roots):
+            continue
+        entry = {}
+        for r in roots:
+            m = Path(r) / MANIFEST_NAME
+            entry[r] = hashlib.sha256(m.read_bytes()).hexdigest() if m.is_file() else None
+        path = stamps_dir / f"{name}.json"
+        write_json(path, {"profile": name, "manifests_sha256": entry})
+        written.append(path)
+    return written
