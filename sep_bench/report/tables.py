@@ -1,77 +1,346 @@
 """Cross-generator tables from metrics JSON files: rows = detectors, columns = test generators + Mean.
 
-Values are percentages with two decimals, as in the paper. A row trained without the pretrained weights its
-recipe intends is marked with a dagger and a footnote, so such numbers are never mistaken for the real thing.
+Values are percentages with two decimals, as in the paper; with several seeds a cell is ``mean ± std`` over
+seeds (sample std). In every column the best value is in bold and the second best underlined, as in the
+paper (ties share the mark; the comparison uses the printed, rounded values). Each table is written as
+markdown (caption below it), CSV (seed means, machine-readable) and LaTeX (booktabs; needs
+``\\usepackage{booktabs}``).
+
+A row trained without the pretrained weights its recipe intends is marked with a dagger and a footnote, so
+such numbers are never mistaken for the real thing. A row whose metrics were computed under another protocol
+than the current params.yaml (protocol hash mismatch) is marked stale in the caption.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from sep_bench.io import read_json, write_text
 
-__all__ = ["load_metrics", "metric_table", "write_table", "NOT_PRETRAINED_MARK"]
+__all__ = [
+    "load_metrics",
+    "row_name",
+    "common_generators",
+    "metric_frames",
+    "metric_table",
+    "rank_marks",
+    "format_value",
+    "render_markdown",
+    "render_latex",
+    "latex_escape",
+    "caption_lines",
+    "write_table",
+    "write_breakdown",
+    "write_summary_csv",
+    "NOT_PRETRAINED_MARK",
+    "METRIC_TITLES",
+]
 
 NOT_PRETRAINED_MARK = "†"
+DECIMALS = 2
+METRIC_TITLES = {"acc": "ACC", "ap": "AP", "auc": "AUC", "real_acc": "real ACC", "fake_acc": "fake ACC"}
+NOT_PRETRAINED_NOTE = (f"{NOT_PRETRAINED_MARK} trained without the pretrained weights its recipe intends "
+                       "(pretrained: false): not comparable to the paper's numbers.")
 
 
-def load_metrics(folder: str | Path, detectors: Iterable[str] | None = None) -> list[dict]:
-    """Metrics JSON files in `folder` (only `detectors`, in that order, when given)."""
+def load_metrics(folder: str | Path, detectors: Iterable[str], seeds: Iterable[int]) -> list[dict]:
+    """Metrics of every (detector, seed) under `folder` (``<detector>/seed<s>.json``), in that order."""
     folder = Path(folder)
-    if detectors is None:
-        files = sorted(folder.glob("*.json"))
-    else:
-        files = [folder / f"{d}.json" for d in detectors]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"metrics not found: {', '.join(missing)} (run the evaluate stage first)")
+    seeds = list(seeds)
+    files = [folder / d / f"seed{s}.json" for d in detectors for s in seeds]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"metrics not found: {', '.join(missing)} (run the evaluate stage first)")
     return [read_json(f) for f in files]
 
 
-def _row_name(m: dict) -> str:
+def row_name(m: dict) -> str:
+    """A table row's name: the detector, with the dagger when it lacks its intended pretrained weights."""
     untrained = m.get("intended_pretrained") and not m.get("pretrained")
     return m["detector"] + (NOT_PRETRAINED_MARK if untrained else "")
 
 
-def metric_table(metrics: list[dict], metric: str = "acc") -> pd.DataFrame:
-    """A detectors x (generators + Mean) frame of `metric` in percent."""
+def common_generators(metrics: list[dict]) -> list[str]:
+    """The test generators all `metrics` share (a ProtocolError naming the fix when they differ)."""
+    from sep_bench.protocol import ProtocolError
+
     if not metrics:
         raise ValueError("no metrics to tabulate")
     generators = metrics[0]["test_generators"]
-    rows = {}
     for m in metrics:
         if m["test_generators"] != generators:
-            raise ValueError(f"{m['detector']} was tested on {m['test_generators']}, others on {generators}")
+            raise ProtocolError(
+                f"{m['detector']} (seed {m['seed']}) was tested on {', '.join(m['test_generators'])}, "
+                f"{metrics[0]['detector']} (seed {metrics[0]['seed']}) on {', '.join(generators)}: results of "
+                "different protocols cannot share a table (rerun `dvc repro`)")
+    return list(generators)
+
+
+def metric_frames(metrics: list[dict], metric: str = "acc") -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(mean, std, number of seeds) of `metric` in percent: detectors x (generators + Mean), unrounded.
+
+    std is the sample standard deviation over seeds (NaN with one seed). Rows keep the detectors' first
+    appearance order; a detector with several runs of the same seed counts each once.
+    """
+    generators = common_generators(metrics)
+    per_seed = {}
+    for m in metrics:
         vals = {g: m["generators"][g][metric] for g in generators}
         vals["Mean"] = m["mean"][metric]
-        rows[_row_name(m)] = {k: None if v is None else round(100.0 * v, 2) for k, v in vals.items()}
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    df.index.name = "detector"
-    return df
+        per_seed[(row_name(m), m["seed"])] = {k: np.nan if v is None else 100.0 * v for k, v in vals.items()}
+    df = pd.DataFrame.from_dict(per_seed, orient="index").astype(float)
+    groups = df.groupby(level=0, sort=False)
+    mean, std, n = groups.mean(), groups.std(ddof=1), groups.size()
+    for f in (mean, std):
+        f.index.name = "detector"
+        f.columns = [*generators, "Mean"]
+    n.index.name = "detector"
+    return mean, std, n
 
 
-def _caption(metrics: list[dict], metric: str) -> str:
-    m0 = metrics[0]
+def metric_table(metrics: list[dict], metric: str = "acc") -> pd.DataFrame:
+    """A detectors x (generators + Mean) frame of `metric` in percent, averaged over seeds, rounded."""
+    return metric_frames(metrics, metric)[0].round(DECIMALS)
+
+
+def rank_marks(values: pd.DataFrame, decimals: int = DECIMALS) -> pd.DataFrame:
+    """"best" / "second" / "" per cell: per column, the highest printed value and the next lower one.
+
+    Ties share the mark (two rows with the same best value are both bold; the second mark then goes to the
+    next distinct value). NaN cells get no mark; a column with one distinct value has no second, and a column
+    with a single value (one detector) no mark at all: there is nothing to rank.
+    """
+    marks = pd.DataFrame("", index=values.index, columns=values.columns)
+    for col in values.columns:
+        v = values[col].round(decimals)
+        levels = sorted(set(v.dropna()), reverse=True)
+        if v.notna().sum() > 1:
+            marks.loc[(v == levels[0]).to_numpy(), col] = "best"
+        if len(levels) > 1:
+            marks.loc[(v == levels[1]).to_numpy(), col] = "second"
+    return marks
+
+
+def format_value(mean: float, std: float | None = None, decimals: int = DECIMALS, *, latex: bool = False) -> str:
+    """``12.34`` or ``12.34 ± 0.56`` (LaTeX: ``12.34\\,{\\scriptsize$\\pm$0.56}``); ``-`` for a missing value."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean:.{decimals}f}"
+    if std is not None and not math.isnan(std):
+        text += f"\\,{{\\scriptsize$\\pm${std:.{decimals}f}}}" if latex else f" ± {std:.{decimals}f}"
+    return text
+
+
+_MD_MARK = {"best": "**{}**", "second": "<u>{}</u>", "": "{}"}
+_TEX_MARK = {"best": "\\textbf{{{}}}", "second": "\\underline{{{}}}", "": "{}"}
+
+
+def _cells(mean: pd.DataFrame, std: pd.DataFrame | None, marks: pd.DataFrame, latex: bool) -> list[list[str]]:
+    wrap = _TEX_MARK if latex else _MD_MARK
+    rows = []
+    for idx in mean.index:
+        row = []
+        for col in mean.columns:
+            s = None if std is None else std.loc[idx, col]
+            text = format_value(mean.loc[idx, col], s, latex=latex)
+            mark = marks.loc[idx, col] if text != "-" else ""
+            row.append(wrap[mark].format(text))
+        rows.append(row)
+    return rows
+
+
+def _index_columns(mean: pd.DataFrame) -> tuple[list[str], list[tuple]]:
+    names = [str(n) if n is not None else "" for n in mean.index.names]
+    keys = [k if isinstance(k, tuple) else (k,) for k in mean.index]
+    return names, keys
+
+
+def render_markdown(mean: pd.DataFrame, std: pd.DataFrame | None = None, marks: pd.DataFrame | None = None) -> str:
+    """A GitHub markdown (pipe) table; bold best, underlined (``<u>``) second."""
+    marks = rank_marks(mean) if marks is None else marks
+    names, keys = _index_columns(mean)
+    body = [[*map(str, k), *cells] for k, cells in zip(keys, _cells(mean, std, marks, latex=False))]
+    headers = [*names, *map(str, mean.columns)]
+    align = ["left"] * len(names) + ["right"] * len(mean.columns)
+    return tabulate(body, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True)
+
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", NOT_PRETRAINED_MARK: r"\textsuperscript{\dag}",
+    "±": r"$\pm$", "—": "---", "–": "--", "<": r"\textless{}", ">": r"\textgreater{}", "Δ": r"$\Delta$",
+}
+_TEX_RX = re.compile("|".join(re.escape(k) for k in _TEX_SPECIAL))
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters (``_ % & # $ { } ~ ^ \\``) and map †, ±, dashes to LaTeX."""
+    return _TEX_RX.sub(lambda m: _TEX_SPECIAL[m.group(0)], str(text))
+
+
+def _latex_inline(text: str) -> str:
+    """Escape prose; `code` spans become \\texttt{...}."""
+    parts = text.split("`")
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if i % 2 else latex_escape(p) for i, p in enumerate(parts))
+
+
+def render_latex(
+    mean: pd.DataFrame,
+    std: pd.DataFrame | None = None,
+    marks: pd.DataFrame | None = None,
+    *,
+    caption: Sequence[str] = (),
+    label: str = "",
+    notes: Sequence[str] = (),
+) -> str:
+    """A booktabs ``table`` environment: bold best, underlined second; `notes` go under the tabular."""
+    marks = rank_marks(mean) if marks is None else marks
+    names, keys = _index_columns(mean)
+    cells = _cells(mean, std, marks, latex=True)
+    spec = "l" * len(names) + "r" * len(mean.columns)
     lines = [
-        f"{metric.upper()} (%) per test generator, profile `{m0['profile']}`, seed {m0['seed']}; "
-        "Mean = unweighted mean over generators; threshold 0.5, fake = positive class.",
-        "Weights: " + "; ".join(f"{m['detector']}: {m['weights']}" for m in metrics) + ".",
+        "% Generated by `sep-bench report`; needs \\usepackage{booktabs}.",
+        "\\begin{table}[t]",
+        "\\centering",
     ]
-    if any(NOT_PRETRAINED_MARK in _row_name(m) for m in metrics):
-        lines.append(f"{NOT_PRETRAINED_MARK} trained without the pretrained weights its recipe intends "
-                     "(pretrained: false): not comparable to the paper's numbers.")
-    return "\n".join(lines)
+    if caption:
+        lines.append("\\caption{" + " ".join(_latex_inline(c) for c in caption) + "}")
+    if label:
+        lines.append(f"\\label{{{label}}}")
+    lines += [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(latex_escape(h) for h in [*names, *map(str, mean.columns)]) + " \\\\",
+        "\\midrule",
+    ]
+    prev = None
+    for k, row in zip(keys, cells):
+        if prev is not None and len(k) > 1 and k[0] != prev:
+            lines.append("\\midrule")
+        prev = k[0]
+        lines.append(" & ".join([*(latex_escape(x) for x in k), *row]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if notes:
+        lines.append("\\par\\smallskip{\\footnotesize " + " \\\\ ".join(_latex_inline(n) for n in notes) + "}")
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"
 
 
-def write_table(metrics: list[dict], out_stem: str | Path, metric: str = "acc") -> pd.DataFrame:
-    """Write ``<out_stem>.md`` and ``.csv``; return the frame."""
-    df = metric_table(metrics, metric)
+def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | None = None,
+                  current_hashes: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(caption lines, footnotes) of a table of `metrics`: the first caption line says what the table shows,
+    one line per detector follows (weights, recipe, protocol hash); LaTeX puts all but the first under the table.
+
+    `facts` maps a detector to its recipe facts (optimiser, budget, model options), as the report builds them
+    from params.yaml; `current_hashes` maps a detector to the current protocol hash, to flag stale metrics.
+    """
+    m0 = metrics[0]
+    seeds = sorted({m["seed"] for m in metrics})
+    multi = len(seeds) > 1
+    lines = [
+        f"{title} (%) per test generator, profile `{m0['profile']}`, "
+        + (f"mean ± std over seeds {', '.join(map(str, seeds))}" if multi else f"seed {seeds[0]}")
+        + "; Mean = unweighted mean over generators; threshold 0.5, fake = positive class; "
+        "best per column in bold, second underlined."
+    ]
+    by_det: dict[str, list[dict]] = {}
+    for m in metrics:
+        by_det.setdefault(m["detector"], []).append(m)
+    for det, ms in by_det.items():
+        weights = ", ".join(sorted({str(m.get("weights", "?")) for m in ms}))
+        hashes = sorted({m.get("protocol_hash", "?") for m in ms})
+        fact = f"`{det}`: weights {weights}"
+        if facts and facts.get(det):
+            fact += f"; {facts[det]}"
+        fact += f"; protocol {', '.join(hashes)}"
+        if current_hashes and det in current_hashes and any(h != current_hashes[det] for h in hashes):
+            fact += f" (STALE: params.yaml now gives {current_hashes[det]}; rerun `dvc repro`)"
+        lines.append(fact + ".")
+    notes = [NOT_PRETRAINED_NOTE] if any(NOT_PRETRAINED_MARK in row_name(m) for m in metrics) else []
+    return lines, notes
+
+
+def _write_all(out_stem: Path, mean: pd.DataFrame, std: pd.DataFrame | None, marks: pd.DataFrame,
+               caption: list[str], notes: list[str], label: str, extra_md: str = "") -> None:
+    write_text(out_stem.with_suffix(".csv"), mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f"))
+    md = render_markdown(mean, std, marks) + "\n\n" + "\n".join(caption + notes) + "\n" + extra_md
+    write_text(out_stem.with_suffix(".md"), md)
+    tex = render_latex(mean, std, marks, caption=caption[:1], label=label, notes=[*caption[1:], *notes])
+    write_text(out_stem.with_suffix(".tex"), tex)
+
+
+def write_table(
+    metrics: list[dict],
+    out_stem: str | Path,
+    metric: str = "acc",
+    *,
+    facts: Mapping[str, str] | None = None,
+    current_hashes: Mapping[str, str] | None = None,
+    extra_md: str = "",
+) -> pd.DataFrame:
+    """Write ``<out_stem>.md``, ``.csv`` and ``.tex`` of `metric`; return the (rounded) seed-mean frame."""
     out_stem = Path(out_stem)
-    write_text(out_stem.with_suffix(".csv"), df.to_csv(float_format="%.2f"))
-    md = df.to_markdown(floatfmt=".2f")
-    write_text(out_stem.with_suffix(".md"), md + "\n\n" + _caption(metrics, metric) + "\n")
-    return df
+    mean, std, n = metric_frames(metrics, metric)
+    show_std = std if (n > 1).any() else None
+    marks = rank_marks(mean)
+    caption, notes = caption_lines(metrics, METRIC_TITLES.get(metric, metric.upper()), facts, current_hashes)
+    label = f"tab:{metrics[0]['profile']}-{metric}".replace("_", "-")
+    _write_all(out_stem, mean, show_std, marks, caption, notes, label, extra_md)
+    return mean.round(DECIMALS)
 
+
+def write_breakdown(
+    metrics: list[dict],
+    out_stem: str | Path,
+    *,
+    facts: Mapping[str, str] | None = None,
+    current_hashes: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The real-ACC / fake-ACC breakdown: one block per class, marks within each block. Returns (mean, std)."""
+    means, stds, marks = [], [], []
+    multi = False
+    for metric, cls in (("real_acc", "real"), ("fake_acc", "fake")):
+        mean, std, n = metric_frames(metrics, metric)
+        multi |= bool((n > 1).any())
+        marks.append(rank_marks(mean))
+        for f, bucket in ((mean, means), (std, stds)):
+            f = f.copy()
+            f.index = pd.MultiIndex.from_product([[cls], f.index], names=["class", "detector"])
+            bucket.append(f)
+    for mk, mean in zip(marks, means):
+        mk.index = mean.index
+    mean, std, mark = pd.concat(means), pd.concat(stds), pd.concat(marks)
+    caption, notes = caption_lines(metrics, "Real ACC and fake ACC", facts, current_hashes)
+    caption[0] = caption[0].replace("best per column", "best per column and class")
+    _write_all(Path(out_stem), mean, std if multi else None, mark, caption, notes,
+               f"tab:{metrics[0]['profile']}-real-fake".replace("_", "-"))
+    return mean, std if multi else None
+
+
+def write_summary_csv(metrics: list[dict], out: str | Path, ci: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+    """Long format, one row per (detector, generator, metric): mean, std, seeds, and the ACC bootstrap CI.
+
+    `ci` maps a row name (detector, with its mark) to ``{generator or "Mean": Interval}`` in fractions.
+    """
+    rows = []
+    for metric in METRIC_TITLES:
+        mean, std, n = metric_frames(metrics, metric)
+        for det in mean.index:
+            for g in mean.columns:
+                iv = (ci or {}).get(det, {}).get(g) if metric == "acc" else None
+                rows.append({
+                    "detector": det, "generator": g, "metric": metric,
+                    "mean": mean.loc[det, g], "std": std.loc[det, g], "n_seeds": int(n[det]),
+                    "ci_low": None if iv is None else 100.0 * iv.low,
+                    "ci_high": None if iv is None else 100.0 * iv.high,
+                })
+    df = pd.DataFrame(rows)
+    write_text(out, df.to_csv(index=False, float_format="%.4f"))
+    return df

@@ -1,0 +1,1 @@
+"""An example sep-bench plugin package: one detector, `blurdiff`, registered by entry point (see pyproject.toml)."""

@@ -1,0 +1,213 @@
+"""The whole report of one profile: tables, statistics, reported-vs-reproduced and plots, from result files.
+
+Inputs are the evaluate stage's outputs only (metrics JSON and predictions parquet of every detector in
+``run.detectors`` and seed in ``run.seeds``) plus params.yaml for the caption facts. Outputs (paths relative to
+the working directory; ``<p>`` = profile):
+
+``results/tables/<p>_acc.{md,csv,tex}``        ACC, bold best / underlined second, bootstrap CIs under it (md)
+``results/tables/<p>_{ap,auc}.{md,csv,tex}``   AP and AUC, same layout
+``results/tables/<p>_real_fake.{md,csv,tex}``  real-ACC / fake-ACC breakdown
+``results/tables/<p>_summary.csv``             long format: every metric's mean, std, seeds, ACC CI
+``results/tables/<p>_paired.{md,csv}``         every detector against the reference (SEP) on the same images
+``results/tables/<p>_reported.{md,csv}``       reported vs reproduced (profiles with reported figures)
+``results/plots/<p>_acc_heatmap``, ``_acc_bars``, ``_roc``, ``_reported_vs_reproduced`` (.png and .svg), and
+``results/plots/<p>_acc_bars.csv`` (the bars' data, a DVC plot).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from sep_bench import paths
+from sep_bench.io import write_text
+from sep_bench.report import plots, reported, stats, tables
+
+__all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
+
+DEFAULT_REFERENCE = "sep"
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Report:
+    profile: str
+    generators: list[str]
+    seeds: list[int]
+    acc: pd.DataFrame  # seed mean, % (rows: table row names)
+    acc_std: pd.DataFrame
+    n_seeds: pd.Series
+    ci: dict[str, dict[str, stats.Interval]]  # row name -> generator/Mean -> fraction interval
+    paired: dict[str, dict[str, stats.PairedResult]]  # row name -> generator/Mean -> result vs reference
+    reference: str
+    reference_note: str
+    reported: pd.DataFrame | None
+    reported_md: str
+    roc_detector: str
+    stale: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def recipe_facts(spec) -> str:
+    """One line of a detector's recipe (a RunSpec's), for table captions."""
+    r = spec.recipe
+    parts = [
+        f"{r.optim.name} lr {r.optim.lr:g}" + (f" wd {r.optim.weight_decay:g}" if r.optim.weight_decay else ""),
+        f"{r.train.epochs} epoch{'s' if r.train.epochs != 1 else ''}, batch {r.train.batch_size}",
+    ]
+    if r.schedule.name != "constant":
+        parts.append(f"{r.schedule.name} schedule")
+    if r.model:
+        parts.append("model " + json.dumps(r.model, sort_keys=True, separators=(", ", ": ")).replace('"', ""))
+    parts.append(f"pretrained: {str(r.pretrained).lower() if isinstance(r.pretrained, bool) else r.pretrained}")
+    return "; ".join(parts)
+
+
+def load_predictions(profile: str, detector: str, seeds: list[int]) -> dict[int, pd.DataFrame]:
+    files = {s: paths.predictions_path(profile, detector, s) for s in seeds}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"predictions not found: {', '.join(missing)} (run the evaluate stage first)")
+    return {s: pd.read_parquet(f, columns=["path", "generator", "label", "fake_logit"]) for s, f in files.items()}
+
+
+def _paired_md(rep: Report) -> tuple[str, pd.DataFrame]:
+    from tabulate import tabulate
+
+    cols = [*rep.generators, stats.MEAN]
+    rows, long = [], []
+    for row, res in rep.paired.items():
+        cells = []
+        for g in cols:
+            r = res[g]
+            p = r.p
+            ptxt = "p<0.001" if p < 0.001 else f"p={p:.3f}"
+            cells.append(f"{100 * r.diff.estimate:+.2f} ({ptxt})" + (" \\*" if p < SIGNIFICANCE else ""))
+            long.append({
+                "detector": row, "reference": rep.reference, "generator": g, "diff": 100 * r.diff.estimate,
+                "ci_low": 100 * r.diff.low, "ci_high": 100 * r.diff.high, "p_bootstrap": r.p_bootstrap,
+                "n_detector_only": r.n_a_only, "n_reference_only": r.n_b_only, "p_mcnemar_exact": r.p_mcnemar,
+                "p_mcnemar_mid": r.p_mcnemar_mid, "significant": p < SIGNIFICANCE, "n_images": r.diff.n,
+            })
+        rows.append([row, *cells])
+    long_df = pd.DataFrame(long, columns=[
+        "detector", "reference", "generator", "diff", "ci_low", "ci_high", "p_bootstrap", "n_detector_only",
+        "n_reference_only", "p_mcnemar_exact", "p_mcnemar_mid", "significant", "n_images"])
+    if not rows:
+        return rep.reference_note + "\n", long_df
+    md = tabulate(rows, headers=["detector", *cols], tablefmt="pipe", disable_numparse=True,
+                  colalign=["left"] + ["right"] * len(cols))
+    seeds = rep.seeds
+    notes = [
+        f"ACC difference (percentage points) of each detector minus `{rep.reference}` on the same images "
+        f"(matched by generator and path), profile `{rep.profile}`, "
+        + (f"seed-averaged over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}") + ".",
+        "p per generator: McNemar's exact test, mid-p, on the images exactly one of the two classifies correctly at "
+        "threshold 0.5" + (" (the largest p over seeds)" if len(seeds) > 1 else "") + "; "
+        "p for Mean: paired bootstrap of the Mean difference (images resampled within each generator). "
+        f"\\* p < {SIGNIFICANCE:g}. 95% CIs of every difference: `{rep.profile}_paired.csv`.",
+    ]
+    return md + "\n\n" + "\n".join(notes) + "\n", long_df
+
+
+def _ci_md(rep: Report) -> str:
+    from tabulate import tabulate
+
+    cols = [*rep.generators, stats.MEAN]
+    body = [[row, *(f"[{100 * ci[g].low:.2f}, {100 * ci[g].high:.2f}]" for g in cols)] for row, ci in rep.ci.items()]
+    md = tabulate(body, headers=["detector", *cols], tablefmt="pipe", disable_numparse=True,
+                  colalign=["left"] + ["right"] * len(cols))
+    return ("\n### 95% bootstrap confidence intervals of ACC (%)\n\n" + md + "\n\n"
+            "Percentile bootstrap over images (resampled with replacement within each generator; Mean: one "
+            "replicate per generator, averaged), seeded and deterministic"
+            + ("; an image counts as the fraction of seeds that classify it correctly." if len(rep.seeds) > 1
+               else ".") + "\n")
+
+
+def build_report(
+    p,
+    profile: str,
+    *,
+    reference: str = DEFAULT_REFERENCE,
+    roc_detector: str | None = None,
+    n_boot: int = 10_000,
+    boot_seed: int = 0,
+    tables_dir: Path = paths.TABLES_DIR,
+    plots_dir: Path = paths.PLOTS_DIR,
+) -> Report:
+    """Write every table and plot of `profile` (see the module docstring) and return what they show."""
+    from sep_bench.protocol import resolve
+
+    detectors, seeds = list(p.run.detectors), list(p.run.seeds)
+    metrics = tables.load_metrics(paths.metrics_dir(profile), detectors, seeds)
+    generators = tables.common_generators(metrics)
+    specs = {d: resolve(p, d, profile) for d in detectors}
+    facts = {d: recipe_facts(s) for d, s in specs.items()}
+    hashes = {d: s.protocol_hash() for d, s in specs.items()}
+    row_of = {}
+    for m in metrics:
+        row_of.setdefault(m["detector"], tables.row_name(m))
+    stale = sorted({m["detector"] for m in metrics if m.get("protocol_hash") != hashes[m["detector"]]})
+
+    # statistics from predictions
+    correct = {d: stats.seed_correctness(load_predictions(profile, d, seeds)) for d in detectors}
+    ci = {row_of[d]: stats.acc_intervals(correct[d], generators, n_boot=n_boot, seed=boot_seed) for d in detectors}
+    paired: dict[str, dict[str, stats.PairedResult]] = {}
+    if reference in detectors:
+        note = ""
+        for d in detectors:
+            if d != reference:
+                paired[row_of[d]] = stats.paired_comparison(correct[d], correct[reference], generators,
+                                                            n_boot=n_boot, seed=boot_seed)
+        if not paired:
+            note = f"`{reference}` is the only detector of this run: nothing to compare it with."
+    else:
+        note = (f"The reference detector `{reference}` is not in run.detectors ({', '.join(detectors)}): "
+                "no paired comparison. Add it to run.detectors (or pass --reference).")
+
+    mean, std, n = tables.metric_frames(metrics, "acc")
+    rep_table = reported.reported_vs_reproduced(profile, mean, std, n, {v: k for k, v in row_of.items()})
+    roc_det = roc_detector or (reference if reference in detectors else detectors[0])
+    if roc_det not in detectors:
+        raise FileNotFoundError(f"no results for --roc-detector {roc_det!r} (run.detectors: {', '.join(detectors)})")
+    rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table,
+                 reported.render_reported(profile, rep_table), roc_det, stale)
+
+    # tables
+    stem = lambda name: Path(tables_dir) / f"{profile}_{name}"  # noqa: E731
+    common = {"facts": facts, "current_hashes": hashes}
+    acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep), **common)
+    for metric in ("ap", "auc"):
+        tables.write_table(metrics, stem(metric), metric, **common)
+    tables.write_breakdown(metrics, stem("real_fake"), **common)
+    tables.write_summary_csv(metrics, stem("summary").with_suffix(".csv"), ci)
+    paired_md, paired_long = _paired_md(rep)
+    write_text(stem("paired").with_suffix(".md"), paired_md)
+    write_text(stem("paired").with_suffix(".csv"), paired_long.to_csv(index=False, float_format="%.6g"))
+    write_text(stem("reported").with_suffix(".md"), rep.reported_md)
+    rep_csv = rep_table if rep_table is not None else pd.DataFrame(columns=["detector", "method", "generator"])
+    write_text(stem("reported").with_suffix(".csv"), rep_csv.to_csv(index=False, float_format="%.4f"))
+    rep.files += [stem(n).with_suffix(s) for n in ("acc", "ap", "auc", "real_fake") for s in (".md", ".csv", ".tex")]
+    rep.files += [stem("summary").with_suffix(".csv")]
+    rep.files += [stem(n).with_suffix(s) for n in ("paired", "reported") for s in (".md", ".csv")]
+
+    # plots
+    pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731
+    seeds_txt = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    rep.files += plots.heatmap(acc, pstem("acc_heatmap"), f"ACC (%) — profile {profile}, {seeds_txt}")
+    rep.files += plots.grouped_bars(mean, ci, pstem("acc_bars"), f"ACC (%) with 95% bootstrap CI — profile {profile}")
+    bars = pd.DataFrame([{"label": f"{row} / {g}", "detector": row, "generator": g, "acc": round(mean.loc[row, g], 2)}
+                         for g in mean.columns for row in mean.index])
+    write_text(pstem("acc_bars").with_suffix(".csv"), bars.to_csv(index=False))
+    rep.files.append(pstem("acc_bars").with_suffix(".csv"))
+    preds = load_predictions(profile, roc_det, seeds[:1])[seeds[0]]
+    rep.files += plots.roc_curves(preds, generators, pstem("roc"),
+                                  f"ROC of {row_of[roc_det]} per generator — profile {profile}, seed {seeds[0]}")
+    rep.files += plots.reported_scatter(
+        rep_table, pstem("reported_vs_reproduced"), f"Reported vs reproduced ACC — profile {profile}",
+        note=f"profile {profile} has no reported figures" if rep_table is None else "no detector in the reported table",
+    )
+    return rep
