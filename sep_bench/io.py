@@ -1,18 +1,72 @@
-"""Atomic file output: write to a temporary file beside the target, then rename.
+"""Atomic file output: write to a temporary file beside the target, flush it to disk, then rename.
 
-An interrupted run therefore never leaves a truncated checkpoint, metrics file or table that looks valid.
+An interrupted run therefore never leaves a truncated checkpoint, metrics file or table that looks valid: the
+target is either the previous complete file or the new complete file. The temporary file is named
+``.<target name>.<host>-<pid>.<random>.tmp``; it is removed when the write fails or the process is stopped by an
+exception (SIGTERM, Ctrl-C). A process killed outright (SIGKILL, OOM killer) cannot clean up, so the next write
+into the same folder on the same host removes temporary files whose writing process no longer exists (DVC would
+otherwise commit them inside a persisted output folder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text", "read_json"]
+__all__ = ["atomic_path", "write_json", "write_text", "read_json", "remove_stale_temps"]
+
+_HOST = hashlib.sha256(platform.node().encode()).hexdigest()[:8]
+_TEMP_RE = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete this host's leftover atomic-write temporaries in `folder` whose writer process is gone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m and m["host"] == _HOST and not _alive(int(m["pid"])):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -20,11 +74,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        _fsync(Path(tmp))  # the bytes are on disk before the name points at them (power loss, not just kill)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

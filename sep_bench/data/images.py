@@ -9,10 +9,20 @@ Rules (documented so that every detector sees the same pixels):
 - Images with more than `max_pixels` pixels (header check, before decoding) are refused as decompression bombs.
 - Truncated files are refused (PIL's LOAD_TRUNCATED_IMAGES stays off), so a half-written file never becomes
   a half-grey training image.
+- Only regular files are read: a FIFO, socket, device or directory with an image suffix is refused
+  (``not_a_file``) without blocking (it is opened with O_NONBLOCK and checked with fstat before any read); a
+  dangling link or a link loop is ``broken_link``; a file the process may not read is ``unreadable``.
+
+Skip reasons (`DecodeError.reason`): ``missing``, ``broken_link``, ``not_a_file``, ``unreadable``,
+``not_an_image`` (empty file, text, unknown format), ``too_large`` (decompression-bomb header), ``empty``
+(0-pixel header), ``corrupt`` (truncated or damaged data).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -46,10 +56,29 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def _open_regular(path: str | Path):
+    """A binary file object for `path` if it is a regular file; never blocks (FIFOs, devices) or reads a directory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        if err.errno == errno.ELOOP or (err.errno == errno.ENOENT and os.path.islink(path)):
+            raise DecodeError("broken_link", f"{path}: dangling symbolic link or link loop") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("not_a_file", f"{path}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def decode_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode `path` into a contiguous (H, W, 3) uint8 RGB array, or raise DecodeError."""
     try:
-        with open(path, "rb") as fh, warnings.catch_warnings():
+        with _open_regular(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` decides
             try:
                 img = Image.open(fh)
@@ -74,6 +103,10 @@ def decode_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         raise DecodeError("not_a_file", str(path)) from None
     except UnidentifiedImageError:
         raise DecodeError("not_an_image", "unrecognised format") from None
+    except MemoryError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated / corrupt data
         raise DecodeError("corrupt", str(err)) from None
+    except Exception as err:  # any other decoder failure on hostile data (e.g. malformed EXIF): skip, with its type
+        raise DecodeError("corrupt", f"{type(err).__name__}: {err}") from None
     return np.ascontiguousarray(arr)

@@ -1,6 +1,8 @@
 """Dataset layouts: walk a folder tree and yield `Sample`s (path, label, generator, split).
 
-Readers never open images (decoding is `data.images`' job) and never follow a symbolic link out of the root.
+Readers never open images (decoding is `data.images`' job) and never follow a symbolic link out of the root:
+a linked file is listed only if its target resolves inside the root; links that leave the root, dangle or loop
+are left out with a logged warning, and linked folders are never walked (so a folder link loop cannot recurse).
 Label convention: real = 0, fake = 1.
 
 - GenImage: ``<subset>/{train,val}/{ai,nature}``, also nested deeper as downloads are
@@ -13,6 +15,7 @@ Label convention: real = 0, fake = 1.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = ["Sample", "IMAGE_SUFFIXES", "read_layout", "LayoutError", "summarize"]
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 REAL, FAKE = 0, 1
@@ -54,8 +59,10 @@ def _files(folder: Path, root: Path) -> Iterator[Path]:
                 try:
                     target = p.resolve(strict=True)
                 except (OSError, RuntimeError):
-                    continue  # dangling link or loop
+                    log.warning("ignored %s: dangling symbolic link or link loop", p)
+                    continue
                 if not target.is_relative_to(root_real):
+                    log.warning("ignored %s: symbolic link to %s, outside the dataset root", p, target)
                     continue
             yield p
 

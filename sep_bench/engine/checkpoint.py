@@ -4,15 +4,22 @@
 ``<stem>.json`` holds the detector name, its model config, the weights source, the protocol hash and the
 training position. A checkpoint alone is enough to rebuild its model (`load_detector`), and a checkpoint of
 one detector is refused by another with a clear message.
+
+Both files are written atomically (temp file + rename), the tensors first. A process killed between the two
+renames would leave new tensors beside the previous save's JSON (e.g. a training position one step behind its
+weights); the safetensors header therefore carries a token of the save's identity (detector, protocol hash,
+position/epoch), and `load_checkpoint` refuses a pair whose tokens differ instead of resuming from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sep_bench.detectors import Detector, get_detector
@@ -28,6 +35,16 @@ class CheckpointError(ValueError):
 
 def meta_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
+
+
+_HEADER_KEY = "sep_bench"
+_PAIR_FIELDS = ("detector", "protocol_hash", "seed", "position", "epoch", "seen")
+
+
+def _pair_token(meta: dict[str, Any]) -> str:
+    """Identity of one save: equal in the tensors' header and the JSON only if both come from the same save."""
+    ident = {k: meta.get(k) for k in _PAIR_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -70,7 +87,9 @@ def save_checkpoint(
     for k, v in (rng_state or {}).items():
         tensors[f"rng.{k}"] = v.detach().cpu().contiguous()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"detector": str(meta.get("detector", ""))})
+        # One metadata entry: safetensors writes several in a per-process random order (non-reproducible bytes).
+        header = json.dumps({"detector": str(meta.get("detector", "")), "pair": _pair_token(meta)}, sort_keys=True)
+        save_file(tensors, str(tmp), metadata={_HEADER_KEY: header})
     write_json(meta_path(path), meta)
 
 
@@ -81,9 +100,22 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"checkpoint {str(path)!r} (with its .json) not found")
     try:
         meta = read_json(meta_path(path))
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
         tensors = load_file(str(path), device="cpu")
     except (OSError, json.JSONDecodeError, Exception) as err:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: {err}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r}: {meta_path(path).name} is not a JSON object")
+    try:
+        token = json.loads(header.get(_HEADER_KEY, "{}")).get("pair")
+    except (ValueError, AttributeError):
+        token = None
+    if token is not None and token != _pair_token(meta):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} and {meta_path(path).name} come from different saves (the writing process "
+            "was interrupted between the two files); train again to rewrite them"
+        )
     return tensors, meta
 
 
