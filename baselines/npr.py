@@ -15,7 +15,6 @@ odd size does not return to the input size.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -26,6 +25,7 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize_short, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
+from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource, load_state_dict
 
 __all__ = ["NPRConfig", "NPR", "npr_residual", "SPEC"]
@@ -92,11 +92,12 @@ class NPR(Detector):
 
 
 def _build(cfg: NPRConfig, weights: WeightsSource) -> NPR:
+    if weights.pretrained:
+        raise ProtocolError(
+            "NPR has no pretrained backbone: it is trained from scratch (pretrained: false); "
+            "load the authors' released NPR weights with --official / load_official instead"
+        )
     model = NPR(layers=cfg.layers)
-    if weights.kind == "file":
-        _load_official(model, Path(weights.ref))
-    elif weights.kind == "hub":
-        raise ValueError("NPR has no hub weights: it is trained from scratch (pretrained: false) or loaded from a file")
     model.weights = weights
     return model
 

@@ -7,20 +7,22 @@ exit code 2, never as a traceback from deep inside torch.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sep_bench import paths
+from sep_bench.cli_support import (
+    NoTrackOpt, ParamsOpt, ProfileOpt, SeedOpt, TrackingOpt, console, load, progress, run_tracker, user_errors,
+)
 
 app = typer.Typer(
     help="sep-bench: train and evaluate AI-generated-image detectors (SEP and baselines) under one protocol.",
@@ -30,13 +32,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, fetch and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=True)
 log = logging.getLogger("sep_bench")
-
-ParamsOpt = typer.Option(Path("params.yaml"), "--params", help="The protocol file.")
-ProfileOpt = typer.Option(None, "--profile", help="Profile to use instead of params.yaml's `profile`.")
-TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite DB at the repo root).")
-NoTrackOpt = typer.Option(False, "--no-track", help="Do not log to MLflow.")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -58,79 +54,6 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     for noisy in ("alembic", "mlflow", "urllib3", "PIL", "matplotlib", "timm", "open_clip", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    from sep_bench.data.layouts import LayoutError
-    from sep_bench.detectors import UnknownDetectorError
-    from sep_bench.engine.checkpoint import CheckpointError
-    from sep_bench.engine.inference import SkipBudgetError
-    from sep_bench.protocol import ProtocolError
-    from sep_bench.weights import UnsafeCheckpointError
-
-    try:
-        yield
-    except (ProtocolError, LayoutError, UnknownDetectorError, CheckpointError, SkipBudgetError,
-            UnsafeCheckpointError, FileNotFoundError) as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display; yields ``update(task, completed, total)``."""
-    prog = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-    )
-    tasks: dict[str, int] = {}
-
-    def update(name: str, completed: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = prog.add_task(name, total=total)
-        prog.update(tasks[name], completed=completed, total=total)
-
-    with prog:
-        yield update
-
-
-def _load(params: Path, profile: Optional[str]):
-    from sep_bench.protocol import load_params
-
-    p = load_params(params)
-    return p, profile or p.profile
-
-
-def _tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, run_name: str, extra_tags=None):
-    from contextlib import nullcontext
-
-    if no_track:
-        return nullcontext(None)
-    from sep_bench.detectors import get_detector
-    from sep_bench.tracking import TAG_PREFIX, Tracker, resolve_tracking_uri
-    from sep_bench.weights import parse_pretrained
-
-    det = get_detector(spec.detector)
-    weights = parse_pretrained(spec.recipe.pretrained, det.default_weights) if kind == "train" else None
-    tags = {
-        f"{TAG_PREFIX}kind": kind,
-        f"{TAG_PREFIX}profile": spec.profile_name,
-        f"{TAG_PREFIX}detector": spec.detector,
-        f"{TAG_PREFIX}protocol_hash": spec.protocol_hash(),
-        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
-        f"{TAG_PREFIX}seed": str(spec.seed),
-        **({f"{TAG_PREFIX}pretrained": str(weights.pretrained).lower(),
-            f"{TAG_PREFIX}weights": weights.describe()} if weights else {}),
-        **(extra_tags or {}),
-    }
-    return Tracker(
-        uri=resolve_tracking_uri(tracking_uri or p.tracking.uri),
-        experiment=f"{p.tracking.experiment}/{spec.profile_name}",
-        run_name=run_name,
-        tags=tags,
-        params={"kind": kind, **spec.flat_params()},
-    )
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -162,7 +85,7 @@ def data_build_mini(
     force: bool = typer.Option(False, help="Rebuild even if a matching build exists."),
 ) -> None:
     """Build the embedded offline benchmark (minigen): real photo crops and locally trained generators' fakes."""
-    with _user_errors():
+    with user_errors():
         _build_mini(params, profile, out, seed, force)
 
 
@@ -170,7 +93,7 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
     from sep_bench.data.minigen import MinigenConfig, build_minigen
     from sep_bench.protocol import ProtocolError
 
-    p, prof_name = _load(params, profile)
+    p, prof_name = load(params, profile)
     data = p.profiles[prof_name].data
     if data.source != "minigen":
         raise ProtocolError(f"profile {prof_name!r} uses external data; build-mini needs a `source: minigen` profile")
@@ -183,7 +106,7 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
     if m.ae_steps is not None:
         kwargs["ae_steps"] = m.ae_steps
     out = out or paths.prepared_dir(prof_name)
-    with _progress() as update:
+    with progress() as update:
         manifest = build_minigen(out, MinigenConfig(**kwargs), force=force, progress=update)
     console.print(f"minigen ready in {out}: " + ", ".join(
         f"{g} {sum(sum(c.values()) for c in s.values())}" for g, s in manifest["counts"].items()))
@@ -192,22 +115,30 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
 
 @data_app.command("prepare")
 def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
-    """The pipeline's data stage: build minigen, or check an external dataset's layout and write its summary."""
-    from sep_bench.data.layouts import read_layout, summarize
+    """The pipeline's data stage: build minigen, or verify an external dataset (manifest, counts) and write its summary."""
+    from sep_bench.data.acquire.commands import verify_external
     from sep_bench.io import write_json
     from sep_bench.tracking import ensure_store, resolve_tracking_uri
 
-    with _user_errors():
-        p, prof_name = _load(params, profile)
+    with user_errors():
+        p, prof_name = load(params, profile)
         ensure_store(resolve_tracking_uri(p.tracking.uri))  # created once here, before parallel stages
         data = p.profiles[prof_name].data
         if data.source == "minigen":
             _build_mini(params, prof_name, None, None, False)
             return
         root = paths.data_root(prof_name, data)
-        summary = summarize(read_layout(root, data.layout))
-        write_json(paths.prepared_dir(prof_name) / "summary.json", {"root": str(root), "counts": summary})
-        console.print(f"{root}: {sum(len(v) for v in summary.values())} generator/split folders")
+        with progress() as update:
+            summary = verify_external(data, progress=update)  # sha256 manifest, counts, the profile's generators
+        write_json(paths.prepared_dir(prof_name) / "summary.json", summary)
+        console.print(f"{root}: verified against its manifest; "
+                      f"{sum(len(v) for v in summary['counts'].values())} generator/split folders", highlight=False)
+
+
+# `data get` lives in sep_bench/data/acquire/commands.py
+from sep_bench.data.acquire.commands import get_cmd  # noqa: E402
+
+data_app.command("get")(get_cmd)
 
 
 @app.command()
@@ -215,7 +146,8 @@ def train(
     detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name (see `sep-bench list`)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
-    out: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: runs/<profile>/<detector>/train)."),
+    seed: Optional[int] = SeedOpt,
+    out: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: runs/<profile>/<detector>/seed<s>/train)."),
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
 ) -> None:
@@ -223,15 +155,17 @@ def train(
     from sep_bench.engine.train import train as run_train
     from sep_bench.protocol import resolve
 
-    with _user_errors():
-        p, prof_name = _load(params, profile)
-        spec = resolve(p, detector, prof_name)
-        out = out or paths.train_dir(prof_name, detector)
-        with _tracker(p, spec, "train", tracking_uri, no_track, f"train/{detector}") as tracker, _progress() as update:
+    with user_errors():
+        p, prof_name = load(params, profile)
+        spec = resolve(p, detector, prof_name, seed)
+        out = out or paths.train_dir(prof_name, detector, spec.seed)
+        with run_tracker(p, spec, "train", tracking_uri, no_track) as tracker, progress() as update:
             result = run_train(spec, out, tracker=tracker, progress=update)
             if tracker is not None:
                 tracker.set_tags({"sep_bench.checkpoint": str(result.best_checkpoint)})
                 tracker.log_artifact(out / "train.json")
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun, rank 0 reports
         val = ", ".join(f"{k} {v:.4f}" for k, v in result.best_val.items() if isinstance(v, float))
         console.print(f"[green]trained {detector}[/] in {result.seconds:.1f}s; best epoch {result.best_epoch + 1}"
                       f"/{result.epochs} (validation: {val or 'none'}); {result.best_checkpoint}", highlight=False)
@@ -241,53 +175,166 @@ def train(
 def evaluate(
     detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (default: the training stage's best)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Evaluate the authors' released weights file (official format) instead of a training run."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    seed: Optional[int] = SeedOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
 ) -> None:
-    """Evaluate a checkpoint on every test generator; write predictions (parquet) and metrics (JSON)."""
+    """Evaluate a checkpoint (or released weights) on every test generator; write predictions and metrics."""
     from sep_bench.engine.evaluate import evaluate as run_eval
+    from sep_bench.engine.predict import load_model
+    from sep_bench.io import write_json
     from sep_bench.protocol import resolve
 
-    with _user_errors():
-        p, prof_name = _load(params, profile)
-        spec = resolve(p, detector, prof_name)
-        ckpt = checkpoint or paths.train_dir(prof_name, detector) / "best.safetensors"
-        with _tracker(p, spec, "evaluate", tracking_uri, no_track, f"evaluate/{detector}") as tracker, \
-                _progress() as update:
-            m = run_eval(spec, ckpt, paths.metrics_path(prof_name, detector), paths.predictions_path(prof_name, detector),
-                         tracker=tracker, progress=update)
+    with user_errors():
+        p, prof_name = load(params, profile)
+        spec = resolve(p, detector, prof_name, seed)
+        ckpt = weights or checkpoint or paths.train_dir(prof_name, detector, spec.seed) / "best.safetensors"
+        released = load_model(detector, weights, official=True, recipe=spec.recipe) if weights else None
+        with run_tracker(p, spec, "evaluate", tracking_uri, no_track) as tracker, progress() as update:
+            m = run_eval(spec, ckpt, paths.metrics_path(prof_name, detector, spec.seed),
+                         paths.predictions_path(prof_name, detector, spec.seed), tracker=tracker, progress=update,
+                         model=released)
             if tracker is not None:
                 tracker.set_tags({"sep_bench.pretrained": str(m["pretrained"]).lower(),
                                   "sep_bench.weights": m["weights"], "sep_bench.checkpoint": str(ckpt)})
+        rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
+        for name in spec.recipe.eval.perturbations:
+            folder = paths.robustness_dir(prof_name, detector, spec.seed)
+            with run_tracker(p, spec, "evaluate", tracking_uri, no_track,
+                             {"sep_bench.perturbation": name}) as tracker, progress() as update:
+                pm = run_eval(spec, ckpt, folder / f"{name}.json", folder / f"{name}.parquet", tracker=tracker,
+                              progress=update, perturbation=name, model=released)
+            rows.append((f"Mean [{name}]", pm["mean"]))
+        write_json(paths.robustness_dir(prof_name, detector, spec.seed) / "index.json",
+                   {"perturbations": spec.recipe.eval.perturbations})
         table = Table(title=f"{detector} on {prof_name}")
         for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
             table.add_column(col, justify="right" if col != "generator" else "left")
         fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-        for g, r in [*m["generators"].items(), ("Mean", m["mean"])]:
+        for g, r in rows:
             table.add_row(g, *(fmt(r.get(k)) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
         Console().print(table)
 
 
-@app.command()
-def report(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
-    """Regenerate the tables (markdown, CSV) and plots of a profile from its metrics files."""
-    from sep_bench.report.plots import heatmap
-    from sep_bench.report.tables import load_metrics, write_table
+# `report` and `compare` live in sep_bench/report/commands.py
+from sep_bench.report.commands import compare_cmd, report_cmd  # noqa: E402
 
-    with _user_errors():
-        p, prof_name = _load(params, profile)
-        metrics = load_metrics(paths.metrics_dir(prof_name), p.run.detectors)
-        df = write_table(metrics, paths.TABLES_DIR / f"{prof_name}_acc", "acc")
-        heatmap(df, paths.PLOTS_DIR / f"{prof_name}_acc_heatmap.png", f"ACC (%) — profile {prof_name}")
-        table = Table(title=f"ACC (%) — profile {prof_name}")
-        table.add_column("detector")
-        for c in df.columns:
-            table.add_column(str(c), justify="right")
-        for name, row in df.iterrows():
-            table.add_row(str(name), *("-" if v != v else f"{v:.2f}" for v in row))
+app.command("report")(report_cmd)
+app.command("compare")(compare_cmd)
+
+
+@app.command()
+def predict(
+    paths_: list[Path] = typer.Argument(..., metavar="PATH...", help="Image files and/or folders (searched recursively)."),
+    detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A sep-bench checkpoint (.safetensors) or, with --official, the authors' weights."),
+    official: bool = typer.Option(False, "--official", help="The checkpoint is the authors' released file (official format)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as CSV."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Fake probability of each image (files or folders), with any registered detector."""
+    from sep_bench.data.images import DEFAULT_MAX_PIXELS
+    from sep_bench.engine.checkpoint import load_checkpoint
+    from sep_bench.engine.predict import collect_images, load_model, predict as run_predict
+    from sep_bench.engine.runtime import pick_device
+    from sep_bench.io import atomic_path
+    from sep_bench.protocol import resolve
+
+    with user_errors():
+        if official:
+            p, prof_name = load(params, profile)
+            recipe = resolve(p, detector, prof_name).recipe
+            model_config = recipe.model
+        else:
+            recipe, model_config = None, load_checkpoint(checkpoint)[1].get("model_config", {})
+        model = load_model(detector, checkpoint, official=official, recipe=recipe)
+        files = collect_images(paths_)
+        if not files:
+            raise FileNotFoundError(f"no image files under {', '.join(map(str, paths_))}")
+        with progress() as update:
+            done = 0
+
+            def on_batch(n: int) -> None:
+                nonlocal done
+                done += n
+                update(f"predict {detector}", done, len(files))
+
+            df = run_predict(model, detector, model_config, files, batch_size=batch_size, device=pick_device(device),
+                             max_pixels=DEFAULT_MAX_PIXELS, on_batch=on_batch)
+        table = Table(title=f"{detector}: fake probability ({model.weights.describe()})")
+        for col, just in (("path", "left"), ("fake prob", "right"), ("status", "left")):
+            table.add_column(col, justify=just, overflow="fold")
+        for r in df.itertuples():
+            table.add_row(r.path, "-" if r.status != "ok" else f"{r.fake_prob:.4f}", r.status)
         Console().print(table)
+        if out is not None:
+            with atomic_path(out) as tmp:
+                df.to_csv(tmp, index=False)
+            console.print(f"wrote {out}")
+
+
+@app.command()
+def explain(
+    images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files and/or folders."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="SEP checkpoint: adds the fake probability."),
+    official: bool = typer.Option(False, "--official", help="The checkpoint is the authors' released SEP file."),
+    out: Path = typer.Option(Path("explain"), "--out", help="Folder for the PNGs."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Show which patch SEP looks at: the image with the exposed patch outlined, the texture map, the patch enlarged."""
+    from sep_bench.data.images import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+    from sep_bench.data.transforms import sample_rng
+    from sep_bench.detectors import get_detector
+    from sep_bench.engine.checkpoint import load_checkpoint
+    from sep_bench.engine.predict import collect_images, load_model, predict as run_predict
+    from sep_bench.protocol import resolve
+    import pandas as pd
+
+    from sep_bench.io import atomic_path
+    from sep_bench.sep.explain import render_explanation
+
+    with user_errors():
+        if checkpoint is not None and not official:
+            model_config = load_checkpoint(checkpoint)[1].get("model_config", {})
+            recipe = None
+        else:
+            p, prof_name = load(params, profile)
+            recipe = resolve(p, "sep", prof_name).recipe
+            model_config = recipe.model
+        cfg = get_detector("sep").make_config(model_config)
+        files = collect_images(images)
+        probs = [None] * len(files)
+        if checkpoint is not None:
+            model = load_model("sep", checkpoint, official=official, recipe=recipe)
+            df = run_predict(model, "sep", model_config, files, max_pixels=DEFAULT_MAX_PIXELS)
+            probs = [None if st != "ok" else float(pr) for pr, st in zip(df.fake_prob, df.status)]
+        table = Table(title="SEP exposed patches")
+        for col in ("image", "patch (y, x)", "texture score", "fake prob", "figure"):
+            table.add_column(col, overflow="fold")
+        rows = []
+        for i, f in enumerate(files):
+            try:
+                img = decode_image(f, DEFAULT_MAX_PIXELS)
+            except DecodeError as err:
+                rows.append({"image": str(f), "status": err.reason})
+                table.add_row(str(f), "-", "-", "-", f"skipped: {err.reason}")
+                continue
+            # the same per-sample generator as `predict` (seed 0, sample i, epoch 0): the patch the model saw
+            info = render_explanation(img, cfg, sample_rng(0, i, 0), probs[i], out / f"{i:04d}_{f.stem}.png")
+            rows.append({"image": str(f), "status": "ok", "y": info["y"], "x": info["x"], "score": info["score"],
+                         "fake_prob": probs[i], "figure": str(info["path"])})
+            prob = "-" if probs[i] is None else f"{probs[i]:.4f}"
+            table.add_row(str(f), f"({info['y']}, {info['x']})", f"{info['score']}", prob, str(info["path"]))
+        Console().print(table)
+        with atomic_path(out / "explain.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 @app.command()
@@ -305,7 +352,7 @@ def ui(
         uri = load_params(params).tracking.uri
     uri = resolve_tracking_uri(uri)
     ensure_store(uri)
-    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}")
+    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}/#/experiments?workflowType=machine_learning")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(port), "--default-artifact-root", (project_root() / "mlartifacts").as_uri()]
     raise typer.Exit(subprocess.call(cmd))

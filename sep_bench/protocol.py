@@ -115,11 +115,27 @@ class TrainSpec(_Strict):
     select_metric: Literal["acc", "ap", "loss"] = "acc"
     checkpoint_every_steps: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(None, gt=0)
+    # Frozen-backbone detectors only: compute backbone features once (see engine.feature_cache for the deviation).
+    feature_cache: bool = False
 
 
 class EvalSpec(_Strict):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
+    # Extra evaluations of the same checkpoint under deterministic post-processing (see data.perturb), e.g.
+    # jpeg95 for format-aligned evaluation, or the robustness suite: jpeg75, blur2, down0.5, blur1+jpeg75.
+    perturbations: list[str] = []
+
+    @field_validator("perturbations")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from sep_bench.data.perturb import parse_perturbation
+
+        for name in v:
+            parse_perturbation(name)
+        if len(set(v)) != len(v) or "none" in v:
+            raise ValueError("perturbations must be distinct and not 'none' (the clean evaluation always runs)")
+        return v
 
 
 class OptimSpec(_Strict):
@@ -131,10 +147,22 @@ class OptimSpec(_Strict):
 
 
 class ScheduleSpec(_Strict):
-    name: Literal["constant", "step", "cosine"] = "constant"
+    """Learning-rate schedule, applied per step after a linear warm-up.
+
+    - constant; step (x `gamma` every `step_epochs`); cosine (to 0 at the last epoch);
+    - poly: (1 - epoch/epochs) ** `power`, per epoch (SSP; the official code counts epochs from 1, so its last
+      epoch runs at lr 0; here the first epoch runs at the full lr and the last one above 0);
+    - plateau: lr x `gamma` when the validation metric has not improved for `patience` epochs, and training
+      stops once the lr falls below `min_lr` (UnivFD's and CNNSpot's early stopping).
+    """
+
+    name: Literal["constant", "step", "cosine", "poly", "plateau"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0)
     step_epochs: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0, le=1)
+    power: float = Field(0.9, gt=0)
+    patience: int = Field(5, ge=1)
+    min_lr: float = Field(1e-6, ge=0)
 
 
 class Recipe(_Strict):
@@ -154,7 +182,9 @@ class Profile(_Strict):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     device: str = "auto"
-    amp: Literal["off", "bf16", "fp16"] = "bf16"
+    amp: Literal["off", "bf16", "fp16"] = "bf16"  # CUDA only; CPU runs stay fp32 (bit-reproducible)
+    channels_last: bool = True                    # CUDA only
+    compile: bool = False                         # torch.compile the model for training
 
 
 class DetectorBlock(_Strict):
@@ -167,7 +197,9 @@ class DetectorBlock(_Strict):
 
 
 class RunSelection(_Strict):
-    detectors: list[str]
+    detectors: list[str] = Field(min_length=1)
+    # Every detector is trained and evaluated once per seed; tables report mean +- std over seeds.
+    seeds: list[int] = Field([0], min_length=1)
 
 
 class TrackingSpec(_Strict):
@@ -177,7 +209,8 @@ class TrackingSpec(_Strict):
 
 class Params(_Strict):
     profile: str
-    seed: int = 0
+    # Prefix of the training command in dvc.yaml, e.g. "torchrun --nproc_per_node=8 --no-python" for DDP.
+    launcher: str = ""
     run: RunSelection
     tracking: TrackingSpec = TrackingSpec()
     profiles: dict[str, Profile]
@@ -297,8 +330,14 @@ class RunSpec(_Strict):
 
     def protocol_hash(self) -> str:
         """A short hash of every protocol value that changes a trained model or a metric."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash(self.model_dump(mode="json"))
+
+    def training_hash(self) -> str:
+        """A short hash of what changes the trained model (evaluation settings excluded): resume checks it."""
+        d = self.model_dump(mode="json")
+        d["recipe"].pop("eval")
+        d["profile"].pop("eval")
+        return _hash(d)
 
     def flat_params(self) -> dict[str, str]:
         """Dotted key -> value for MLflow (every protocol value, so a run can be compared in the UI)."""
@@ -315,7 +354,12 @@ class RunSpec(_Strict):
         return flat
 
 
-def resolve(params: Params, detector: str, profile: str | None = None) -> RunSpec:
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve(params: Params, detector: str, profile: str | None = None, seed: int | None = None) -> RunSpec:
     """Merge profile and detector recipe (with the profile's overrides) into the RunSpec the engine uses."""
     profile_name = profile or params.profile
     if profile_name not in params.profiles:
@@ -336,7 +380,8 @@ def resolve(params: Params, detector: str, profile: str | None = None) -> RunSpe
     }
     merged = deep_merge(base, block.overrides.get(profile_name, {}))
     recipe = validate_model(Recipe, merged, prefix=f"detectors.{detector}.overrides.{profile_name}.")
-    return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=params.seed)
+    seed = params.run.seeds[0] if seed is None else seed
+    return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=seed)
 
 
 _GROUP_CACHE: dict[str, re.Pattern] = {}

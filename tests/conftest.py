@@ -44,8 +44,7 @@ def make_genimage_tree(root: Path, *, size: int = 40, n_train: int = 16, n_test:
 def tiny_params(data_root: Path, **train) -> dict:
     return {
         "profile": "tiny",
-        "seed": 0,
-        "run": {"detectors": ["npr"]},
+        "run": {"detectors": ["npr"], "seeds": [0]},
         "tracking": {"uri": None, "experiment": "test"},
         "profiles": {
             "tiny": {

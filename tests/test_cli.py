@@ -41,10 +41,10 @@ def test_train_evaluate_report_with_mlflow_runs(workdir):
         assert r.data.params["recipe.optim.lr"] == "0.001"
     ev = runs["evaluate"]
     assert set(ev.data.metrics) >= {"g1.acc", "g2.ap", "mean.acc", "mean.auc"}
-    metrics = json.loads((workdir / "results/metrics/tiny/npr.json").read_text())
+    metrics = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
     assert ev.data.metrics["mean.acc"] == pytest.approx(metrics["mean"]["acc"])
     arts = {a.path for a in client.list_artifacts(ev.info.run_id)}
-    assert {"npr.json", "npr.parquet"} <= arts
+    assert {"seed0.json", "seed0.parquet"} <= arts
     assert "val_acc" in runs["train"].data.metrics
 
 

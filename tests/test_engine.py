@@ -130,3 +130,19 @@ def test_lr_schedule_shapes():
     assert lr_factor(49, 10, 5, warm) < 0.01
     step = ScheduleSpec(name="step", step_epochs=10, gamma=0.9)
     assert lr_factor(10 * 100, 100, 50, step) == pytest.approx(0.9) and lr_factor(5, 100, 50, step) == 1.0
+
+
+def test_poly_and_plateau_schedules():
+    from sep_bench.engine.train import _plateau_step
+    from sep_bench.protocol import Recipe
+
+    poly = ScheduleSpec(name="poly", power=0.9)
+    assert lr_factor(0, 10, 30, poly) == 1.0 and lr_factor(295, 10, 30, poly) == pytest.approx((1 / 30) ** 0.9)
+    recipe = Recipe(schedule={"name": "plateau", "patience": 2, "gamma": 0.1, "min_lr": 1e-5},
+                    train={}, eval={})
+    state = {"scale": 1.0, "bad_epochs": 0}
+    assert not _plateau_step(state, False, recipe, 1e-4) and state["scale"] == 1.0
+    assert not _plateau_step(state, False, recipe, 1e-4) and state["scale"] == pytest.approx(0.1)
+    assert not _plateau_step(state, True, recipe, 1e-4) and state["bad_epochs"] == 0
+    _plateau_step(state, False, recipe, 1e-4)
+    assert _plateau_step(state, False, recipe, 1e-4)  # 1e-4 * 0.01 < 1e-5: stop

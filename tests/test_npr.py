@@ -5,7 +5,8 @@ import torch
 
 from baselines.npr import NPR, npr_residual
 from sep_bench.detectors import get_detector
-from sep_bench.weights import WeightsSource, parse_pretrained
+from sep_bench.protocol import ProtocolError
+from sep_bench.weights import WeightsSource
 
 
 def _official_keys_and_shapes() -> dict[str, tuple]:
@@ -50,8 +51,9 @@ def test_official_checkpoint_loads_strictly_and_keeps_its_logit(tmp_path):
             sd[k] = sd[k].abs() + 1.0
     path = tmp_path / "NPR.pth"
     torch.save(sd, path)
-    spec = get_detector("npr")
-    model = spec.build(spec.make_config({}), parse_pretrained(str(path), None)).eval()
+    from sep_bench.engine.predict import load_model
+
+    model = load_model("npr", path, official=True).eval()
     assert model.weights.kind == "file" and model.weights.sha256
     x = torch.rand(2, 3, 64, 64)
     # the official forward, written out: fc1(pool(layer2(layer1(maxpool(relu(bn1(conv1(NPR*2/3))))))))
@@ -72,8 +74,9 @@ def test_npr_residual_is_zero_on_2x2_constant_blocks_and_trims_odd_sizes():
 
 def test_hub_weights_refused_for_a_from_scratch_detector():
     spec = get_detector("npr")
-    with pytest.raises(ValueError, match="trained from scratch"):
-        spec.build(spec.make_config({}), WeightsSource("hub", "timm:resnet50"))
+    for source in (WeightsSource("hub", "timm:resnet50"), WeightsSource("file", "x.pth")):
+        with pytest.raises(ProtocolError, match="trained from scratch"):
+            spec.build(spec.make_config({}), source)
 
 
 def test_views_train_random_eval_center():
@@ -87,3 +90,28 @@ def test_views_train_random_eval_center():
     b = tv(img, np.random.default_rng(1))["image"]
     assert a.shape == (3, 32, 32) and torch.equal(a, b)
     assert torch.equal(ev(img, np.random.default_rng(1))["image"], ev(img, np.random.default_rng(2))["image"])
+
+
+def test_released_weights_evaluate_like_the_trained_model_they_came_from(workdir):
+    """A checkpoint re-saved in the official format (plain state dict) reproduces the trained model's logits."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+    from sep_bench.engine.checkpoint import load_detector
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"]).exit_code == 0
+    trained = pd.read_parquet(workdir / "results/predictions/tiny/npr/seed0.parquet")
+    model, _ = load_detector(workdir / "runs/tiny/npr/seed0/train/best.safetensors")
+    official = workdir / "NPR_released.pth"
+    torch.save(OrderedDict(model.state_dict()), official)
+    res = runner.invoke(app, ["evaluate", "-d", "npr", "--no-track", "--weights", str(official)])
+    assert res.exit_code == 0, res.output
+    released = pd.read_parquet(workdir / "results/predictions/tiny/npr/seed0.parquet")
+    assert released.equals(trained)
+    m = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
+    assert m["released_weights"] is True and m["weights"].startswith("file:NPR_released.pth@")

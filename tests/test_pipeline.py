@@ -70,7 +70,7 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     dest, env = clone
     assert (dest / "data.dvc").is_file() and not (dest / "data" / "external").exists()
     out = _run(["dvc", "repro"], dest, env)
-    for stage in ("data", "train@npr", "evaluate@npr", "report"):
+    for stage in ("data", "train@npr-0", "evaluate@npr-0", "report"):
         assert f"Running stage '{stage}'" in out
 
     table = (dest / "results/tables/mini_acc.md").read_text()
@@ -82,10 +82,12 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sep-bench/mini")
     runs = client.search_runs([exp.experiment_id])
-    stages = sorted(r.data.tags["dvc.stage"] for r in runs)
-    assert stages == ["evaluate@npr", "train@npr"]
+    stage_runs = [r for r in runs if r.data.tags.get("sep_bench.kind") in ("train", "evaluate")]
+    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate@npr-0", "train@npr-0"]
+    (parent,) = [r for r in runs if r.data.tags.get("sep_bench.kind") == "pipeline"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in stage_runs)
     assert all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.data.tags["git.commit"] != "unknown" for r in runs)
+    assert all(r.data.tags["git.commit"] != "unknown" for r in stage_runs)
     assert exp.artifact_location.startswith(f"file://{dest}")
 
 

@@ -1,6 +1,7 @@
 import pytest
 import yaml
 
+from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError, deep_merge, load_params, resolve
 from tests.conftest import REPO, tiny_params
 
@@ -12,6 +13,7 @@ def test_repository_params_validate_for_every_profile_and_detector():
         for det in p.detectors:
             spec = resolve(p, det, prof)
             assert spec.profile_name == prof and len(spec.protocol_hash()) == 16
+            get_detector(det).make_config(spec.recipe.model)  # the detector's own schema accepts its block
     genimage = p.profiles["genimage"].data
     assert genimage.test_generators == ["Midjourney", "SDv1.4", "SDv1.5", "ADM", "GLIDE", "Wukong", "VQDM", "BigGAN"]
     assert len(p.profiles["aigcbench"].data.test_generators) == 16

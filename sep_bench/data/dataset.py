@@ -22,22 +22,47 @@ __all__ = ["ViewDataset", "Batch", "collate", "OrderSampler", "epoch_order"]
 
 
 class ViewDataset(Dataset):
-    """samples[i] -> {"views", "label", "index"} or {"skip": reason, "path", "index"}."""
+    """samples[i] -> {"views", "label", "index"} or {"skip": reason, "path", "index"}.
 
-    def __init__(self, samples: Sequence[Sample], view, *, seed: int, max_pixels: int, epoch: int = 0) -> None:
+    `index_offset` maps local positions to global sample indices (used for the per-sample RNG and returned as
+    "index"), for datasets that hold a subset. `perturb` (see data.perturb) post-processes each decoded image
+    before the view. `features` holds pre-computed frozen-backbone features by global
+    index (see engine.feature_cache): those samples are not decoded, their view is ``{"features": f}``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        view,
+        *,
+        seed: int,
+        max_pixels: int,
+        epoch: int = 0,
+        index_offset: Sequence[int] | None = None,
+        features: dict[int, torch.Tensor] | None = None,
+        perturb=None,
+    ) -> None:
         self.samples = list(samples)
         self.view = view
         self.seed = seed
         self.max_pixels = max_pixels
         self.epoch = epoch
+        self.global_index = list(index_offset) if index_offset is not None else None
+        self.features = features or {}
+        self.perturb = perturb
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.samples[index]
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        s = self.samples[position]
+        index = self.global_index[position] if self.global_index is not None else position
+        if index in self.features:
+            return {"views": {"features": self.features[index]}, "label": s.label, "index": index}
         try:
             img = decode_image(s.path, self.max_pixels)
+            if self.perturb is not None:
+                img = self.perturb(img)
             views = self.view(img, sample_rng(self.seed, index, self.epoch))
         except DecodeError as err:
             return {"skip": err.reason, "detail": str(err), "path": s.path, "index": index}

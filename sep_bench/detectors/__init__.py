@@ -49,8 +49,11 @@ class Detector(nn.Module):
 
     Subclasses implement `forward_features(views)` and `forward_head(features)`; `forward` returns fake logits
     of shape (B,). `loss` defaults to binary cross-entropy on the fake logit; override it for detectors whose
-    official recipe uses another loss.
+    official recipe uses another loss. A detector whose `forward_features` is frozen sets
+    ``frozen_features = True``; the engine may then feed cached features (``views == {"features": f}``).
     """
+
+    frozen_features: bool = False
 
     #: What weights the model was built with (set by the builder; recorded in MLflow and the tables).
     weights: WeightsSource = WeightsSource.none()
@@ -62,6 +65,8 @@ class Detector(nn.Module):
         raise NotImplementedError
 
     def forward(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if "features" in views:
+            return self.forward_head(views["features"]).reshape(-1)
         return self.forward_head(self.forward_features(views)).reshape(-1)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,8 +88,12 @@ class DetectorSpec:
         config: pydantic model of ``detectors.<name>.model``; its defaults are the official values.
         build: ``build(config, weights) -> Detector``.
         views: ``views(config, train, hflip) -> View``; preprocessing travels with the detector.
-        load_official: ``load_official(model, path)`` loads the authors' released checkpoint, if any.
-        default_weights: the hub reference used when ``pretrained: true`` (e.g. a timm name), if any.
+        load_official: ``load_official(model, path)`` loads the authors' released detector weights, if any.
+        default_weights: the hub reference of the *backbone* used when ``pretrained: true`` (e.g. a timm
+            name), if any. ``pretrained`` only ever initialises a backbone; released detector weights go through
+            `load_official`.
+        official_needs_backbone: the released weights cover only part of the model (UnivFD: the linear head),
+            so the model is built with its pretrained backbone before `load_official`.
     """
 
     name: str
@@ -96,6 +105,7 @@ class DetectorSpec:
     views: Callable[[Any, bool, bool], View]
     load_official: Callable[[Detector, Path], None] | None = None
     default_weights: str | None = None
+    official_needs_backbone: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def make_config(self, values: Mapping[str, Any], prefix: str = "") -> BaseModel:

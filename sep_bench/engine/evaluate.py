@@ -2,23 +2,31 @@
 
 Outputs (both written atomically):
 - predictions parquet: path, generator, label, fake_logit (skipped images are absent, and counted);
-- metrics JSON: per-generator acc / real_acc / fake_acc / ap / auc, the unweighted Mean, skip counts, and
-  what produced them (detector, protocol hash, weights source, checkpoint sha256).
+- metrics JSON: per-generator acc / real_acc / fake_acc / ap / auc, the unweighted Mean, skip counts (``skipped``:
+  count and by_reason; ``skipped_files``: path, generator and reason of each), and what produced them (detector,
+  protocol hash, weights source, checkpoint sha256).
+
+No metric is computed on a silently shrunken set: more than ``data.max_skip_fraction`` skipped images, over the
+whole test set or within any one test generator, is a `SkipBudgetError` (nothing is written). The MLflow run gets
+the ``skipped`` metric, one ``skipped.<reason>`` metric per reason, and the ``sep_bench.skipped`` and
+``sep_bench.skip_reasons`` tags.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from sep_bench.data.perturb import parse_perturbation
 from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
 from sep_bench.engine.checkpoint import load_detector
-from sep_bench.engine.inference import run_inference
+from sep_bench.engine.inference import check_skips, run_inference
 from sep_bench.engine.metrics import summarize_predictions
 from sep_bench.engine.runtime import pick_device
 from sep_bench.io import atomic_path, write_json
@@ -40,11 +48,21 @@ def evaluate(
     *,
     tracker=None,
     progress: Callable[[str, int, int], None] | None = None,
+    perturbation: str = "none",
+    model=None,
 ) -> dict:
-    """Evaluate the checkpoint under `spec`'s evaluation protocol and write predictions and metrics."""
+    """Evaluate the checkpoint under `spec`'s evaluation protocol and write predictions and metrics.
+
+    `perturbation` (see data.perturb) post-processes every test image identically before the detector's views.
+    `model`: evaluate this model (e.g. the authors' released weights) instead of loading `checkpoint`.
+    """
     started = time.perf_counter()
     data = spec.profile.data
-    model, meta = load_detector(checkpoint, expect=spec.detector)
+    model_given = model is not None
+    if model is None:
+        model, meta = load_detector(checkpoint, expect=spec.detector)
+    else:  # released weights already loaded into `model` (see engine.predict.load_model); `checkpoint` is their file
+        meta = {"model_config": spec.recipe.model}
     det = get_detector(spec.detector)
     cfg = det.make_config(meta.get("model_config", {}))
     device = pick_device(spec.profile.device)
@@ -56,16 +74,23 @@ def evaluate(
         nonlocal done
         done += n
         if progress:
-            progress(f"evaluate {spec.detector}", done, len(samples))
+            progress(f"evaluate {spec.detector}" + ("" if perturbation == "none" else f" [{perturbation}]"),
+                     done, len(samples))
 
     res = run_inference(
         model, samples, det.views(cfg, False, False), seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
         num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp,
-        max_pixels=data.max_image_pixels, on_batch=on_batch,
+        max_pixels=data.max_image_pixels, on_batch=on_batch, perturb=parse_perturbation(perturbation),
     )
     for s in res.skipped:
         log.warning("skipped %s: %s", s["path"], s["detail"])
     res.check(data.max_skip_fraction, f"evaluation of {spec.detector}")
+    by_path = {s.path: s.generator for s in samples}
+    for g in data.test_generators:  # a generator must not shrink past the budget either, even if the total does not
+        skipped_g = [s for s in res.skipped if by_path.get(s["path"]) == g]
+        check_skips(sum(1 for s in samples if s.generator == g), Counter(s["skip"] for s in skipped_g),
+                    data.max_skip_fraction, f"evaluation of {spec.detector} on {g}",
+                    skipped_g[0]["path"] if skipped_g else "")
     keep = res.kept
     preds = pd.DataFrame({
         "path": [s.path for s, k in zip(samples, keep) if k],
@@ -81,15 +106,21 @@ def evaluate(
         "profile": spec.profile_name,
         "protocol_hash": spec.protocol_hash(),
         "seed": spec.seed,
+        "perturbation": perturbation,
         "test_generators": list(data.test_generators),
         **summary,
         "n_images": int(len(preds)),
-        "skipped": {"count": len(res.skipped), "by_reason": dict(res.skip_reasons)},
+        "skipped": {"count": len(res.skipped), "by_reason": dict(sorted(res.skip_reasons.items()))},
+        "skipped_files": [
+            {"path": s["path"], "generator": by_path.get(s["path"], ""), "reason": s["skip"]}
+            for s in sorted(res.skipped, key=lambda s: s["index"])
+        ],
         "weights": weights.describe(),
         "pretrained": weights.pretrained,
         "intended_pretrained": det.default_weights is not None,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
+        "released_weights": model_given,  # the authors' weights, evaluated without training here
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -100,8 +131,12 @@ def evaluate(
         flat = {f"{g}.{k}": v for g, m in summary["generators"].items() for k, v in m.items()}
         flat.update({f"mean.{k}": v for k, v in summary["mean"].items()})
         flat["skipped"] = len(res.skipped)
+        flat.update({f"skipped.{reason}": n for reason, n in res.skip_reasons.items()})
         tracker.log_metrics(flat)
-        tracker.set_tags({"sep_bench.skipped": len(res.skipped)})
+        tracker.set_tags({
+            "sep_bench.skipped": len(res.skipped),
+            "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(res.skip_reasons.items())) or "none",
+        })
         tracker.log_artifact(metrics_out)
         tracker.log_artifact(predictions_out)
     return metrics

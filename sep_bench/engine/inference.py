@@ -63,10 +63,13 @@ def run_inference(
     amp: str = "off",
     max_pixels: int,
     on_batch: Callable[[int], None] | None = None,
+    features: dict | None = None,
+    perturb=None,
 ) -> InferenceResult:
     """Fake logits in sample order. Views are seeded per (seed, sample index), epoch 0: bit-identical reruns."""
     model.eval()
-    dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0)
+    dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0, features=features,
+                          perturb=perturb)
     loader = make_loader(dataset, batch_size, num_workers, device)
     logits = np.full(len(samples), np.nan, dtype=np.float64)
     skipped: list[dict] = []

@@ -19,17 +19,20 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from sep_bench.data.dataset import OrderSampler, ViewDataset, epoch_order
 from sep_bench.data.splits import training_samples
 from sep_bench.detectors import Detector, get_detector
+from sep_bench.engine.feature_cache import cached_features, preprocessing_key
 from sep_bench.engine.checkpoint import load_checkpoint, model_state, optimizer_state, rng_state, save_checkpoint
 from sep_bench.engine.inference import check_skips, run_inference
 from sep_bench.engine.metrics import binary_metrics
-from sep_bench.engine.runtime import autocast, make_loader, pick_device
+from sep_bench.engine.distributed import broadcast_flag, init_distributed, shard_order
+from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
 from sep_bench.paths import data_root
-from sep_bench.protocol import OptimSpec, RunSpec, ScheduleSpec
+from sep_bench.protocol import OptimSpec, ProtocolError, RunSpec, ScheduleSpec
 from sep_bench.weights import parse_pretrained
 
 __all__ = ["train", "TrainResult", "make_optimizer", "lr_factor"]
@@ -70,7 +73,9 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, spec: ScheduleSpec) 
     if spec.name == "cosine":
         span = max(epochs - warm, 1e-9)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch_f - warm) / span)))
-    return 1.0
+    if spec.name == "poly":
+        return (1.0 - int(epoch_f) / epochs) ** spec.power
+    return 1.0  # constant; plateau scales this by its own state (see train)
 
 
 def _rng_snapshot() -> dict[str, torch.Tensor]:
@@ -98,11 +103,45 @@ def _better(new: dict, old: dict | None, metric: str) -> bool:
     return a > b or (a == b and new["loss"] < old["loss"])
 
 
-def _validate(model: Detector, samples, view, spec: RunSpec, device, max_pixels) -> dict:
+def _plateau_step(state: dict, improved: bool, recipe, base_lr: float) -> bool:
+    """Update the plateau state after a validation; True when training should stop."""
+    if improved:
+        state["bad_epochs"] = 0
+        return False
+    state["bad_epochs"] += 1
+    if state["bad_epochs"] >= recipe.schedule.patience:
+        state["scale"] *= recipe.schedule.gamma
+        state["bad_epochs"] = 0
+    return base_lr * state["scale"] < recipe.schedule.min_lr
+
+
+def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_view, eval_view, device, progress):
+    """Backbone features of the training (epoch-0 view) and validation samples, from or into the disk cache."""
+    common = dict(detector=spec.detector, model=cfg.model_dump(mode="json"), weights=weights.describe(),
+                  seed=spec.seed)
+    cache_dir = Path("runs") / ".feature_cache" / spec.detector
+    kwargs = dict(seed=spec.seed, batch_size=spec.recipe.eval.batch_size, num_workers=spec.recipe.eval.num_workers,
+                  device=device, amp=spec.profile.amp, max_pixels=spec.profile.data.max_image_pixels,
+                  progress=progress)
+    train_feats, n_new = cached_features(model, train_set, train_view, cache_dir,
+                                         preprocessing_key(view="train", hflip=spec.recipe.train.hflip, **common),
+                                         **kwargs)
+    val_feats, v_new = cached_features(model, val_set, eval_view, cache_dir, preprocessing_key(view="eval", **common),
+                                       **kwargs)
+    log.info("feature cache: %d train + %d validation features computed, %d + %d reused",
+             n_new, v_new, len(train_feats) - n_new, len(val_feats) - v_new)
+    return train_feats, val_feats
+
+
+def _validate(model: Detector, samples, view, spec: RunSpec, device, max_pixels, features=None) -> dict:
     res = run_inference(
         model, samples, view, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
         num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp, max_pixels=max_pixels,
+        features=features,
     )
+    for s in res.skipped:
+        log.warning("skipped %s: %s", s["path"], s["detail"])
+    res.check(spec.profile.data.max_skip_fraction, "validation")  # never select a model on a shrunken slice
     keep = res.kept
     labels = np.array([s.label for s in samples])[keep]
     logits = res.logits[keep]
@@ -129,20 +168,32 @@ def train(
     cfg = det.make_config(recipe.model)
     weights = parse_pretrained(recipe.pretrained, det.default_weights)
     device = pick_device(spec.profile.device)
+    dinfo = init_distributed(device.type)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
+        torch.cuda.set_device(device)
+    channels_last = spec.profile.channels_last and device.type == "cuda"
 
     train_set, val_set = training_samples(data_root(spec.profile_name, data), data)
     log.info("train %s: %d training, %d validation images", spec.detector, len(train_set), len(val_set))
 
     torch.manual_seed(spec.seed)
     model = det.build(cfg, weights).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.trainable_parameters(), recipe.optim)
+    forward = model
+    if dinfo.enabled:
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if spec.profile.compile:
+        forward = torch.compile(forward)
     bs = recipe.train.batch_size
     steps_per_epoch = math.ceil(len(train_set) / bs)
     if recipe.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.train.max_steps_per_epoch)
     train_view = det.views(cfg, True, recipe.train.hflip)
     eval_view = det.views(cfg, False, False)
-    phash = spec.protocol_hash()
+    phash = spec.training_hash()
     meta_base = {
         "detector": spec.detector,
         "model_config": cfg.model_dump(mode="json"),
@@ -154,8 +205,10 @@ def train(
 
     # ---- resume --------------------------------------------------------------------------------------------
     start_epoch, start_step, best_val, best_epoch, history = 0, 0, None, -1, []
+    plateau = {"scale": 1.0, "bad_epochs": 0}  # plateau schedule state (see ScheduleSpec)
     skips: Counter = Counter()
     seen = 0
+    epoch_losses: list[float] = []  # losses of the interrupted epoch's finished steps (so train_loss is the same)
     last = out_dir / "last.safetensors"
     if last.is_file():
         try:
@@ -171,16 +224,31 @@ def train(
             best_val, best_epoch, history = meta.get("best_val"), meta.get("best_epoch", -1), meta.get("history", [])
             skips = Counter(meta.get("skipped", {}))
             seen = meta.get("seen", 0)
+            plateau = meta.get("plateau", plateau)
+            epoch_losses = list(meta.get("epoch_losses", []))
             log.info("resuming %s at epoch %d step %d", spec.detector, start_epoch, start_step)
         elif meta is not None:
             log.warning("%s belongs to another protocol (hash %s != %s); training from scratch",
                         last, meta.get("protocol_hash"), phash)
 
     def save_last(epoch: int, step: int) -> None:
+        if not dinfo.is_main:
+            return
         save_checkpoint(last, model, {
             **meta_base, "position": {"epoch": epoch, "step": step}, "best_val": best_val,
-            "best_epoch": best_epoch, "history": history, "skipped": dict(skips), "seen": seen,
+            "best_epoch": best_epoch, "history": history, "skipped": dict(skips), "seen": seen, "plateau": plateau,
+            "epoch_losses": list(losses) if step else [],
         }, optimizer=optimizer, rng_state=_rng_snapshot())
+
+    # ---- frozen-backbone feature cache -----------------------------------------------------------------------
+    train_feats: dict | None = None
+    val_feats: dict | None = None
+    if recipe.train.feature_cache:
+        if not model.frozen_features:
+            raise ProtocolError(f"train.feature_cache: {spec.detector} has no frozen backbone (frozen_features is "
+                                "False); set train.feature_cache: false")
+        train_feats, val_feats = _cache(model, det, cfg, weights, spec, train_set, val_set, train_view, eval_view,
+                                        device, progress)
 
     # ---- epochs --------------------------------------------------------------------------------------------
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -189,10 +257,12 @@ def train(
     for epoch in range(start_epoch, epochs):
         model.train()
         order = epoch_order(len(train_set), spec.seed, epoch, shuffle=True)
-        dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels, epoch=epoch)
+        dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels, epoch=epoch,
+                              features=train_feats)
         first = start_step if epoch == start_epoch else 0
-        loader = make_loader(dataset, bs, recipe.train.num_workers, device, OrderSampler(order, first * bs))
-        losses = []
+        rank_order, rank_bs = shard_order(order, bs, dinfo)
+        loader = make_loader(dataset, rank_bs, recipe.train.num_workers, device, OrderSampler(rank_order, first * rank_bs))
+        losses = list(epoch_losses) if first else []
         step = first
         for batch in loader:
             if step >= steps_per_epoch:
@@ -201,14 +271,14 @@ def train(
                 skips[s["skip"]] += 1
                 log.warning("skipped %s: %s", s["path"], s["detail"])
             global_step = epoch * steps_per_epoch + step
-            factor = lr_factor(global_step, steps_per_epoch, epochs, recipe.schedule)
+            factor = lr_factor(global_step, steps_per_epoch, epochs, recipe.schedule) * plateau["scale"]
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * factor
             if len(batch):
-                views = {k: v.to(device, non_blocking=True) for k, v in batch.views.items()}
+                views = to_device(batch.views, device, channels_last)
                 labels = batch.labels.to(device)
                 with autocast(device, spec.profile.amp):
-                    logits = model(views)
+                    logits = forward(views)
                 loss = model.loss(logits, labels)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite training loss at epoch {epoch} step {step}")
@@ -228,18 +298,26 @@ def train(
         seen += min(len(order), steps_per_epoch * bs) - first * bs
         check_skips(seen, skips, data.max_skip_fraction, "training")
 
-        val = _validate(model, val_set, eval_view, spec, device, data.max_image_pixels) if val_set else None
+        val = None
+        if val_set and dinfo.is_main:
+            val = _validate(model, val_set, eval_view, spec, device, data.max_image_pixels, val_feats)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "lr": optimizer.param_groups[0]["lr"], **({f"val_{k}": v for k, v in val.items()} if val else {})}
         history.append(record)
-        if tracker is not None:
+        if tracker is not None and dinfo.is_main:
             tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-        if val is None or _better(val, best_val, recipe.train.select_metric):
+        improved = broadcast_flag(val is None or _better(val, best_val, recipe.train.select_metric), dinfo)
+        if improved:
             best_val, best_epoch = val, epoch
-            save_checkpoint(out_dir / "best.safetensors", model, {**meta_base, "epoch": epoch, "val": val})
-        save_last(epoch + 1, 0)
+            if dinfo.is_main:
+                save_checkpoint(out_dir / "best.safetensors", model, {**meta_base, "epoch": epoch, "val": val})
+        stop = recipe.schedule.name == "plateau" and _plateau_step(plateau, improved, recipe, base_lrs[0])
+        save_last(epochs if stop else epoch + 1, 0)
         log.info("epoch %d/%d: %s", epoch + 1, epochs, "  ".join(
             f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, float)))
+        if stop:
+            log.info("plateau schedule: lr below %g after epoch %d, stopping", recipe.schedule.min_lr, epoch + 1)
+            break
 
     seconds = time.perf_counter() - started
     summary = {
@@ -248,7 +326,14 @@ def train(
         "n_train": len(train_set), "n_val": len(val_set), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
         "best_epoch": best_epoch, "best_val": best_val, "history": history,
         "skipped": {"count": sum(skips.values()), "by_reason": dict(skips)}, "seconds": round(seconds, 2),
-        "device": str(device),
+        "device": str(device), "processes": dinfo.world,
     }
-    write_json(out_dir / "train.json", summary)
+    if dinfo.is_main:
+        write_json(out_dir / "train.json", summary)
+    if tracker is not None and dinfo.is_main:  # skip events summed over epochs (each epoch decodes again)
+        tracker.log_metrics({"skipped": sum(skips.values()), **{f"skipped.{r}": n for r, n in skips.items()}})
+        tracker.set_tags({"sep_bench.skipped": sum(skips.values()),
+                          "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(skips.items())) or "none"})
+    if dinfo.enabled:
+        torch.distributed.barrier()
     return TrainResult(out_dir / "best.safetensors", best_epoch, best_val or {}, epochs, seconds, summary["skipped"])

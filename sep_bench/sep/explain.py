@@ -14,6 +14,7 @@ import numpy as np
 
 from sep_bench.sep.eps import score_map, texture_score
 from sep_bench.sep.model import SEPConfig, choose_patch
+from sep_bench.io import atomic_path
 
 __all__ = ["render_explanation"]
 
@@ -85,8 +86,8 @@ def render_explanation(
     fig.suptitle(title)
     fig.tight_layout()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100, format="png")
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return {
         "y": int(y),
         "x": int(x),

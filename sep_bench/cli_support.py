@@ -1,0 +1,120 @@
+"""What every `sep-bench` command shares: the console, user-facing errors, progress bars, params and tracking.
+
+Command modules (sep_bench/cli.py and the command functions that other modules register there) use these so
+every command behaves the same: a fixable error is one line naming the fix (exit code 2), long loops show a
+rich progress bar, and every run is tracked the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+__all__ = ["console", "user_errors", "progress", "load", "run_tracker", "ParamsOpt", "ProfileOpt", "SeedOpt",
+           "TrackingOpt", "NoTrackOpt"]
+
+console = Console(stderr=True)
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", help="The protocol file.")
+ProfileOpt = typer.Option(None, "--profile", help="Profile to use instead of params.yaml's `profile`.")
+SeedOpt = typer.Option(None, "--seed", help="Seed (default: the first of params.yaml's run.seeds).")
+TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite DB at the repo root).")
+NoTrackOpt = typer.Option(False, "--no-track", help="Do not log to MLflow.")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can fix into one red line and exit code 2."""
+    from sep_bench.data.layouts import LayoutError
+    from sep_bench.detectors import UnknownDetectorError
+    from sep_bench.engine.checkpoint import CheckpointError
+    from sep_bench.engine.inference import SkipBudgetError
+    from sep_bench.protocol import ProtocolError
+    from sep_bench.weights import PretrainedUnavailableError, WeightsFileError  # includes UnsafeCheckpointError
+
+    try:
+        yield
+    except (ProtocolError, LayoutError, UnknownDetectorError, CheckpointError, SkipBudgetError,
+            WeightsFileError, PretrainedUnavailableError, FileNotFoundError) as err:
+        # soft_wrap: the message stays one line (rich would otherwise break it at the console width), and
+        # markup=False: file names and keys with [brackets] are printed as they are.
+        console.print("[bold red]error:[/] ", end="", highlight=False)
+        console.print(str(err), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display; yields ``update(task, completed, total)``."""
+    prog = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(name: str, completed: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = prog.add_task(name, total=total)
+        prog.update(tasks[name], completed=completed, total=total)
+
+    with prog:
+        yield update
+
+
+def load(params: Path, profile: Optional[str]):
+    """(Params, active profile name)."""
+    from sep_bench.protocol import load_params
+
+    p = load_params(params)
+    return p, profile or p.profile
+
+
+def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, extra_tags: dict | None = None):
+    """The MLflow run of one train/evaluate command (a null context with --no-track).
+
+    Inside a pipeline execution (a DVC stage, or $SEP_BENCH_PIPELINE_ID set, e.g. by `sep-bench compare`) the
+    run is nested under the execution's parent run, created by whichever tracked command comes first (see
+    sep_bench.tracking).
+    """
+    if no_track or os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 logs
+        return nullcontext(None)
+    from sep_bench.detectors import get_detector
+    from sep_bench.tracking import TAG_PREFIX, Tracker, pipeline_parent, resolve_tracking_uri
+    from sep_bench.weights import parse_pretrained
+
+    tags = {
+        f"{TAG_PREFIX}kind": kind,
+        f"{TAG_PREFIX}profile": spec.profile_name,
+        f"{TAG_PREFIX}detector": spec.detector,
+        f"{TAG_PREFIX}protocol_hash": spec.protocol_hash(),
+        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
+        f"{TAG_PREFIX}seed": str(spec.seed),
+        **(extra_tags or {}),
+    }
+    if kind == "train":
+        weights = parse_pretrained(spec.recipe.pretrained, get_detector(spec.detector).default_weights)
+        tags[f"{TAG_PREFIX}pretrained"] = str(weights.pretrained).lower()
+        tags[f"{TAG_PREFIX}weights"] = weights.describe()
+    uri = resolve_tracking_uri(tracking_uri or p.tracking.uri)
+    experiment = f"{p.tracking.experiment}/{spec.profile_name}"
+    parent = pipeline_parent(uri, experiment, {
+        f"{TAG_PREFIX}profile": spec.profile_name,
+        f"{TAG_PREFIX}detectors": ",".join(p.run.detectors),
+        f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
+        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
+    })
+    return Tracker(
+        uri=uri,
+        experiment=experiment,
+        run_name=f"{kind}/{spec.detector}/seed{spec.seed}",
+        tags=tags,
+        params={"kind": kind, **spec.flat_params()},
+        parent_run_id=parent,
+        fail_parent=parent is not None,
+    )

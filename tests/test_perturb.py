@@ -1,0 +1,76 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sep_bench.data.perturb import encode_jpeg, gaussian_kernel, parse_perturbation
+from sep_bench.protocol import EvalSpec, ProtocolError, validate_model
+
+
+@pytest.fixture
+def img():
+    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def test_jpeg_quality_is_read_back_from_the_bytes(img):
+    def tables(data: bytes) -> dict:
+        return Image.open(io.BytesIO(data)).quantization
+
+    ref = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(ref, format="JPEG", quality=75)
+    assert tables(encode_jpeg(img, 75)) == tables(ref.getvalue())  # libjpeg's tables for quality 75
+    assert tables(encode_jpeg(img, 50)) != tables(ref.getvalue())
+    out = parse_perturbation("jpeg75")(img)
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+
+
+def test_blur_kernel_sums_to_one_and_keeps_constants(img):
+    for sigma in (1, 2, 3):
+        k = gaussian_kernel(sigma)
+        assert k.sum() == pytest.approx(1.0) and len(k) == 2 * int(np.ceil(3 * sigma)) + 1
+    flat = np.full((20, 20, 3), 77, np.uint8)
+    assert np.array_equal(parse_perturbation("blur2")(flat), flat)
+    blurred = parse_perturbation("blur2")(img)
+    assert blurred.std() < img.std()  # high frequencies removed
+
+
+def test_downscale_and_combinations_are_deterministic(img):
+    assert parse_perturbation("down0.5")(img).shape == (24, 32, 3)
+    assert parse_perturbation("down0.25")(img).shape == (12, 16, 3)
+    combo = parse_perturbation("blur1+jpeg75+down0.5")
+    assert np.array_equal(combo(img), combo(img.copy()))
+    assert parse_perturbation("none") is None
+
+
+@pytest.mark.parametrize("bad", ["jpeg0", "jpeg101", "blur0", "down1.5", "sharpen2", "jpeg75+"])
+def test_bad_names_are_rejected_with_the_syntax(bad):
+    with pytest.raises(ValueError, match="perturbation|quality|sigma|downscale"):
+        parse_perturbation(bad)
+    with pytest.raises(ProtocolError):
+        validate_model(EvalSpec, {"perturbations": [bad]})
+
+
+def test_perturbed_evaluation_writes_its_own_metrics(workdir):
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
+    import yaml
+
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["profiles"]["tiny"]["eval"]["perturbations"] = ["jpeg95", "blur1+down0.5"]
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    res = runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"])
+    assert res.exit_code == 0, res.output
+    folder = workdir / "results/robustness/tiny/npr/seed0"
+    import json
+
+    for name in ("jpeg95", "blur1+down0.5"):
+        m = json.loads((folder / f"{name}.json").read_text())
+        assert m["perturbation"] == name and set(m["generators"]) == {"g1", "g2"}
+    clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
+    assert clean["perturbation"] == "none"
+    assert json.loads((folder / "index.json").read_text()) == {"perturbations": ["jpeg95", "blur1+down0.5"]}
