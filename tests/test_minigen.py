@@ -25,14 +25,13 @@ TINY = MinigenConfig(
     ae_width=8,
     ae_crop=32,
     ae_batch=8,
-    threads=1,  # tiny tensors: a second thread only adds synchronisation
 )
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("minigen") / "mg"
-    return out, build_minigen(out, TINY)
+    return out, build_minigen(out, TINY, workers=1)
 
 
 def _group(path: Path) -> str:
@@ -105,14 +104,20 @@ def test_real_crops_are_native_resolution_pixels(built: tuple[Path, dict]) -> No
 def test_same_seed_same_bytes_and_other_seed_differs(built: tuple[Path, dict], tmp_path: Path) -> None:
     out, manifest = built
     torch_state = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    again = build_minigen(tmp_path / "again", TINY)
+    calls: list[tuple[str, int, int]] = []
+    # Built in two spawned worker processes, unlike the fixture: the bytes must not depend on that.
+    again = build_minigen(tmp_path / "again", TINY, workers=2, progress=lambda *a: calls.append(a))
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == torch_state
+    assert {(task, done) for task, done, total in calls if done == total} == {
+        *((f"train {g}", TINY.ae_steps) for g in TINY.generators),
+        *((f"write {g}", 2 * sum(n["nature"] for n in manifest["counts"][g].values())) for g in TINY.generators),
+    }
     assert again == manifest
     assert (tmp_path / "again" / MANIFEST_NAME).read_bytes() == (out / MANIFEST_NAME).read_bytes()
     for rel in ("vae8/train/ai/astronaut__0000.png", "tconv/val/ai/flower__0000.png"):
         assert (tmp_path / "again" / rel).read_bytes() == (out / rel).read_bytes()
 
-    other = build_minigen(tmp_path / "other", replace(TINY, seed=1))
+    other = build_minigen(tmp_path / "other", replace(TINY, seed=1), workers=1)
     assert other["files_sha256"] != manifest["files_sha256"]
     rel = "vae8/train/ai/astronaut__0000.png"
     assert (tmp_path / "other" / rel).read_bytes() != (out / rel).read_bytes()
@@ -137,7 +142,7 @@ def test_interrupted_build_is_not_mistaken_for_complete(tmp_path: Path) -> None:
 
     calls: list[tuple[str, int, int]] = []
     cfg = replace(TINY, generators=("tconv", "vae8"))
-    manifest = build_minigen(out, cfg, progress=lambda *a: calls.append(a))
+    manifest = build_minigen(out, cfg, progress=lambda *a: calls.append(a), workers=1)
     assert (out / MANIFEST_NAME).exists() and manifest["config"]["generators"] == ["tconv", "vae8"]
     assert not stale.exists(), "a dead build's temp dir is cleaned up"
     assert ("train vae8", cfg.ae_steps, cfg.ae_steps) in calls
@@ -146,10 +151,10 @@ def test_interrupted_build_is_not_mistaken_for_complete(tmp_path: Path) -> None:
     # A tree that lost files is not reused; a different config replaces the old build.
     next(out.glob("tconv/val/ai/*.png")).unlink()
     calls.clear()
-    assert build_minigen(out, cfg, progress=lambda *a: calls.append(a)) == manifest
+    assert build_minigen(out, cfg, progress=lambda *a: calls.append(a), workers=1) == manifest
     assert calls, "incomplete tree must be rebuilt"
     smaller = replace(cfg, generators=("vae8",))
-    build_minigen(out, smaller)
+    build_minigen(out, smaller, workers=1)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["vae8"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cache, partial
+from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,7 @@ _SAME_SCENE = (("motorcycle_left", "motorcycle_right"),)
 _INFER_BATCH = 20
 _KL_WEIGHT = 1e-3
 ProgressHook = Callable[[str, int, int], None]
+_Result = tuple[dict, dict, dict]  # one generator's manifest entry, counts, timings
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,9 @@ class MinigenConfig:
     train_photos: tuple[str, ...] = ("astronaut", "chelsea", "rocket", "china")
     val_photos: tuple[str, ...] = ("coffee",)
     test_photos: tuple[str, ...] = ("motorcycle_left", "motorcycle_right", "flower", "grace_hopper")
-    # torch threads during the build, fixed because float reductions (hence the PNG bytes) can depend on it.
-    threads: int = 2
+    # torch threads per build process, fixed because float reductions (hence the PNG bytes) can depend on it.
+    # Parallelism comes from worker processes instead: 2 OpenMP threads slow down 5x when the cores are busy.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("train_generators", "generators", "train_photos", "val_photos", "test_photos"):
@@ -271,6 +275,7 @@ def _torch_seed(seed: int, *purpose: str) -> int:
 
 @contextmanager
 def _deterministic_torch(threads: int) -> Iterator[None]:
+    """Fixed threads and deterministic kernels inside; the caller's settings come back after."""
     previous = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -354,11 +359,12 @@ def _files_sha256(root: Path) -> str:
     return h.hexdigest()
 
 
-def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None) -> tuple[dict, dict]:
-    generators: dict[str, dict] = {}
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    log: dict[str, dict[str, float]] = {}
-    for name in cfg.generators:
+def _build_generator(root: Path, name: str, cfg: MinigenConfig, progress: ProgressHook | None) -> _Result:
+    """Train generator `name` and write its images under `root/name`: (manifest entry, counts, timings).
+
+    Depends only on (cfg, name), so generators can be built in any order, in any process, with the same bytes.
+    """
+    with _deterministic_torch(cfg.threads):
         t0 = time.perf_counter()
         model = _train(name, cfg, progress)
         t1 = time.perf_counter()
@@ -369,7 +375,7 @@ def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None) -
             splits["train"] |= _crops(cfg.val_photos, cfg.n_val_real, cfg.image_size, rng)
         splits["val"] = _crops(cfg.test_photos, cfg.n_test_real, cfg.image_size, _rng(cfg.seed, "crops", "val", name))
         total, done = 2 * sum(len(c) for c in splits.values()), 0
-        psnr: float | None = None
+        counts, psnr = {}, None
         for split, crops in splits.items():
             fakes = _reconstruct(model, list(crops.values()))
             if split == "val":
@@ -382,27 +388,70 @@ def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None) -
                     done += 1
                     if progress:
                         progress(f"write {name}", done, total)
-            counts.setdefault(name, {})[split] = {"ai": len(crops), "nature": len(crops)}
-        generators[name] = {
-            "upsampling": _UPSAMPLING[name],
-            "psnr_db": psnr,
-            "params": sum(p.numel() for p in model.parameters()),
-        }
-        log[name] = {"train_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
+            counts[split] = {"ai": len(crops), "nature": len(crops)}
+    entry = {"upsampling": _UPSAMPLING[name], "psnr_db": psnr, "params": sum(p.numel() for p in model.parameters())}
+    timings = {"train_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
+    return entry, counts, timings
+
+
+_worker_queue: SimpleQueue | None = None
+
+
+def _init_worker(queue: SimpleQueue) -> None:
+    global _worker_queue
+    _worker_queue = queue
+
+
+def _worker_build(root: Path, name: str, cfg: MinigenConfig) -> _Result:
+    return _build_generator(root, name, cfg, lambda *event: _worker_queue.put(event))
+
+
+def _build_generators(
+    root: Path, cfg: MinigenConfig, progress: ProgressHook | None, workers: int
+) -> dict[str, _Result]:
+    """Build every generator, in `workers` spawned processes when > 1 (progress events come back by a queue)."""
+    if workers <= 1:
+        return {name: _build_generator(root, name, cfg, progress) for name in cfg.generators}
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+    queue = ctx.SimpleQueue()
+
+    def pump() -> None:
+        while not queue.empty():
+            event = queue.get()
+            if progress:
+                progress(*event)
+
+    # Training generators first: they also write the train split, so they are the longest jobs.
+    order = sorted(cfg.generators, key=lambda g: g not in cfg.train_generators)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:
+        jobs = {name: pool.apply_async(_worker_build, (root, name, cfg)) for name in order}
+        while not all(job.ready() for job in jobs.values()):
+            pump()
+            for job in jobs.values():
+                if job.ready() and not job.successful():
+                    job.get()  # re-raises the worker's error; leaving the block terminates the others
+            time.sleep(0.05)
+        results = {name: job.get() for name, job in jobs.items()}
+    pump()
+    return results
+
+
+def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None, workers: int) -> tuple[dict, dict]:
+    results = _build_generators(root, cfg, progress, workers)
     manifest = {
         "name": "minigen",
         "version": VERSION,
         "seed": cfg.seed,
         "image_size": cfg.image_size,
         "train_generators": list(cfg.train_generators),
-        "generators": generators,
+        "generators": {name: results[name][0] for name in cfg.generators},
         "splits": {"train": list(cfg.train_photos), "validation": list(cfg.val_photos), "test": list(cfg.test_photos)},
         "group_pattern": GROUP_PATTERN,
-        "counts": counts,
+        "counts": {name: results[name][1] for name in cfg.generators},
         "config": _config_json(cfg),
         "files_sha256": _files_sha256(root),
     }
-    return manifest, log
+    return manifest, {name: results[name][2] for name in cfg.generators}
 
 
 def _config_json(cfg: MinigenConfig) -> dict:
@@ -461,6 +510,7 @@ def build_minigen(
     *,
     force: bool = False,
     progress: ProgressHook | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Build minigen into `out_dir` (or reuse a complete build of the same config) and return its manifest.
 
@@ -468,6 +518,9 @@ def build_minigen(
     never looks finished. An existing `out_dir` is replaced only if it is an earlier minigen build (or empty).
     Generators train on CPU with fixed threads and deterministic algorithms: same seed -> same bytes on a machine.
     `progress(task, completed, total)` is called while training each generator and while writing its images.
+    `workers` processes build generators in parallel (default: one per usable CPU core, at most one per
+    generator); it changes only the speed, never the bytes. With more than one, scripts that call this need the
+    usual `if __name__ == "__main__":` guard (worker processes are spawned).
     """
     out_dir = Path(out_dir)
     if not force and (manifest := _reusable(out_dir, config)) is not None:
@@ -481,12 +534,15 @@ def build_minigen(
     tmp.mkdir(parents=True)
     try:
         t0 = time.perf_counter()
-        with _deterministic_torch(config.threads):
-            manifest, gen_log = _build_into(tmp, config, progress)
+        if workers is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            workers = min(cores, len(config.generators))
+        manifest, gen_log = _build_into(tmp, config, progress, workers)
         _write_json(tmp / MANIFEST_NAME, manifest)
         build_log = {
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "torch": torch.__version__,
+            "workers": workers,
             "generators": gen_log,
         }
         _write_json(tmp / BUILD_LOG_NAME, build_log)
