@@ -87,7 +87,8 @@ def maybe_hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np
 
 def to_tensor(img: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1], optionally normalised."""
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    # contiguous CHW uint8 first: normalising the permuted view is ~2x slower and leaves a non-contiguous result
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous().float().div_(255.0)
     if mean is not None and std is not None:
         m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
