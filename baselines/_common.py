@@ -21,7 +21,6 @@ be loaded raises `PretrainedUnavailableError`; nothing ever falls back to random
 from __future__ import annotations
 
 import io
-import os
 from typing import Literal, Sequence
 
 import numpy as np
@@ -30,8 +29,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from sep_bench.data.transforms import center_crop, maybe_hflip, random_crop, resize_short, to_tensor
-from sep_bench.weights import PretrainedUnavailableError, hub_failure, WeightsSource, load_state_dict
+from sep_bench.data import transforms
+from sep_bench.weights import PretrainedUnavailableError, WeightsSource, hub_failure, load_state_dict, timm_state_dict
 
 __all__ = [
     "BlurJpegConfig",
@@ -123,23 +122,12 @@ def crop_view(cfg: CropViewConfig, train: bool, hflip: bool, mean: Sequence[floa
     """The CNNDetection view: train: resize short side -> blur/JPEG -> RandomCrop -> flip; eval: [resize] ->
     CenterCrop. Returns ``view(img, rng) -> {"image": normalised (3, crop, crop) tensor}``."""
 
-    def view(img: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        if train:
-            if cfg.train_resize:
-                img = resize_short(img, cfg.train_resize)
-            img = blur_jpeg(
-                img, rng, blur_prob=cfg.blur_prob, blur_sigma=cfg.blur_sigma, jpeg_prob=cfg.jpeg_prob, jpeg_quality=cfg.jpeg_quality
-            )
-            img = random_crop(img, cfg.crop_size, rng)
-            if hflip:
-                img = maybe_hflip(img, rng)
-        else:
-            if cfg.eval_resize:
-                img = resize_short(img, cfg.eval_resize)
-            img = center_crop(img, cfg.crop_size)
-        return {"image": to_tensor(img, mean, std)}
+    def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return blur_jpeg(img, rng, blur_prob=cfg.blur_prob, blur_sigma=cfg.blur_sigma, jpeg_prob=cfg.jpeg_prob,
+                         jpeg_quality=cfg.jpeg_quality)
 
-    return view
+    return transforms.crop_view(cfg.crop_size, cfg.train_resize, cfg.eval_resize, mean, std, train=train,
+                                hflip=hflip, augment=augment)
 
 
 def resnet_pooled_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -161,26 +149,6 @@ def _load_backbone(net: nn.Module, sd: dict[str, torch.Tensor], source: str) -> 
         raise PretrainedUnavailableError(
             f"{source}: not a state dict of this ResNet; missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-
-
-def _timm_state_dict(ref: str, arch: str) -> dict[str, torch.Tensor]:
-    import timm
-
-    if ref.startswith("timm:"):
-        name = ref[len("timm:"):]
-        if name.split(".", 1)[0] != arch:
-            raise ValueError(
-                f"pretrained {ref!r} is for {name.split('.', 1)[0]}, but the backbone is {arch}; "
-                f"name matching weights, e.g. 'timm:{arch}.tv_in1k'"
-            )
-    elif ref.startswith("hf-hub:"):
-        name = ref
-    else:
-        raise ValueError(f"pretrained {ref!r}: a ResNet backbone takes 'timm:<arch>.<tag>' or 'hf-hub:<repo>'")
-    try:
-        return timm.create_model(name, pretrained=True).state_dict()
-    except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
-        raise hub_failure(ref, err) from err
 
 
 def build_resnet(arch: ResNetName, weights: WeightsSource, *, fc_init_std: float | None = None) -> nn.Module:
@@ -206,7 +174,7 @@ def build_resnet(arch: ResNetName, weights: WeightsSource, *, fc_init_std: float
     if fc_init_std is not None:
         nn.init.normal_(net.fc.weight, 0.0, fc_init_std)
     if weights.kind == "hub":
-        _load_backbone(net, _timm_state_dict(weights.ref, arch), weights.ref)
+        _load_backbone(net, timm_state_dict(weights.ref, arch), weights.ref)
     elif weights.kind == "file":
         _load_backbone(net, load_state_dict(weights.ref), weights.ref)
     return net

@@ -15,6 +15,7 @@ odd size does not return to the input size.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import torch
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize_short, to_tensor
+from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_view
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource, load_state_dict
@@ -108,20 +109,8 @@ def _load_official(model: Detector, path: Path) -> None:
 
 
 def _views(cfg: NPRConfig, train: bool, hflip: bool):
-    def view(img, rng):
-        if train:
-            if cfg.train_resize:
-                img = resize_short(img, cfg.train_resize)
-            img = random_crop(img, cfg.crop_size, rng)
-            if hflip:
-                img = maybe_hflip(img, rng)
-        else:
-            if cfg.eval_resize:
-                img = resize_short(img, cfg.eval_resize)
-            img = center_crop(img, cfg.crop_size)
-        return {"image": to_tensor(img, IMAGENET_MEAN, IMAGENET_STD)}
-
-    return view
+    return crop_view(cfg.crop_size, cfg.train_resize, cfg.eval_resize, IMAGENET_MEAN, IMAGENET_STD,
+                     train=train, hflip=hflip)
 
 
 SPEC = DetectorSpec(

@@ -21,7 +21,16 @@ from rich.table import Table
 
 from sep_bench import paths
 from sep_bench.cli_support import (
-    NoTrackOpt, ParamsOpt, ProfileOpt, SeedOpt, TrackingOpt, console, load, progress, run_tracker, user_errors,
+    NoTrackOpt,
+    ParamsOpt,
+    ProfileOpt,
+    SeedOpt,
+    TrackingOpt,
+    console,
+    load,
+    progress,
+    run_tracker,
+    user_errors,
 )
 
 app = typer.Typer(
@@ -241,7 +250,8 @@ def predict(
     """Fake probability of each image (files or folders), with any registered detector."""
     from sep_bench.data.images import DEFAULT_MAX_PIXELS
     from sep_bench.engine.checkpoint import load_checkpoint
-    from sep_bench.engine.predict import collect_images, load_model, predict as run_predict
+    from sep_bench.engine.predict import collect_images, load_model
+    from sep_bench.engine.predict import predict as run_predict
     from sep_bench.engine.runtime import pick_device
     from sep_bench.io import atomic_path
     from sep_bench.protocol import resolve
@@ -289,15 +299,16 @@ def explain(
     profile: Optional[str] = ProfileOpt,
 ) -> None:
     """Show which patch SEP looks at: the image with the exposed patch outlined, the texture map, the patch enlarged."""
+    import pandas as pd
+
     from sep_bench.data.images import DEFAULT_MAX_PIXELS, DecodeError, decode_image
     from sep_bench.data.transforms import sample_rng
     from sep_bench.detectors import get_detector
     from sep_bench.engine.checkpoint import load_checkpoint
-    from sep_bench.engine.predict import collect_images, load_model, predict as run_predict
-    from sep_bench.protocol import resolve
-    import pandas as pd
-
+    from sep_bench.engine.predict import collect_images, load_model
+    from sep_bench.engine.predict import predict as run_predict
     from sep_bench.io import atomic_path
+    from sep_bench.protocol import resolve
     from sep_bench.sep.explain import render_explanation
 
     with user_errors():

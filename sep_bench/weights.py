@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 __all__ = ["WeightsSource", "parse_pretrained", "load_state_dict", "sha256_file", "UnsafeCheckpointError",
-           "WeightsFileError", "PretrainedUnavailableError", "hub_failure"]
+           "WeightsFileError", "PretrainedUnavailableError", "hub_failure", "timm_state_dict"]
 
 
 class WeightsFileError(RuntimeError):
@@ -154,3 +154,30 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return dict(sd)
+
+
+def timm_state_dict(ref: str, arch: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights of a ResNet-style backbone through timm (Hugging Face cache; honours HF_HUB_OFFLINE).
+
+    `ref` is ``timm:<arch>.<tag>`` (its architecture must be `arch`) or ``hf-hub:<repo>``; a failure to get the
+    weights raises `PretrainedUnavailableError`, never a silent random initialisation.
+    """
+    from sep_bench.protocol import ProtocolError
+
+    if ref.startswith("timm:"):
+        name = ref[len("timm:"):]
+        if name.split(".", 1)[0] != arch:
+            raise ProtocolError(
+                f"pretrained {ref!r} is for {name.split('.', 1)[0]}, but the backbone is {arch}; "
+                f"name matching weights, e.g. 'timm:{arch}.tv_in1k'"
+            )
+    elif ref.startswith("hf-hub:"):
+        name = ref
+    else:
+        raise ProtocolError(f"pretrained {ref!r}: a ResNet backbone takes 'timm:<arch>.<tag>' or 'hf-hub:<repo>'")
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
+        raise hub_failure(ref, err) from err

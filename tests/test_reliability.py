@@ -201,7 +201,7 @@ def _spec(workdir, **over):
 @pytest.mark.timeout(120)
 def test_a_write_that_fails_midway_leaves_the_previous_outputs_intact(workdir, monkeypatch):
     spec = _spec(workdir, **{"profiles.tiny.train.epochs": 1})
-    res = train(spec, workdir / "r")
+    train(spec, workdir / "r")
     ckpt = workdir / "r" / "best.safetensors"
     old_ckpt, old_meta = ckpt.read_bytes(), (workdir / "r" / "best.json").read_bytes()
     evaluate(spec, ckpt, workdir / "m.json", workdir / "p.parquet")

@@ -7,7 +7,7 @@ across runs and worker counts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
     "resize",
     "maybe_hflip",
     "to_tensor",
+    "crop_view",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,3 +95,35 @@ def to_tensor(img: np.ndarray, mean: Sequence[float] | None = None, std: Sequenc
         s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         t = (t - m) / s
     return t
+
+
+def crop_view(
+    crop_size: int,
+    train_resize: int | None,
+    eval_resize: int | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    train: bool,
+    hflip: bool,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]]:
+    """The common whole-image view: train: [resize short side] -> [augment] -> random crop -> [flip];
+    eval: [resize short side] -> centre crop. Returns ``view(img, rng) -> {"image": normalised tensor}``."""
+
+    def view(img: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        if train:
+            if train_resize:
+                img = resize_short(img, train_resize)
+            if augment is not None:
+                img = augment(img, rng)
+            img = random_crop(img, crop_size, rng)
+            if hflip:
+                img = maybe_hflip(img, rng)
+        else:
+            if eval_resize:
+                img = resize_short(img, eval_resize)
+            img = center_crop(img, crop_size)
+        return {"image": to_tensor(img, mean, std)}
+
+    return view

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+
 import torch
 from torch.utils.data import DataLoader, Sampler
 

@@ -24,11 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 from sep_bench.data.dataset import OrderSampler, ViewDataset, epoch_order
 from sep_bench.data.splits import training_samples
 from sep_bench.detectors import Detector, get_detector
-from sep_bench.engine.feature_cache import cached_features, preprocessing_key
 from sep_bench.engine.checkpoint import load_checkpoint, model_state, optimizer_state, rng_state, save_checkpoint
+from sep_bench.engine.distributed import broadcast_flag, init_distributed, shard_order
+from sep_bench.engine.feature_cache import cached_features, preprocessing_key
 from sep_bench.engine.inference import check_skips, run_inference
 from sep_bench.engine.metrics import binary_metrics
-from sep_bench.engine.distributed import broadcast_flag, init_distributed, shard_order
 from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
 from sep_bench.paths import data_root

@@ -232,7 +232,7 @@ def compare_cmd(
     from sep_bench.detectors import get_detector
     from sep_bench.protocol import ProtocolError, resolve
     from sep_bench.report.build import load_predictions
-    from sep_bench.report.stats import MEAN, paired_comparison, seed_correctness
+    from sep_bench.report.stats import paired_comparison, seed_correctness
     from sep_bench.report.tables import load_metrics, metric_frames, row_name
     from sep_bench.tracking import TAG_PREFIX, finish_parent, new_pipeline_id, resolve_tracking_uri, start_parent
 
@@ -319,7 +319,7 @@ def _compare_outputs(detector, against, baselines, gens, mean, std, n, rows, tes
                          "acc_reference": mean.loc[rows[against], g], "diff": 100 * t.diff.estimate,
                          "ci_low": 100 * t.diff.low, "ci_high": 100 * t.diff.high, "p": t.p,
                          "p_mcnemar_mid": t.p_mcnemar_mid, "p_bootstrap": t.p_bootstrap, "significant": t.p < 0.05})
-    headers = ["generator", rows[detector], rows[against], f"diff (95% CI)", "p", *(rows[b] for b in baselines)]
+    headers = ["generator", rows[detector], rows[against], "diff (95% CI)", "p", *(rows[b] for b in baselines)]
     md = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True,
                   colalign=["left"] + ["right"] * (len(headers) - 1))
     seeds_txt = ", ".join(map(str, seeds))
@@ -335,7 +335,7 @@ def _print_compare(detector, against, baselines, gens, mean, std, n, rows, tests
 
     multi = bool((n > 1).any())
     t = Table(title=f"{detector} vs {against} — ACC (%), profile {prof_name}")
-    for col in ("generator", rows[detector], rows[against], f"diff", "95% CI", "p"):
+    for col in ("generator", rows[detector], rows[against], "diff", "95% CI", "p"):
         t.add_column(col, justify="left" if col == "generator" else "right")
     for b in baselines:
         t.add_column(f"{rows[b]} (diff)", justify="right")

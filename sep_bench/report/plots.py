@@ -131,8 +131,8 @@ def reported_scatter(table: pd.DataFrame | None, out: str | Path, title: str, no
 
 def roc_curves(preds: pd.DataFrame, generators: Sequence[str], out: str | Path, title: str) -> list[Path]:
     """ROC curve per test generator (fake = positive class) of one detector's predictions (one seed)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
     import seaborn as sns
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     palette = sns.color_palette("colorblind", len(generators))
     with _figure((5.6, 5.0)) as (fig, ax):

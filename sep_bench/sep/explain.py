@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from sep_bench.io import atomic_path
 from sep_bench.sep.eps import score_map, texture_score
 from sep_bench.sep.model import SEPConfig, choose_patch
-from sep_bench.io import atomic_path
 
 __all__ = ["render_explanation"]
 

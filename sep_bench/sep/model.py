@@ -64,7 +64,7 @@ from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.sep.eps import ensure_min_size, select_patch
 from sep_bench.sep.fpm import DWTMap, GroupedDilatedFrequencyEnhancer, dwt_encoder
 from sep_bench.sep.sapm import GBCSA, SRMConv2d
-from sep_bench.weights import WeightsFileError, WeightsSource, hub_failure, load_state_dict
+from sep_bench.weights import WeightsFileError, WeightsSource, load_state_dict, timm_state_dict
 
 __all__ = ["SEPConfig", "SEP", "AI", "NATURE", "choose_patch", "SPEC"]
 
@@ -205,24 +205,8 @@ def _load_backbone(disc: nn.Module, sd: dict[str, torch.Tensor], source: str, ar
 
 
 def _load_imagenet_backbone(disc: nn.Module, ref: str, arch: str) -> None:
-    """ImageNet weights for ``disc`` through timm (Hugging Face cache, honours HF_HUB_OFFLINE); ``fc`` stays new."""
-    if ref.startswith("timm:"):
-        name = ref[len("timm:") :]
-        if name.split(".", 1)[0] != arch:
-            raise ValueError(
-                f"pretrained {ref!r} is for {name.split('.', 1)[0]}, but detectors.sep.model.backbone is {arch}; "
-                f"name matching weights, e.g. pretrained: 'timm:{arch}.tv_in1k'"
-            )
-    elif ref.startswith("hf-hub:"):
-        name = ref
-    else:
-        raise ValueError(f"pretrained {ref!r}: SEP's backbone takes 'timm:<arch>.<tag>', 'hf-hub:<repo>' or a file")
-    import timm
-
-    try:
-        sd = timm.create_model(name, pretrained=True).state_dict()
-    except Exception as err:  # huggingface_hub and urllib raise many types; all mean "not available"
-        raise hub_failure(ref, err) from err
+    """ImageNet weights for ``disc`` (see weights.timm_state_dict); ``fc`` stays new."""
+    sd = timm_state_dict(ref, arch)
     _load_backbone(disc, {k: v for k, v in sd.items() if not k.startswith("fc.")}, ref, arch)
 
 

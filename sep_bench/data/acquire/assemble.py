@@ -27,7 +27,13 @@ from sep_bench.data.acquire.extract import Limits, extract, group_archives, is_a
 from sep_bench.data.acquire.normalise import convert_parquet, normalise_tree
 from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
 from sep_bench.data.acquire.verify import (
-    INTENT_NAME, MANIFEST_NAME, MARKER_NAME, build_manifest, hash_files, load_manifest, _tree_files,
+    INTENT_NAME,
+    MANIFEST_NAME,
+    MARKER_NAME,
+    _tree_files,
+    build_manifest,
+    hash_files,
+    load_manifest,
 )
 from sep_bench.io import write_json
 

@@ -285,8 +285,8 @@ def _git_blob_sha1(path: Path) -> str:
 def fetch_hf(ctx: FetchContext) -> Payload:
     try:
         from huggingface_hub import HfApi, constants, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
         from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+        from huggingface_hub.utils import build_hf_headers
     except ImportError:  # pragma: no cover - a dependency of the project
         raise AcquireError("--source hf needs huggingface_hub (pip install huggingface_hub)") from None
     if constants.HF_HUB_OFFLINE:
