@@ -71,3 +71,18 @@ def test_deep_merge_does_not_mutate():
     a = {"x": {"y": 1, "z": 2}}
     out = deep_merge(a, {"x": {"y": 3}})
     assert out == {"x": {"y": 3, "z": 2}} and a == {"x": {"y": 1, "z": 2}}
+
+
+def test_every_dvc_parameter_exists_in_params_yaml_for_every_profile_and_detector():
+    """DVC fails a stage whose listed parameter is absent from params.yaml (schema defaults do not count)."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for stage in dvc["stages"].values():
+        for key in stage.get("params", []):
+            for profile in params["profiles"]:
+                for det in params["detectors"]:
+                    dotted = key.replace("${profile}", profile).replace("${item.detector}", det)
+                    node = params
+                    for part in dotted.split("."):
+                        assert isinstance(node, dict) and part in node, f"{dotted} missing from params.yaml"
+                        node = node[part]
