@@ -74,3 +74,33 @@ def test_perturbed_evaluation_writes_its_own_metrics(workdir):
     clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
     assert clean["perturbation"] == "none"
     assert json.loads((folder / "index.json").read_text()) == {"perturbations": ["jpeg95", "blur1+down0.5"]}
+
+
+def test_report_has_a_robustness_table_and_plot(workdir):
+    import yaml
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+
+    runner = CliRunner()
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["profiles"]["tiny"]["eval"]["perturbations"] = ["jpeg95", "blur2"]
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
+    assert runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"]).exit_code == 0
+    res = runner.invoke(app, ["report", "--no-track", "--reference", "npr"])
+    assert res.exit_code == 0, res.output
+    md = (workdir / "results/tables/tiny_robustness.md").read_text()
+    header = md.split("### Mean ACC", 1)[1].strip().splitlines()[0]
+    assert [c.strip() for c in header.split("|")[1:-1]] == ["detector", "clean", "blur2", "jpeg95"]
+    import json
+
+    import pandas as pd
+
+    clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())["mean"]["acc"]
+    table = pd.read_csv(workdir / "results/tables/tiny_robustness.csv")
+    row = table[(table.metric == "acc") & (table.detector == "npr")].iloc[0]
+    assert row["clean"] == pytest.approx(100 * clean, abs=0.01)
+    jpeg = json.loads((workdir / "results/robustness/tiny/npr/seed0/jpeg95.json").read_text())["mean"]["acc"]
+    assert row["jpeg95"] == pytest.approx(100 * jpeg, abs=0.01)
+    assert (workdir / "results/plots/tiny_robustness.png").stat().st_size > 1000

@@ -24,7 +24,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import write_text
-from sep_bench.report import plots, reported, stats, tables
+from sep_bench.report import plots, reported, robustness, stats, tables
 
 __all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
 
@@ -193,6 +193,9 @@ def build_report(
     rep.files += [stem(n).with_suffix(s) for n in ("acc", "ap", "auc", "real_fake") for s in (".md", ".csv", ".tex")]
     rep.files += [stem("summary").with_suffix(".csv")]
     rep.files += [stem(n).with_suffix(s) for n in ("paired", "reported") for s in (".md", ".csv")]
+    perturbations = {d: list(s.recipe.eval.perturbations) for d, s in specs.items()}
+    rep.files += robustness.write_robustness(metrics, row_of, perturbations, seeds, profile, stem("robustness"),
+                                             Path(plots_dir) / f"{profile}_robustness")
 
     # plots
     pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731
