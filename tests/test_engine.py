@@ -57,8 +57,10 @@ def test_training_is_deterministic_and_resume_continues_identically(workdir):
     assert last["position"] == {"epoch": 2, "step": 0}
 
 
-def test_mid_epoch_resume_matches_uninterrupted(workdir, monkeypatch):
-    over = {"profiles.tiny.train.epochs": 2, "profiles.tiny.train.checkpoint_every_steps": 1}
+@pytest.mark.parametrize("schedule", [{"name": "constant"}, {"name": "cosine", "warmup_epochs": 0.5}])
+def test_mid_epoch_resume_matches_uninterrupted(workdir, monkeypatch, schedule):
+    over = {"profiles.tiny.train.epochs": 2, "profiles.tiny.train.checkpoint_every_steps": 1,
+            "detectors.npr.schedule": schedule}
     spec = _spec(workdir, **over)
     train(spec, workdir / "full")
 

@@ -251,7 +251,8 @@ def train(
                                         device, progress)
 
     # ---- epochs --------------------------------------------------------------------------------------------
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    # the recipe's lr, not the optimiser's: a resumed optimiser state holds the scheduled lr of its last step
+    base_lrs = [recipe.optim.lr] * len(optimizer.param_groups)
     epochs = recipe.train.epochs
     total_steps = epochs * steps_per_epoch
     for epoch in range(start_epoch, epochs):
