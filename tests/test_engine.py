@@ -87,10 +87,38 @@ def test_mid_epoch_resume_matches_uninterrupted(workdir, monkeypatch, schedule):
     assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
 
 
-def test_checkpoint_of_another_protocol_is_not_resumed(workdir, caplog):
-    train(_spec(workdir, **{"profiles.tiny.train.epochs": 1}), workdir / "r")
-    train(_spec(workdir, **{"profiles.tiny.train.epochs": 1, "detectors.npr.optim.lr": 5e-4}), workdir / "r")
+def _interrupted_run(workdir, monkeypatch, spec, out):
+    """Train `spec` into `out` and stop it after its first checkpoint save (an unfinished run)."""
+    import sep_bench.engine.train as engine
+
+    real_save = engine.save_checkpoint
+
+    def stop_after_first_save(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(engine, "save_checkpoint", stop_after_first_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, out)
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+
+
+def test_checkpoint_of_another_protocol_is_not_resumed(workdir, caplog, monkeypatch):
+    over = {"profiles.tiny.train.epochs": 2, "profiles.tiny.train.checkpoint_every_steps": 1}
+    _interrupted_run(workdir, monkeypatch, _spec(workdir, **over), workdir / "r")
+    train(_spec(workdir, **over, **{"detectors.npr.optim.lr": 5e-4}), workdir / "r")
     assert "belongs to another protocol" in caplog.text
+
+
+def test_a_finished_run_is_trained_again_not_reused(workdir, caplog):
+    caplog.set_level("INFO")
+    spec = _spec(workdir, **{"profiles.tiny.train.epochs": 1})
+    train(spec, workdir / "r")
+    first = load_file(workdir / "r" / "best.safetensors")
+    train(spec, workdir / "r")
+    assert "holds a finished run; training again from scratch" in caplog.text
+    again = load_file(workdir / "r" / "best.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)  # deterministic, and really retrained
 
 
 def test_checkpoint_for_another_detector_is_refused(workdir):

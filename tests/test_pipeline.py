@@ -83,7 +83,12 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     exp = client.get_experiment_by_name("sep-bench/mini")
     runs = client.search_runs([exp.experiment_id])
     stage_runs = [r for r in runs if r.data.tags.get("sep_bench.kind") in ("train", "evaluate")]
-    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate@npr-0", "train@npr-0"]
+    perturbations = yaml.safe_load((dest / "params.yaml").read_text())["profiles"]["mini"]["eval"]["perturbations"]
+    expected = ["evaluate@npr-0"] * (1 + len(perturbations)) + ["train@npr-0"]  # one run per perturbed evaluation
+    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == expected
+    assert sorted(r.data.tags.get("sep_bench.perturbation", "none") for r in stage_runs
+                  if r.data.tags["sep_bench.kind"] == "evaluate") == sorted(["none", *perturbations])
+    assert (dest / "results/tables/mini_robustness.md").is_file()
     (parent,) = [r for r in runs if r.data.tags.get("sep_bench.kind") == "pipeline"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in stage_runs)
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -4,7 +4,8 @@ Per epoch: the visiting order and every sample's augmentation are pure functions
 run that is interrupted and resumed from ``last.safetensors`` (model, optimiser, RNG, position) ends with the
 same weights as an uninterrupted run on CPU. ``last`` is written at the end of every epoch (and every
 ``checkpoint_every_steps``); ``best`` whenever the validation metric improves. A checkpoint from a different
-protocol (hash mismatch) is never resumed: training starts over and says so.
+protocol (hash mismatch) is never resumed, and neither is a finished run (being asked to train it again means
+code or data changed): training starts over and says so.
 """
 
 from __future__ import annotations
@@ -215,6 +216,12 @@ def train(
             tensors, meta = load_checkpoint(last)
         except Exception as err:  # an unreadable checkpoint is not worth dying for: start over, loudly
             log.warning("cannot resume from %s (%s); training from scratch", last, err)
+            meta = None
+        finished = meta is not None and meta.get("position", {}).get("epoch", 0) >= recipe.train.epochs
+        if finished:
+            # A complete run is never reused: being asked to train again means something outside the protocol
+            # changed (code, data, a DVC dependency), so its weights may be stale.
+            log.info("%s holds a finished run; training again from scratch", last)
             meta = None
         if meta is not None and meta.get("protocol_hash") == phash:
             model.load_state_dict(model_state(tensors))
