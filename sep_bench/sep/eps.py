@@ -18,27 +18,44 @@ Modes of `select_patch`:
   raster order (smallest ``y``, then smallest ``x``).
 - ``"random"``: one uniformly drawn position (the ablation "without EPS").
 
-No per-patch Python loop. ``official`` mode (`candidate_scores`) has two exact methods and takes the cheaper:
+Backends, with identical results (exact integer arithmetic, the same tie rules; ``tests/test_eps.py`` checks both
+against the per-patch formula):
 
-- ``rows`` (candidates cover more area than the image, e.g. 256 candidates in a 256x256 image): every pixel
-  pair's absolute difference is computed once for the whole image; the differences of the four pairs owned by each
-  pixel (owner = the pair's top-left pixel) go into one map, whose prefix sums along rows (a one-dimensional
-  summed-area table) score a candidate as the sum, over its first ``size - 1`` rows, of one row-prefix difference,
-  plus the horizontal pairs of its last row and the vertical pairs of its last column, gathered directly: O(H * W)
-  array work, then O(size) vectorised gathers per candidate. A second (column) pass would make each candidate
-  O(1) but costs more than it saves for a few hundred candidates, because numpy's prefix sum across rows is slow.
-- ``windows`` (candidates cover no more area than the image: 64 candidates in a 512x512 image, 256 in a
-  1024x1024 one): the candidate windows are gathered into one array and scored in one vectorised pass.
+- ``numba`` (the default when numba imports): compiled loops over the uint8 image. The kernels compile on first
+  use (about 5 s; numba is imported only then) and are cached on disk (``__pycache__`` beside this file, else
+  numba's user cache directory), so that happens once per machine; if no cache directory is writable they compile
+  once per process, with a warning. A process's first call still costs about 0.5 s (numba's start-up, loading
+  the cache); forked DataLoader workers inherit kernels the parent has used. They release the GIL.
+- ``numpy``: loop-free array code, the fallback.
 
-The cost is thus O(min(H * W, N * size**2)). The score is invariant under flips, so a flipped view is scored as
-the unflipped array at mirrored positions (no copy). ``exhaustive`` mode uses `texture_integral`, the
-two-dimensional summed-area tables of the horizontal, vertical and diagonal maps: every position is scored in O(1)
-and the whole score map in O(H * W). All paths are exact integer arithmetic and pick the same patch as the
-per-patch loop given the same positions (``tests/test_eps.py``). Speed against the official loop:
-``benchmarks/eps.py``.
+A call's ``backend`` argument chooses; else the environment variable ``SEP_BENCH_EPS_BACKEND`` (``numba``,
+``numpy`` or ``auto``); ``auto``: numba when it can be imported, numpy otherwise (`resolve_backend`).
 
-Maps are kept in "interleaved" column space, the image viewed as ``(H, W * C)``: pixel columns ``[x, x + w)`` are
-columns ``[C * x, C * (x + w))``, so summing a column range also sums the channels.
+Algorithm. Each pixel owns the pairs it starts (right, down, down-right, and its right neighbour with the pixel
+below). A patch's score is the owner map summed over its box (its first ``size - 1`` rows and columns), plus the
+horizontal pairs of its last row and the vertical pairs of its last column. Costs, for N candidates, C channels:
+
+- ``official``, numba: one pass down the rows the candidates span accumulates the column sums of the owner map and
+  of the vertical pairs (vectorised across columns: 8-bit differences, 16-bit sums). Candidates are
+  counting-sorted by row; a box (and the last column) is the column sums when the pass reaches the candidate's
+  bottom row minus those at its top row, so nothing image-sized is stored; the last row is read directly. When the
+  boxes cover less than an eighth of the area the candidates span (64 candidates in a 1024x1024 image), each
+  patch is summed on its own instead. O(C * min(A, 8 * N * size**2) + N * C * size), A the area spanned (about
+  H * W for random candidates).
+- ``official``, numpy: ``rows`` (the owner map's row prefix sums over the image, then O(size) vectorised gathers
+  per candidate) or ``windows`` (the candidate windows gathered and scored at once), whichever is cheaper:
+  O(C * min(H * W, N * size**2)).
+- ``exhaustive``, numba: the owner map and the vertical pairs summed over windows of ``size - 1`` rows, slid
+  down the image (one row in, one out), then per grid row a prefix sum along x gives every position:
+  O(C * H * W) plus O(C * W) per grid row, independent of ``size``.
+- ``exhaustive``, numpy: `texture_integral`'s summed-area tables (numpy only; also behind `patch_scores`), then
+  O(1) per position: O(C * H * W).
+
+The score is invariant under flips, so in official mode a flipped view is scored as the unflipped array at
+mirrored positions (no copy); other non-contiguous views, and numba's inputs that are not uint8, are copied. Both
+backends work in "interleaved" column space, the image viewed as ``(H, W * C)``: pixel columns ``[x, x + w)`` are
+columns ``[C * x, C * (x + w))``, so summing a column range also sums the channels. Speed against the official
+loop: ``benchmarks/eps.py``.
 
 Determinism: all randomness comes from the numpy Generator passed in; the same seed gives the same patch.
 Deviation from the official code: it draws candidates with torchvision's ``RandomCrop`` from torch's global RNG
@@ -52,28 +69,38 @@ below the patch size, then select as usual; the returned position refers to the 
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
 
 __all__ = [
-    "Mode",
+    "BACKEND_ENV",
     "SMALL_IMAGE_SIZE",
-    "texture_score",
-    "texture_integral",
-    "patch_scores",
-    "score_map",
+    "Backend",
+    "Mode",
     "candidate_positions",
     "candidate_scores",
-    "select_patch",
     "ensure_min_size",
+    "patch_scores",
+    "resolve_backend",
+    "score_map",
+    "select_patch",
+    "texture_integral",
+    "texture_score",
 ]
 
 Mode = Literal["official", "exhaustive", "random"]
+Backend = Literal["numba", "numpy"]
 
 #: The official rule: an image whose short side is below the patch size is resized to this square first.
 SMALL_IMAGE_SIZE = 256
+
+#: Environment variable choosing the default backend: ``numba``, ``numpy`` or ``auto``.
+BACKEND_ENV = "SEP_BENCH_EPS_BACKEND"
 
 
 def texture_score(patch: np.ndarray) -> int:
@@ -213,19 +240,126 @@ def patch_scores(integral: np.ndarray, ys, xs, size: int) -> np.ndarray:
     return hz + vt + dg
 
 
-def score_map(img: np.ndarray, size: int = 32, stride: int = 1, *, integral: np.ndarray | None = None) -> np.ndarray:
-    """Texture score of every patch position on the stride grid, from one `texture_integral`, in O(H * W).
+# --- backends ------------------------------------------------------------------------------------------------
+
+_KERNELS: SimpleNamespace | None = None
+_KERNELS_ERROR: str | None = None
+_KERNELS_LOCK = threading.Lock()
+
+
+def resolve_backend(backend: str | None = None) -> Backend:
+    """The backend a call given `backend` runs on: ``"numba"`` or ``"numpy"``.
+
+    ``None`` reads ``SEP_BENCH_EPS_BACKEND`` (unset: ``auto``); ``"auto"`` is numba when it can be imported, else
+    numpy. Asking for numba where it cannot be imported raises ``ImportError``.
+    """
+    if backend is None:
+        backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"{BACKEND_ENV}={backend!r}: expected 'numba', 'numpy' or 'auto'")
+    if backend == "numpy":
+        return "numpy"
+    if backend == "auto":
+        return "numba" if _numba_kernels(required=False) is not None else "numpy"
+    if backend == "numba":
+        _numba_kernels(required=True)
+        return "numba"
+    raise ValueError(f"unknown EPS backend {backend!r}; expected 'numba', 'numpy' or 'auto'")
+
+
+def _numba_kernels(required: bool) -> SimpleNamespace | None:
+    """The compiled kernels (wrapped on first use; each compiles, or loads from numba's cache, on its first call)."""
+    global _KERNELS, _KERNELS_ERROR
+    if _KERNELS is None and _KERNELS_ERROR is None:
+        with _KERNELS_LOCK:
+            if _KERNELS is None and _KERNELS_ERROR is None:
+                try:
+                    import numba
+                except (ImportError, OSError) as err:  # not installed, built for another numpy, no LLVM
+                    _KERNELS_ERROR = f"{type(err).__name__}: {err}"
+                else:
+                    _KERNELS = SimpleNamespace(
+                        candidate_scores=_jit(numba, _nb_candidate_scores),
+                        score_map=_jit(numba, _nb_score_map),
+                    )
+    if _KERNELS is None and required:
+        raise ImportError(
+            f"the numba EPS backend is unavailable ({_KERNELS_ERROR}); install numba, or set {BACKEND_ENV}=numpy"
+        )
+    return _KERNELS
+
+
+def _jit(numba, fn):
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as err:  # numba finds no writable cache directory
+        warnings.warn(
+            f"EPS kernels are not cached on disk and compile in every process ({err}); "
+            "set NUMBA_CACHE_DIR to a writable directory",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return numba.njit(nogil=True)(fn)
+
+
+def _flat_uint8(img: np.ndarray) -> np.ndarray:
+    """The (H, W, C) image as a flat C-contiguous read-only uint8 array (a view when it already is one)."""
+    if img.dtype != np.uint8:
+        _check_8bit(img)
+        img = img.astype(np.uint8, order="C")
+    elif not img.flags.c_contiguous:
+        img = np.ascontiguousarray(img)
+    return _readonly(img.reshape(-1))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view: numba compiles one specialisation per writability, so kernel inputs are always read-only."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+# --- public API ----------------------------------------------------------------------------------------------
+
+
+def score_map(
+    img: np.ndarray,
+    size: int = 32,
+    stride: int = 1,
+    *,
+    integral: np.ndarray | None = None,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Texture score of every patch position on the stride grid, in O(H * W).
+
+    Args:
+        img: (H, W, C) 8-bit image.
+        size: patch side.
+        stride: grid step.
+        integral: `texture_integral` of `img`, if already computed (then the summed-area tables are used).
+        backend: ``numba`` | ``numpy`` | ``auto``; default: `resolve_backend`.
 
     Returns:
         int64 array (ny, nx); entry (i, j) scores the patch at ``(i * stride, j * stride)``.
     """
     img = _as_image(img)
-    h, w = img.shape[:2]
+    h, w, c = img.shape
+    size, stride = int(size), int(stride)
+    if size < 1 or stride < 1:
+        raise ValueError(f"patch size and stride must be >= 1, got {size} and {stride}")
     if h < size or w < size:
         raise ValueError(f"image {h}x{w} is smaller than the patch size {size}")
-    sat = texture_integral(img) if integral is None else integral
     ny = (h - size) // stride + 1
     nx = (w - size) // stride + 1
+    if integral is None and resolve_backend(backend) == "numba":
+        flat = _flat_uint8(img)  # a flipped view is copied: the map itself is not flip-invariant
+        window = np.uint16 if (size - 1) * 4 * 255 < 2**16 else np.int32  # modular 16-bit sums are exact then
+        out = np.empty((ny, nx), np.int64)
+        _numba_kernels(True).score_map(
+            flat, h, w, c, size, stride, out, np.zeros(w * c - c, window), np.zeros(w * c, window)
+        )
+        return out
+    sat = texture_integral(img) if integral is None else integral
 
     def grid(start: int, n: int) -> slice:
         return slice(start, start + (n - 1) * stride + 1, stride)
@@ -247,48 +381,72 @@ def candidate_positions(h: int, w: int, size: int, n: int, rng: np.random.Genera
         raise ValueError(f"image {h}x{w} is smaller than the patch size {size}")
     ys = rng.integers(0, h - size + 1, size=n)
     xs = rng.integers(0, w - size + 1, size=n)
-    return ys.astype(np.int64), xs.astype(np.int64)
+    return ys.astype(np.int64, copy=False), xs.astype(np.int64, copy=False)
 
 
 def candidate_scores(
-    img: np.ndarray, ys, xs, size: int, *, method: Literal["auto", "rows", "windows"] = "auto"
+    img: np.ndarray,
+    ys,
+    xs,
+    size: int,
+    *,
+    method: Literal["auto", "rows", "windows"] = "auto",
+    backend: str | None = None,
 ) -> np.ndarray:
     """Texture scores (int64) of the patches at (ys[i], xs[i]); the fast path of the ``official`` mode.
 
-    Two exact, loop-free methods, whose cost is proportional to the image area and to the candidates' total area:
-
-    - ``rows``: one pass builds the owner map (each pixel holds the pairs it starts: right, down, down-right, and
-      its right neighbour with the pixel below) and its row prefix sums; a candidate's score is the sum over its
-      first ``size - 1`` rows of the row-prefix difference over its first ``size - 1`` columns, plus the horizontal
-      pairs of its last row and the vertical pairs of its last column.
-    - ``windows``: the candidate windows are gathered into one (N, size, size * C) array and their pair
-      differences computed at once (each window's owner map, summed).
-
-    ``auto`` picks ``windows`` when the candidates cover no more area than the image (``N * size**2 <= H * W``: 64
-    candidates in a 512x512 image), else ``rows``.
+    Args:
+        img: (H, W, C) 8-bit image (or (H, W)); any strides, flipped views included.
+        ys, xs: 1-D top-left positions, each patch inside the image.
+        size: patch side.
+        method: ``auto``: the backend's method; ``rows`` or ``windows``: that numpy method (see the module
+            docstring; ``auto`` on numpy takes ``windows`` when the candidates cover no more area than the image,
+            ``N * size**2 <= H * W``, else ``rows``).
+        backend: ``numba`` | ``numpy`` | ``auto``; default: `resolve_backend`.
     """
     img = _as_image(img)
-    h, w, c = img.shape
+    h, w = img.shape[:2]
     ys = np.asarray(ys, dtype=np.int64)
     xs = np.asarray(xs, dtype=np.int64)
     s = int(size)
+    if ys.ndim != 1 or ys.shape != xs.shape:
+        raise ValueError(f"ys and xs must be 1-D and of one length, got shapes {ys.shape} and {xs.shape}")
+    if s < 1:
+        raise ValueError(f"patch size must be >= 1, got {s}")
     if h < s or w < s:
         raise ValueError(f"image {h}x{w} is smaller than the patch size {s}")
     if ys.size and (ys.min() < 0 or xs.min() < 0 or ys.max() > h - s or xs.max() > w - s):
         raise ValueError("candidate position outside the image")
+    if method not in ("auto", "rows", "windows"):
+        raise ValueError(f"unknown method {method!r}")
+    if method != "auto" and backend == "numba":
+        raise ValueError(f"method {method!r} is a numpy-backend method")
+    return _scores(img, ys, xs, s, method, backend)
+
+
+def _scores(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, s: int, method: str, backend: str | None) -> np.ndarray:
+    """`candidate_scores` for validated positions."""
+    h, w, c = img.shape
     # The score is invariant under flips (horizontal and vertical pairs map to themselves, the two diagonals to each
     # other), so a flipped view (the training flip) is scored as the unflipped array at mirrored positions.
     if img.strides[1] < 0:
         img, xs = img[:, ::-1], w - s - xs
     if img.strides[0] < 0:
         img, ys = img[::-1], h - s - ys
+    if method == "auto" and resolve_backend(backend) == "numba":
+        out = np.empty(len(ys), np.int64)
+        _numba_kernels(True).candidate_scores(
+            _flat_uint8(img), h, w, c, _readonly(np.ascontiguousarray(ys)), _readonly(np.ascontiguousarray(xs)), s, out
+        )
+        return out
     if method == "auto":
         method = "windows" if len(ys) * s * s <= h * w else "rows"
     if method == "windows":
         return _window_scores(img, ys, xs, s)
-    if method != "rows":
-        raise ValueError(f"unknown method {method!r}")
     return _row_prefix_scores(img, ys, xs, s)
+
+
+# --- numpy backend: official-mode methods --------------------------------------------------------------------
 
 
 def _window_scores(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, s: int) -> np.ndarray:
@@ -356,6 +514,250 @@ def _row_prefix_scores(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, s: int) 
     return box + d.reshape(len(ys), -1).sum(1, dtype=np.int64)
 
 
+# --- numba backend ------------------------------------------------------------------------------------------
+# The kernels below are plain Python until `_numba_kernels` compiles them (on first use, so importing this module
+# does not import numba). They read the image as a flat C-contiguous uint8 array and index it with unsigned
+# offsets (numba checks signed indices for negative wraparound, which stops LLVM from vectorising); the callers
+# validate every position first, because compiled code does not check bounds. Absolute differences are taken in
+# 8 bits (max - min) and summed in 16, which vectorises widest.
+
+#: Official mode scores each box on its own when the boxes' total area, times this, is below the area they span.
+#: Measured per pixel, a lone 32x32 box costs 2 to 3 times the pass down the rows when the image is in the CPU's
+#: cache, about 9 times when it is not (the pass streams rows, the boxes jump between them).
+_DIRECT_COST = 8
+
+
+def _nb_candidate_scores(flat, h, w, c, ys, xs, s, out):  # pragma: no cover - compiled by numba
+    """Scores of the size-`s` patches at (ys[i], xs[i]) into out[i]: from one pass down the rows the candidates
+    span or, when their boxes cover much less than that area, from each patch on its own."""
+    u8, u16, u64 = np.uint8, np.uint16, np.uint64
+    n = ys.shape[0]
+    if n == 0 or s < 2:
+        for i in range(n):
+            out[i] = 0
+        return
+    row = u64(w * c)
+    cc = u64(c)
+    inner = (s - 1) * c  # interleaved columns of a box (a patch's first s - 1 pixel columns)
+    y0 = ys.min()
+    y1 = ys.max() + s - 1
+    k0 = xs.min() * c
+    nk = xs.max() * c + inner - k0  # interleaved columns [k0, k0 + nk) cover every box
+    if _DIRECT_COST * n * (s - 1) * inner < (y1 - y0) * nk:
+        # each patch on its own: its box's owner-map columns summed down its rows (16 bits, flushed every 64 rows),
+        # plus the vertical pairs of its last column and the horizontal pairs of its last row
+        col = np.zeros(inner, np.uint16)
+        for i in range(n):
+            corner = u64(ys[i]) * row + u64(xs[i] * c)
+            t = 0
+            for r in range(s - 1):
+                if r % 64 == 63:
+                    for k in range(inner):
+                        t += col[k]
+                        col[k] = 0
+                b0 = corner + u64(r) * row
+                b1 = b0 + row
+                for k in range(inner):
+                    kk = u64(k)
+                    p = flat[b0 + kk]
+                    ph = flat[b0 + kk + cc]
+                    q = flat[b1 + kk]
+                    qh = flat[b1 + kk + cc]
+                    d = u16(u16(u8(max(p, ph) - min(p, ph))) + u16(u8(max(p, q) - min(p, q))))
+                    d = u16(d + u16(u16(u8(max(p, qh) - min(p, qh))) + u16(u8(max(q, ph) - min(q, ph)))))
+                    col[k] = u16(col[k] + d)
+                for k in range(inner, inner + c):
+                    p = flat[b0 + u64(k)]
+                    q = flat[b1 + u64(k)]
+                    t += u8(max(p, q) - min(p, q))
+            for k in range(inner):
+                t += col[k]
+                col[k] = 0
+            b0 = corner + u64(s - 1) * row  # the last row's horizontal pairs
+            for k in range(inner):
+                p = flat[b0 + u64(k)]
+                q = flat[b0 + u64(k) + cc]
+                t += u8(max(p, q) - min(p, q))
+            out[i] = t
+    else:
+        # candidates by top row (counting sort): those starting at row r are order[first[r]:first[r + 1]]
+        first = np.zeros(h + 1, np.int64)
+        for i in range(n):
+            first[ys[i] + 1] += 1
+        for r in range(h):
+            first[r + 1] += first[r]
+        fill = first.copy()
+        order = np.empty(n, np.int64)
+        for i in range(n):
+            order[fill[ys[i]]] = i
+            fill[ys[i]] += 1
+        # column sums over rows [y0, r) of the owner map (acc, blk) and of the vertical pairs (accv, blkv, one pixel
+        # column further: the patches' last columns): acc* hold the rows up to the last flush, blk* (16 bits,
+        # flushed every 64 rows) the rows since
+        nv = nk + c
+        acc = np.zeros(nk, np.int32)
+        blk = np.zeros(nk, np.uint16)
+        accv = np.zeros(nv, np.int32)
+        blkv = np.zeros(nv, np.uint16)
+        nblk = 0
+        for i in range(n):
+            out[i] = 0
+        for r in range(y0, y1 + 1):
+            # a patch's box and last column (rows [y, y + s - 1)): the column sums at its bottom minus at its top;
+            # at its bottom row, also that row's horizontal pairs
+            for side in range(2):
+                y = r if side == 0 else r - s + 1
+                if y < y0:
+                    continue
+                for j in range(first[y], first[y + 1]):
+                    i = order[j]
+                    base = u64(xs[i] * c - k0)
+                    t = 0
+                    for k in range(inner):
+                        t += acc[base + u64(k)] + np.int32(blk[base + u64(k)])
+                    for k in range(inner, inner + c):
+                        t += accv[base + u64(k)] + np.int32(blkv[base + u64(k)])
+                    if side == 0:
+                        out[i] -= t
+                        continue
+                    b0 = u64(r) * row + u64(xs[i] * c)  # the last row's horizontal pairs
+                    for k in range(inner):
+                        p = flat[b0 + u64(k)]
+                        q = flat[b0 + u64(k) + cc]
+                        t += u8(max(p, q) - min(p, q))
+                    out[i] += t
+            if r == y1:
+                break
+            if nblk == 64:  # 64 rows of at most 4 * 255 fill 16 bits
+                for k in range(nk):
+                    acc[k] += np.int32(blk[k])
+                    blk[k] = 0
+                for k in range(nv):
+                    accv[k] += np.int32(blkv[k])
+                    blkv[k] = 0
+                nblk = 0
+            b0 = u64(r) * row + u64(k0)
+            b1 = b0 + row
+            for k in range(nk):
+                kk = u64(k)
+                p = flat[b0 + kk]
+                ph = flat[b0 + kk + cc]
+                q = flat[b1 + kk]
+                qh = flat[b1 + kk + cc]
+                v = u8(max(p, q) - min(p, q))
+                d = u16(u16(u8(max(p, ph) - min(p, ph))) + u16(v))
+                d = u16(d + u16(u16(u8(max(p, qh) - min(p, qh))) + u16(u8(max(q, ph) - min(q, ph)))))
+                blk[k] = u16(blk[k] + d)
+                blkv[k] = u16(blkv[k] + u16(v))
+            for k in range(nk, nv):
+                p = flat[b0 + u64(k)]
+                q = flat[b1 + u64(k)]
+                blkv[k] = u16(blkv[k] + u16(u8(max(p, q) - min(p, q))))
+            nblk += 1
+
+
+def _nb_score_map(flat, h, w, c, s, stride, out, winm, winv):  # pragma: no cover - compiled by numba
+    """Scores of every patch on the stride grid into out (ny, nx): vertical windows of the owner map slid down the
+    rows, then each grid row's horizontal windows from a prefix sum along x. winm (w * c - c) and winv (w * c) are
+    zeroed work arrays, uint16 when a window sum fits 16 bits (modular sums are then exact), else int32."""
+    u8, u16, u64 = np.uint8, np.uint16, np.uint64
+    ny, nx = out.shape
+    if s < 2:
+        for i in range(ny):
+            for j in range(nx):
+                out[i, j] = 0
+        return
+    wc = w * c
+    row = u64(wc)
+    cc = u64(c)
+    nk = wc - c  # interleaved columns whose pixel has a right neighbour
+    m = s - 1  # owner rows in a window
+    um = u64(m)
+    pix = np.empty(w, np.int64)  # per pixel column: window of the owner map plus the last row's horizontal pairs
+    vpix = np.empty(w, np.int64)  # per pixel column: window of the vertical pairs
+    prefix = np.empty(w, np.int64)
+    for r in range(h - 1):
+        # add owner row r, drop owner row r - m (recomputed from the image: cheaper than keeping it)
+        b0 = u64(r) * row
+        b1 = b0 + row
+        drop = r >= m
+        o0 = u64(r - m) * row if drop else b0
+        o1 = o0 + row
+        for k in range(nk):
+            kk = u64(k)
+            p = flat[b0 + kk]
+            ph = flat[b0 + kk + cc]
+            q = flat[b1 + kk]
+            qh = flat[b1 + kk + cc]
+            v = u8(max(p, q) - min(p, q))
+            d = u16(u16(u8(max(p, ph) - min(p, ph))) + u16(v))
+            d = u16(d + u16(u16(u8(max(p, qh) - min(p, qh))) + u16(u8(max(q, ph) - min(q, ph)))))
+            p = flat[o0 + kk]
+            ph = flat[o0 + kk + cc]
+            q = flat[o1 + kk]
+            qh = flat[o1 + kk + cc]
+            ov = u8(max(p, q) - min(p, q))
+            od = u16(u16(u8(max(p, ph) - min(p, ph))) + u16(ov))
+            od = u16(od + u16(u16(u8(max(p, qh) - min(p, qh))) + u16(u8(max(q, ph) - min(q, ph)))))
+            if not drop:
+                od = u16(0)
+                ov = u8(0)
+            winm[k] = winm[k] + np.int32(d) - np.int32(od)
+            winv[k] = winv[k] + np.int32(v) - np.int32(ov)
+        for k in range(nk, wc):  # the last pixel column owns only its vertical pair
+            kk = u64(k)
+            p = flat[b0 + kk]
+            q = flat[b1 + kk]
+            t = np.int32(u8(max(p, q) - min(p, q)))
+            if drop:
+                p = flat[o0 + kk]
+                q = flat[o1 + kk]
+                t -= np.int32(u8(max(p, q) - min(p, q)))
+            winv[k] = winv[k] + t
+        y = r - m + 1  # the window now covers owner rows [y, y + s - 1): the box of the patches at row y
+        if y < 0 or y % stride != 0:
+            continue
+        # channel sums per pixel column, with the horizontal pairs of the patches' last row y + s - 1 = r + 1
+        if c == 3:
+            for x in range(w - 1):
+                kk = u64(3 * x)
+                t = np.int64(winm[kk]) + np.int64(winm[kk + u64(1)]) + np.int64(winm[kk + u64(2)])
+                a0 = flat[b1 + kk]
+                a1 = flat[b1 + kk + u64(1)]
+                a2 = flat[b1 + kk + u64(2)]
+                a3 = flat[b1 + kk + u64(3)]
+                a4 = flat[b1 + kk + u64(4)]
+                a5 = flat[b1 + kk + u64(5)]
+                t += u16(u16(u8(max(a0, a3) - min(a0, a3))) + u16(u8(max(a1, a4) - min(a1, a4))))
+                pix[x] = t + u8(max(a2, a5) - min(a2, a5))
+            for x in range(w):
+                kk = u64(3 * x)
+                vpix[x] = np.int64(winv[kk]) + np.int64(winv[kk + u64(1)]) + np.int64(winv[kk + u64(2)])
+        else:
+            for x in range(w - 1):
+                t = 0
+                for ch in range(c):
+                    kk = u64(x * c + ch)
+                    p = flat[b1 + kk]
+                    q = flat[b1 + kk + cc]
+                    t += np.int64(winm[kk]) + u8(max(p, q) - min(p, q))
+                pix[x] = t
+            for x in range(w):
+                t = 0
+                for ch in range(c):
+                    t += np.int64(winv[u64(x * c + ch)])
+                vpix[x] = t
+        acc = 0
+        for x in range(w - 1):
+            prefix[x] = acc
+            acc += pix[x]
+        prefix[w - 1] = acc
+        orow = out[y // stride]
+        for j in range(nx):
+            x = u64(j * stride)
+            orow[j] = prefix[x + um] - prefix[x] + vpix[x + um]
+
+
 def select_patch(
     img: np.ndarray,
     rng: np.random.Generator,
@@ -364,6 +766,7 @@ def select_patch(
     n_candidates: int,
     mode: Mode = "official",
     stride: int = 1,
+    backend: str | None = None,
 ) -> tuple[int, int]:
     """Top-left (y, x) of the exposed patch of `img` (H, W, C) uint8.
 
@@ -375,6 +778,7 @@ def select_patch(
             ignored by the other modes.
         mode: ``official`` | ``exhaustive`` | ``random`` (see the module docstring).
         stride: grid step of ``exhaustive`` mode.
+        backend: ``numba`` | ``numpy`` | ``auto`` (same result); default: `resolve_backend`.
 
     Returns:
         (y, x) as Python ints; the patch is ``img[y:y + size, x:x + size]``.
@@ -384,6 +788,8 @@ def select_patch(
     """
     img = _as_image(img)
     h, w = img.shape[:2]
+    if size < 1:
+        raise ValueError(f"patch size must be >= 1, got {size}")
     if h < size or w < size:
         raise ValueError(
             f"image {h}x{w} is smaller than the patch size {size}; resize it first "
@@ -393,12 +799,12 @@ def select_patch(
         if n_candidates < 1:
             raise ValueError("n_candidates must be >= 1")
         ys, xs = candidate_positions(h, w, size, n_candidates, rng)
-        i = int(np.argmin(candidate_scores(img, ys, xs, size)))
+        i = int(np.argmin(_scores(img, ys, xs, int(size), "auto", backend)))  # positions valid by construction
         return int(ys[i]), int(xs[i])
     if mode == "exhaustive":
         if stride < 1:
             raise ValueError("stride must be >= 1")
-        scores = score_map(img, size, stride)
+        scores = score_map(img, size, stride, backend=backend)
         i, j = np.unravel_index(int(np.argmin(scores)), scores.shape)
         return int(i) * stride, int(j) * stride
     if mode == "random":
