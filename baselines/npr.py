@@ -11,6 +11,10 @@ Trained from scratch.
 Documented deviation: odd heights/widths are trimmed by one row/column before NPR (the official GenImage code
 only sees 224 crops; its AIGCBenchmark evaluation trims the same way), because nearest down/up-sampling of an
 odd size does not return to the input size.
+
+Evaluation sees a centre crop of `eval_crop_size` (GenImage), or with ``eval_crop_size: null`` the full image, as
+the official AIGCBenchmark evaluation does (no resize, no crop; it runs at batch size 1, the engine batches images
+of one size instead: ``eval.bucket_by_size``).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_view
+from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_view, pad_to, resize_short, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource, load_state_dict
@@ -40,7 +45,16 @@ class NPRConfig(BaseModel):
     crop_size: int = Field(224, ge=8)
     train_resize: int | None = Field(256, ge=8, description="short side resized before the random crop; null: none")
     eval_resize: int | None = Field(None, ge=8, description="short side resized before the centre crop; null: none")
+    eval_crop_size: int | None = Field(None, ge=8, description="centre crop at evaluation (default: crop_size); "
+                                       "null: the full image")
     layers: tuple[int, int] = (3, 4)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_crop_defaults_to_crop(cls, data):
+        if isinstance(data, dict) and "eval_crop_size" not in data:
+            data = {**data, "eval_crop_size": data.get("crop_size", cls.model_fields["crop_size"].default)}
+        return data
 
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
@@ -108,9 +122,25 @@ def _load_official(model: Detector, path: Path) -> None:
     model.load_state_dict(load_state_dict(path), strict=True)
 
 
+def _full_image_view(eval_resize: int | None):
+    """The whole image (short side resized first if asked); sides under 2 px are zero-padded to 2, the smallest
+    size the residual's 2x2 grid needs (centre crops pad small images the same way)."""
+
+    def view(img, rng):
+        if eval_resize:
+            img = resize_short(img, eval_resize)
+        # decoded arrays are read-only (PIL) and torch warns on those; a crop is copied anyway, the full image not
+        img = np.require(pad_to(img, 2), requirements=["C", "W"])
+        return {"image": to_tensor(img, IMAGENET_MEAN, IMAGENET_STD)}
+
+    return view
+
+
 def _views(cfg: NPRConfig, train: bool, hflip: bool):
-    return crop_view(cfg.crop_size, cfg.train_resize, cfg.eval_resize, IMAGENET_MEAN, IMAGENET_STD,
-                     train=train, hflip=hflip)
+    if not train and cfg.eval_crop_size is None:
+        return _full_image_view(cfg.eval_resize)
+    return crop_view(cfg.crop_size if train else cfg.eval_crop_size, cfg.train_resize, cfg.eval_resize,
+                     IMAGENET_MEAN, IMAGENET_STD, train=train, hflip=hflip)
 
 
 SPEC = DetectorSpec(

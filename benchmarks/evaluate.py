@@ -108,7 +108,9 @@ class OfficialDataset:
         else:
             mean_std = CLIP if name == "univfd" else IMAGENET
             steps = [T.Resize(cfg.eval_resize)] if getattr(cfg, "eval_resize", None) else []
-            self.tf = T.Compose([*steps, T.CenterCrop(cfg.crop_size), T.ToTensor(), T.Normalize(*mean_std)])
+            crop = getattr(cfg, "eval_crop_size", cfg.crop_size)  # NPR: null = the full image (AIGCBenchmark)
+            steps += [T.CenterCrop(crop)] if crop else []
+            self.tf = T.Compose([*steps, T.ToTensor(), T.Normalize(*mean_std)])
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -29,6 +29,7 @@ __all__ = [
     "DataSpec",
     "TrainSpec",
     "EvalSpec",
+    "LoaderSpec",
     "Recipe",
     "RunSpec",
     "load_params",
@@ -127,6 +128,9 @@ class EvalSpec(_Strict):
     perturbations: list[str] = []
 
     @field_validator("perturbations")
+    # Batches of images of one size (read from the headers), for views that keep the image size (e.g. NPR on the
+    # full image); logits are the same as with batch size 1. false: batches in sample order.
+    bucket_by_size: bool = True
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         from sep_bench.data.perturb import parse_perturbation
@@ -178,11 +182,28 @@ class Recipe(_Strict):
 
 class Profile(_Strict):
     description: str = ""
+class LoaderSpec(_Strict):
+    """DataLoader settings of training and evaluation (speed only: no number in a table depends on them).
+
+    `pin_memory`: auto pins when the device is CUDA. `persistent_workers` keeps the workers of a loader alive
+    between its passes (training epochs, the validation after each epoch), so their start-up is paid once.
+    `prefetch_factor`: batches each worker prepares ahead (with workers only).
+    """
+
+    pin_memory: Literal["auto", True, False] = "auto"
+    persistent_workers: bool = True
+    prefetch_factor: int = Field(4, ge=1)
+
+    def pin(self, device_type: str) -> bool:
+        return device_type == "cuda" if self.pin_memory == "auto" else self.pin_memory
+
+
     data: DataSpec
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "bf16"  # CUDA only; CPU runs stay fp32 (bit-reproducible)
+    loader: LoaderSpec = LoaderSpec()
     channels_last: bool = True                    # CUDA only
     compile: bool = False                         # torch.compile the model for training
 
@@ -329,11 +350,15 @@ class RunSpec(_Strict):
     seed: int
 
     def protocol_hash(self) -> str:
-        """A short hash of every protocol value that changes a trained model or a metric."""
-        return _hash(self.model_dump(mode="json"))
+        """A short hash of every protocol value that changes a trained model or a metric (the data-loader settings,
+        which change only speed, excluded)."""
+        d = self.model_dump(mode="json")
+        d["profile"].pop("loader", None)
+        return _hash(d)
 
     def training_hash(self) -> str:
-        """A short hash of what changes the trained model (evaluation settings excluded): resume checks it."""
+        """A short hash of what changes the trained model (evaluation and loader settings excluded): resume checks
+        it."""
         d = self.model_dump(mode="json")
         d["recipe"].pop("eval")
         d["profile"].pop("eval")
@@ -374,6 +399,7 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
         "model": block.model,
         "pretrained": block.pretrained,
         "optim": block.optim.model_dump(),
+        d["profile"].pop("loader", None)
         "schedule": block.schedule.model_dump(),
         "train": prof.train.model_dump(),
         "eval": prof.eval.model_dump(),

@@ -92,26 +92,23 @@ def test_views_train_random_eval_center():
     assert torch.equal(ev(img, np.random.default_rng(1))["image"], ev(img, np.random.default_rng(2))["image"])
 
 
-def test_released_weights_evaluate_like_the_trained_model_they_came_from(workdir):
-    """A checkpoint re-saved in the official format (plain state dict) reproduces the trained model's logits."""
-    import json
+def test_full_image_evaluation_on_odd_sizes():
+    """eval_crop_size: null (official AIGCBenchmark protocol): the whole image; the residual trims odd rows/cols."""
+    import numpy as np
 
-    import pandas as pd
-    from typer.testing import CliRunner
-
-    from sep_bench.cli import app
-    from sep_bench.engine.checkpoint import load_detector
-
-    runner = CliRunner()
-    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
-    assert runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"]).exit_code == 0
-    trained = pd.read_parquet(workdir / "results/predictions/tiny/npr/seed0.parquet")
-    model, _ = load_detector(workdir / "runs/tiny/npr/seed0/train/best.safetensors")
-    official = workdir / "NPR_released.pth"
-    torch.save(OrderedDict(model.state_dict()), official)
-    res = runner.invoke(app, ["evaluate", "-d", "npr", "--no-track", "--weights", str(official)])
-    assert res.exit_code == 0, res.output
-    released = pd.read_parquet(workdir / "results/predictions/tiny/npr/seed0.parquet")
-    assert released.equals(trained)
-    m = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
-    assert m["released_weights"] is True and m["weights"].startswith("file:NPR_released.pth@")
+    spec = get_detector("npr")
+    assert spec.make_config({"crop_size": 32}).eval_crop_size == 32  # default: the training crop
+    cfg = spec.make_config({"crop_size": 32, "train_resize": None, "eval_crop_size": None, "layers": [1, 1]})
+    view = spec.views(cfg, False, False)
+    assert spec.views(cfg, True, True)(np.zeros((40, 40, 3), np.uint8), np.random.default_rng(0))["image"].shape == (
+        3, 32, 32)  # training still crops
+    model = spec.build(cfg, WeightsSource.none()).eval()
+    rng = np.random.default_rng(0)
+    for h, w in ((33, 47), (64, 31), (1, 5)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x = view(img, rng)["image"]
+        assert x.shape == (3, max(h, 2), max(w, 2))  # the full image (under 2 px: padded to the residual's grid)
+        with torch.no_grad():
+            logit = model({"image": x[None]})
+            trimmed = model({"image": x[None, :, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]})
+        assert logit.shape == (1,) and torch.isfinite(logit).all() and torch.equal(logit, trimmed)

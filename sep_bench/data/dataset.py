@@ -8,7 +8,7 @@ never kills an epoch; the engine counts skips and refuses to report a metric on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,12 +18,13 @@ from sep_bench.data.images import DecodeError, decode_image
 from sep_bench.data.layouts import Sample
 from sep_bench.data.transforms import sample_rng
 
-__all__ = ["ViewDataset", "Batch", "collate", "OrderSampler", "epoch_order"]
+__all__ = ["ViewDataset", "Batch", "collate", "collate_by_shape", "OrderSampler", "EpochSampler", "epoch_order"]
 
 
 class ViewDataset(Dataset):
     """samples[i] -> {"views", "label", "index"} or {"skip": reason, "path", "index"}.
 
+    ``dataset[(i, epoch)]`` draws the views of that epoch instead of `epoch` (see EpochSampler).
     `index_offset` maps local positions to global sample indices (used for the per-sample RNG and returned as
     "index"), for datasets that hold a subset. `perturb` (see data.perturb) post-processes each decoded image
     before the view. `features` holds pre-computed frozen-backbone features by global
@@ -54,7 +55,8 @@ class ViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        position, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         s = self.samples[position]
         index = self.global_index[position] if self.global_index is not None else position
         if index in self.features:
@@ -63,7 +65,7 @@ class ViewDataset(Dataset):
             img = decode_image(s.path, self.max_pixels)
             if self.perturb is not None:
                 img = self.perturb(img)
-            views = self.view(img, sample_rng(self.seed, index, self.epoch))
+            views = self.view(img, sample_rng(self.seed, index, epoch))
         except DecodeError as err:
             return {"skip": err.reason, "detail": str(err), "path": s.path, "index": index}
         return {"views": views, "label": s.label, "index": index}
@@ -99,6 +101,21 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     return Batch(views, labels, indices, skipped)
 
 
+def collate_by_shape(items: list[dict[str, Any]]) -> list[Batch]:
+    """`collate` per group of items whose views have equal shapes (first-seen order; the skips ride with the first).
+
+    For views that keep the image size: a batch whose sizes differ (the size buckets rely on image headers, which
+    can lie, e.g. an EXIF rotation the header reader missed) is split instead of failing in ``torch.stack``.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for it in items:
+        if "skip" not in it:
+            groups.setdefault(tuple((k, tuple(v.shape)) for k, v in it["views"].items()), []).append(it)
+    batches = [collate(group) for group in groups.values()] or [collate([])]
+    batches[0].skipped.extend(it for it in items if "skip" in it)
+    return batches
+
+
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """The visiting order of one epoch: a pure function of (seed, epoch), so a resumed run sees the same order."""
     if not shuffle:
@@ -115,6 +132,28 @@ class OrderSampler(Sampler[int]):
 
     def __iter__(self):
         return iter(self.order[self.start :].tolist())
+
+    def __len__(self) -> int:
+        return max(0, len(self.order) - self.start)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """One epoch's visiting order, ``order_of(epoch)``, from position `start` on, as ``(position, epoch)`` keys.
+
+    Lets one loader serve every epoch: its workers (persistent ones included, which keep the dataset copy they
+    started with) read the epoch from each key, so every sample's views stay a function of (seed, epoch, index).
+    Call `set_epoch` before iterating the loader for the next epoch.
+    """
+
+    def __init__(self, order_of: Callable[[int], np.ndarray], epoch: int = 0, start: int = 0) -> None:
+        self.order_of = order_of
+        self.set_epoch(epoch, start)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.order, self.start = epoch, self.order_of(epoch), start
+
+    def __iter__(self):
+        return ((position, self.epoch) for position in self.order[self.start :].tolist())
 
     def __len__(self) -> int:
         return max(0, len(self.order) - self.start)

@@ -89,6 +89,7 @@ def evaluate(
     for g in data.test_generators:  # a generator must not shrink past the budget either, even if the total does not
         skipped_g = [s for s in res.skipped if by_path.get(s["path"]) == g]
         check_skips(sum(1 for s in samples if s.generator == g), Counter(s["skip"] for s in skipped_g),
+        bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
                     data.max_skip_fraction, f"evaluation of {spec.detector} on {g}",
                     skipped_g[0]["path"] if skipped_g else "")
     keep = res.kept

@@ -1,4 +1,10 @@
-"""Batched inference over samples: fake logits for every decodable image, skip records for the rest."""
+"""Batched inference over samples: fake logits for every decodable image, skip records for the rest.
+
+Batches hold images of one size when `bucket_by_size` is on (see data.buckets), and are split by view shape where
+sizes still differ, so views that keep the image size (NPR on the full image) batch without resizing; a sample's
+logit does not depend on the batch it is in (eval mode; up to float rounding), and logits are written back
+in sample order.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from sep_bench.data.dataset import ViewDataset
+from sep_bench.data.buckets import BucketBatchSampler, size_keys
+from sep_bench.data.dataset import ViewDataset, collate_by_shape
 from sep_bench.data.layouts import Sample
 from sep_bench.detectors import Detector, View
 from sep_bench.engine.runtime import autocast, make_loader
+from sep_bench.protocol import LoaderSpec
 
-__all__ = ["InferenceResult", "run_inference", "SkipBudgetError", "check_skips"]
+__all__ = ["InferenceResult", "run_inference", "inference_loader", "infer", "SkipBudgetError", "check_skips"]
 
 
 class SkipBudgetError(RuntimeError):
@@ -50,7 +59,60 @@ def check_skips(n_seen: int, reasons: Counter | dict, max_fraction: float, what:
         )
 
 
+def inference_loader(
+    samples: Sequence[Sample],
+    view: View,
+    *,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    max_pixels: int,
+    features: dict | None = None,
+    perturb=None,
+    bucket_by_size: bool = True,
+    loader_settings: LoaderSpec | None = None,
+) -> DataLoader:
+    """The loader `infer` reads: views seeded per (seed, sample index), epoch 0; each item a list of same-shape
+    batches. Build it once to evaluate the same samples repeatedly (persistent workers then start once)."""
+    dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0, features=features,
+                          perturb=perturb)
+    batches = None
+    if bucket_by_size:
+        batches = BucketBatchSampler(size_keys([s.path for s in samples], max_pixels, skip=set(features or ())),
+                                     batch_size)
+    return make_loader(dataset, batch_size, num_workers, device, settings=loader_settings, batch_sampler=batches,
+                       collate_fn=collate_by_shape)
+
+
 @torch.no_grad()
+def infer(
+    model: Detector,
+    loader: DataLoader,
+    n_samples: int,
+    *,
+    device: torch.device,
+    amp: str = "off",
+    on_batch: Callable[[int], None] | None = None,
+) -> InferenceResult:
+    """Fake logits in sample order over an `inference_loader` of `n_samples` samples; skips in sample order."""
+    model.eval()
+    logits = np.full(n_samples, np.nan, dtype=np.float64)
+    skipped: list[dict] = []
+    for parts in loader:
+        for batch in parts:
+            skipped += batch.skipped
+            if len(batch):
+                views = {k: v.to(device, non_blocking=True) for k, v in batch.views.items()}
+                with autocast(device, amp):
+                    out = model(views)
+                logits[batch.indices.numpy()] = out.float().cpu().numpy()
+        if on_batch is not None:
+            on_batch(sum(len(batch) + len(batch.skipped) for batch in parts))
+    skipped.sort(key=lambda s: s["index"])
+    return InferenceResult(logits, skipped)
+
+
 def run_inference(
     model: Detector,
     samples: Sequence[Sample],
@@ -65,21 +127,11 @@ def run_inference(
     on_batch: Callable[[int], None] | None = None,
     features: dict | None = None,
     perturb=None,
+    bucket_by_size: bool = True,
+    loader_settings: LoaderSpec | None = None,
 ) -> InferenceResult:
     """Fake logits in sample order. Views are seeded per (seed, sample index), epoch 0: bit-identical reruns."""
-    model.eval()
-    dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0, features=features,
-                          perturb=perturb)
-    loader = make_loader(dataset, batch_size, num_workers, device)
-    logits = np.full(len(samples), np.nan, dtype=np.float64)
-    skipped: list[dict] = []
-    for batch in loader:
-        skipped += batch.skipped
-        if len(batch):
-            views = {k: v.to(device, non_blocking=True) for k, v in batch.views.items()}
-            with autocast(device, amp):
-                out = model(views)
-            logits[batch.indices.numpy()] = out.float().cpu().numpy()
-        if on_batch is not None:
-            on_batch(len(batch) + len(batch.skipped))
-    return InferenceResult(logits, skipped)
+    loader = inference_loader(samples, view, seed=seed, batch_size=batch_size, num_workers=num_workers, device=device,
+                              max_pixels=max_pixels, features=features, perturb=perturb,
+                              bucket_by_size=bucket_by_size, loader_settings=loader_settings)
+    return infer(model, loader, len(samples), device=device, amp=amp, on_batch=on_batch)

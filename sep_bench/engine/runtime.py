@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sep_bench.data.dataset import ViewDataset, collate
+from sep_bench.protocol import LoaderSpec, ProtocolError
 
 __all__ = ["pick_device", "autocast", "make_loader", "to_device"]
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`; anything else is a protocol error."""
-    from sep_bench.protocol import ProtocolError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -41,18 +41,30 @@ def make_loader(
     batch_size: int,
     num_workers: int,
     device: torch.device,
-    sampler: Sampler[int] | None = None,
+    sampler: Sampler | None = None,
+    *,
+    settings: LoaderSpec | None = None,
+    batch_sampler: Sampler[list[int]] | None = None,
+    collate_fn: Callable = collate,
 ) -> DataLoader:
+    """The engine's DataLoader: `settings` (``profiles.<p>.loader``) pin, keep workers and prefetch.
+
+    `batch_sampler` forms the batches itself (then `batch_size` and `sampler` are unused). Persistent workers
+    pay off only when the returned loader is iterated again (training epochs, repeated validation).
+    """
+    settings = LoaderSpec() if settings is None else settings
+    workers = num_workers > 0
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=1 if batch_sampler is not None else batch_size,
         sampler=sampler,
+        batch_sampler=batch_sampler,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=collate_fn,
+        pin_memory=settings.pin(device.type),
+        persistent_workers=settings.persistent_workers and workers,
+        prefetch_factor=settings.prefetch_factor if workers else None,
     )
 
 

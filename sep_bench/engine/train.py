@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sep_bench.data.dataset import OrderSampler, ViewDataset, epoch_order
+from sep_bench.data.dataset import EpochSampler, ViewDataset, epoch_order
 from sep_bench.data.splits import training_samples
 from sep_bench.detectors import Detector, get_detector
 from sep_bench.engine.checkpoint import load_checkpoint, model_state, optimizer_state, rng_state, save_checkpoint
 from sep_bench.engine.distributed import broadcast_flag, init_distributed, shard_order
 from sep_bench.engine.feature_cache import cached_features, preprocessing_key
-from sep_bench.engine.inference import check_skips, run_inference
+from sep_bench.engine.inference import check_skips, infer, inference_loader
 from sep_bench.engine.metrics import binary_metrics
 from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
@@ -134,12 +134,9 @@ def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_vi
     return train_feats, val_feats
 
 
-def _validate(model: Detector, samples, view, spec: RunSpec, device, max_pixels, features=None) -> dict:
-    res = run_inference(
-        model, samples, view, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
-        num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp, max_pixels=max_pixels,
-        features=features,
-    )
+def _validate(model: Detector, samples, loader, spec: RunSpec, device) -> dict:
+    """Metrics on the validation slice, read through `loader` (an `inference_loader` kept for every epoch)."""
+    res = infer(model, loader, len(samples), device=device, amp=spec.profile.amp)
     for s in res.skipped:
         log.warning("skipped %s: %s", s["path"], s["detail"])
     res.check(spec.profile.data.max_skip_fraction, "validation")  # never select a model on a shrunken slice
@@ -257,6 +254,26 @@ def train(
         train_feats, val_feats = _cache(model, det, cfg, weights, spec, train_set, val_set, train_view, eval_view,
                                         device, progress)
 
+    # ---- loaders: built once, so (persistent) workers start once for all epochs ------------------------------
+    rank_bs = bs // dinfo.world if dinfo.enabled else bs  # shard_order's per-rank batch size
+
+    def rank_order(epoch: int) -> np.ndarray:
+        """This rank's share of the epoch's order, cut after the epoch's last step (no batch prepared in vain)."""
+        order, _ = shard_order(epoch_order(len(train_set), spec.seed, epoch, shuffle=True), bs, dinfo)
+        return order[: steps_per_epoch * rank_bs]
+
+    sampler = EpochSampler(rank_order, start_epoch)
+    dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels,
+                          features=train_feats)
+    loader = make_loader(dataset, rank_bs, recipe.train.num_workers, device, sampler, settings=spec.profile.loader)
+    val_loader = None
+    if val_set and dinfo.is_main:
+        val_loader = inference_loader(
+            val_set, eval_view, seed=spec.seed, batch_size=recipe.eval.batch_size,
+            num_workers=recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels, features=val_feats,
+            bucket_by_size=recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
+        )
+
     # ---- epochs --------------------------------------------------------------------------------------------
     # the recipe's lr, not the optimiser's: a resumed optimiser state holds the scheduled lr of its last step
     base_lrs = [recipe.optim.lr] * len(optimizer.param_groups)
@@ -264,17 +281,11 @@ def train(
     total_steps = epochs * steps_per_epoch
     for epoch in range(start_epoch, epochs):
         model.train()
-        order = epoch_order(len(train_set), spec.seed, epoch, shuffle=True)
-        dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels, epoch=epoch,
-                              features=train_feats)
         first = start_step if epoch == start_epoch else 0
-        rank_order, rank_bs = shard_order(order, bs, dinfo)
-        loader = make_loader(dataset, rank_bs, recipe.train.num_workers, device, OrderSampler(rank_order, first * rank_bs))
+        sampler.set_epoch(epoch, first * rank_bs)
         losses = list(epoch_losses) if first else []
         step = first
         for batch in loader:
-            if step >= steps_per_epoch:
-                break
             for s in batch.skipped:
                 skips[s["skip"]] += 1
                 log.warning("skipped %s: %s", s["path"], s["detail"])
@@ -303,12 +314,12 @@ def train(
             if every and (global_step + 1) % every == 0 and step < steps_per_epoch:
                 save_last(epoch, step)
         start_step = 0
-        seen += min(len(order), steps_per_epoch * bs) - first * bs
+        seen += min(len(train_set), steps_per_epoch * bs) - first * bs
         check_skips(seen, skips, data.max_skip_fraction, "training")
 
         val = None
-        if val_set and dinfo.is_main:
-            val = _validate(model, val_set, eval_view, spec, device, data.max_image_pixels, val_feats)
+        if val_loader is not None:
+            val = _validate(model, val_set, val_loader, spec, device)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "lr": optimizer.param_groups[0]["lr"], **({f"val_{k}": v for k, v in val.items()} if val else {})}
         history.append(record)
