@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -182,57 +183,117 @@ def train(
 
 @app.command()
 def evaluate(
-    detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name."),
+    detector: Optional[str] = typer.Option(None, "--detector", "-d", help="Registered detector name."),
+    released: Optional[str] = typer.Option(None, "--released", help="Evaluate params.yaml's evaluation-only entry released.<NAME> (the authors' weights; no training)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (default: the training stage's best)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Evaluate the authors' released weights file (official format) instead of a training run."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Evaluate the authors' released weights file (official format) with --detector, as an ad-hoc entry."),
+    name: Optional[str] = typer.Option(None, "--name", help="Row name of an ad-hoc --weights evaluation (default: <detector>-released)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
     seed: Optional[int] = SeedOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
 ) -> None:
-    """Evaluate a checkpoint (or released weights) on every test generator; write predictions and metrics."""
+    """Evaluate a training run, or released weights, on every test generator, clean and under the profile's
+    perturbations; write predictions and metrics (results/metrics/<profile>/<row>/seed<s>.json)."""
     from sep_bench.engine.evaluate import evaluate as run_eval
     from sep_bench.engine.predict import load_model
     from sep_bench.io import write_json
-    from sep_bench.protocol import resolve
+    from sep_bench.protocol import ProtocolError, ReleasedEntry, resolve, resolve_released
+    from sep_bench.released import resolve_weights
+    from sep_bench.report.ablation import ablation_tags
 
     with user_errors():
+        if (detector is None) == (released is None):
+            raise ProtocolError("give exactly one of --detector NAME (with --weights FILE for released weights) "
+                                "or --released NAME (an entry of params.yaml's released:)")
+        if weights is None and name is not None:
+            raise ProtocolError("--name names an ad-hoc --weights evaluation; give --weights FILE too")
         p, prof_name = load(params, profile)
-        spec = resolve(p, detector, prof_name, seed)
-        ckpt = weights or checkpoint or paths.train_dir(prof_name, detector, spec.seed) / "best.safetensors"
-        released = load_model(detector, weights, official=True, recipe=spec.recipe) if weights else None
-        with run_tracker(p, spec, "evaluate", tracking_uri, no_track) as tracker, progress() as update:
-            m = run_eval(spec, ckpt, paths.metrics_path(prof_name, detector, spec.seed),
-                         paths.predictions_path(prof_name, detector, spec.seed), tracker=tracker, progress=update,
-                         model=released)
+        model, record = None, None
+        if released is not None or weights is not None:
+            if released is not None:
+                spec = resolve_released(p, released, prof_name, seed)
+                resolved = resolve_weights(released, p.released[released])  # the sha256 pin is checked here too
+            else:
+                spec = resolve(p, detector, prof_name, seed)
+                row = name or f"{detector}-released"
+                if row in p.detectors:
+                    raise ProtocolError(f"--name {row!r} is a detector's row; choose another name")
+                resolved = resolve_weights(row, ReleasedEntry(detector=detector, weights=str(weights)))
+            model = load_model(spec.detector, resolved.path, official=True, recipe=spec.recipe)
+            record, ckpt = resolved.record(), resolved.path
+        else:
+            spec = resolve(p, detector, prof_name, seed)
+            ckpt = checkpoint or paths.train_dir(prof_name, detector, spec.seed) / "best.safetensors"
+        row = record["name"] if record else spec.detector
+        tags = {**ablation_tags(spec), **({"sep_bench.released": record["sha256"]} if record else {})}
+        with run_tracker(p, spec, "evaluate", tracking_uri, no_track, tags, row=row) as tracker:
+            with progress() as update:
+                m = run_eval(spec, ckpt, paths.metrics_path(prof_name, row, spec.seed),
+                             paths.predictions_path(prof_name, row, spec.seed), tracker=tracker, progress=update,
+                             model=model, released=record)
             if tracker is not None:
                 tracker.set_tags({"sep_bench.pretrained": str(m["pretrained"]).lower(),
-                                  "sep_bench.weights": m["weights"], "sep_bench.checkpoint": str(ckpt)})
-        rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
-        for name in spec.recipe.eval.perturbations:
-            folder = paths.robustness_dir(prof_name, detector, spec.seed)
-            with run_tracker(p, spec, "evaluate", tracking_uri, no_track,
-                             {"sep_bench.perturbation": name}) as tracker, progress() as update:
-                pm = run_eval(spec, ckpt, folder / f"{name}.json", folder / f"{name}.parquet", tracker=tracker,
-                              progress=update, perturbation=name, model=released)
-            rows.append((f"Mean [{name}]", pm["mean"]))
-        write_json(paths.robustness_dir(prof_name, detector, spec.seed) / "index.json",
-                   {"perturbations": spec.recipe.eval.perturbations})
-        table = Table(title=f"{detector} on {prof_name}")
+                                  "sep_bench.weights": m["weights"], "sep_bench.checkpoint": str(ckpt),
+                                  "sep_bench.perturbation": "none"})
+            rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
+            folder = paths.robustness_dir(prof_name, row, spec.seed)
+            for pert in spec.recipe.eval.perturbations:
+                child = nullcontext(None) if tracker is None else tracker.child(
+                    f"evaluate/{row}/seed{spec.seed}/{pert}", {"sep_bench.perturbation": pert},
+                    {"perturbation": pert, **spec.flat_params()})
+                with child as child_tracker, progress() as update:
+                    pm = run_eval(spec, ckpt, folder / f"{pert}.json", folder / f"{pert}.parquet",
+                                  tracker=child_tracker, progress=update, perturbation=pert, model=model,
+                                  released=record)
+                rows.append((f"Mean [{pert}]", pm["mean"]))
+            write_json(folder / "index.json", {"perturbations": spec.recipe.eval.perturbations})
+        table = Table(title=f"{row} on {prof_name}")
         for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
             table.add_column(col, justify="right" if col != "generator" else "left")
         fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
         for g, r in rows:
             table.add_row(g, *(fmt(r.get(k)) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
         Console().print(table)
+        eff = m["efficiency"]
+        gflops = "-" if eff["flops_per_image"] is None else f"{eff['flops_per_image'] / 1e9:.3g}"
+        console.print(f"{row}: {eff['params_total'] / 1e6:.2f} M parameters ({eff['params_trainable'] / 1e6:.2f} M "
+                      f"trainable), {gflops} GFLOPs/image, {eff['images_per_s']} images/s on {eff['device']}",
+                      highlight=False)
+
+
+released_app = typer.Typer(help="Evaluation-only entries (params.yaml released:): the authors' weights.",
+                           no_args_is_help=True)
+app.add_typer(released_app, name="released")
+
+
+@released_app.command("resolve")
+def released_resolve(
+    name: str = typer.Argument(..., help="An entry of params.yaml's released:."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Find the entry's weights (downloading a hub reference when online), check its sha256 pin and write
+    runs/released/<name>.json (the DVC stage released@<name>)."""
+    from sep_bench.protocol import ProtocolError
+    from sep_bench.released import resolve_weights, write_record
+
+    with user_errors():
+        p, _ = load(params, None)
+        if name not in p.released:
+            raise ProtocolError(f"params.yaml has no entry released.{name}; defined: {', '.join(p.released) or 'none'}")
+        resolved = resolve_weights(name, p.released[name])
+        out = write_record(resolved)
+        console.print(f"{name}: {resolved.detector} weights {resolved.path} sha256 {resolved.sha256} -> {out}",
+                      highlight=False)
 
 
 # `report` and `compare` live in sep_bench/report/commands.py
-from sep_bench.report.commands import compare_cmd, report_cmd  # noqa: E402
+from sep_bench.report.commands import ablation_cmd, compare_cmd, report_cmd  # noqa: E402
 
 app.command("report")(report_cmd)
 app.command("compare")(compare_cmd)
+app.command("ablation")(ablation_cmd)
 
 
 @app.command()

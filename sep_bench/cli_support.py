@@ -75,8 +75,11 @@ def load(params: Path, profile: Optional[str]):
     return p, profile or p.profile
 
 
-def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, extra_tags: dict | None = None):
+def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, extra_tags: dict | None = None,
+                row: str | None = None):
     """The MLflow run of one train/evaluate command (a null context with --no-track).
+
+    `row`: the table row the run produces when it is not the detector's (an evaluation-only entry's name).
 
     Inside a pipeline execution (a DVC stage, or $SEP_BENCH_PIPELINE_ID set, e.g. by `sep-bench compare`) the
     run is nested under the execution's parent run, created by whichever tracked command comes first (see
@@ -105,14 +108,14 @@ def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool,
     experiment = f"{p.tracking.experiment}/{spec.profile_name}"
     parent = pipeline_parent(uri, experiment, {
         f"{TAG_PREFIX}profile": spec.profile_name,
-        f"{TAG_PREFIX}detectors": ",".join(p.run.detectors),
+        f"{TAG_PREFIX}detectors": ",".join([*p.run.detectors, *p.released]),
         f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
         f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
     })
     return Tracker(
         uri=uri,
         experiment=experiment,
-        run_name=f"{kind}/{spec.detector}/seed{spec.seed}",
+        run_name=f"{kind}/{row or spec.detector}/seed{spec.seed}",
         tags=tags,
         params={"kind": kind, **spec.flat_params()},
         parent_run_id=parent,

@@ -34,6 +34,8 @@ __all__ = [
     "RunSpec",
     "load_params",
     "resolve",
+    "resolve_released",
+    "ReleasedEntry",
     "deep_merge",
 ]
 
@@ -126,11 +128,11 @@ class EvalSpec(_Strict):
     # Extra evaluations of the same checkpoint under deterministic post-processing (see data.perturb), e.g.
     # jpeg95 for format-aligned evaluation, or the robustness suite: jpeg75, blur2, down0.5, blur1+jpeg75.
     perturbations: list[str] = []
-
-    @field_validator("perturbations")
     # Batches of images of one size (read from the headers), for views that keep the image size (e.g. NPR on the
     # full image); logits are the same as with batch size 1. false: batches in sample order.
     bucket_by_size: bool = True
+
+    @field_validator("perturbations")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
         from sep_bench.data.perturb import parse_perturbation
@@ -180,8 +182,6 @@ class Recipe(_Strict):
     eval: EvalSpec
 
 
-class Profile(_Strict):
-    description: str = ""
 class LoaderSpec(_Strict):
     """DataLoader settings of training and evaluation (speed only: no number in a table depends on them).
 
@@ -198,12 +198,14 @@ class LoaderSpec(_Strict):
         return device_type == "cuda" if self.pin_memory == "auto" else self.pin_memory
 
 
+class Profile(_Strict):
+    description: str = ""
     data: DataSpec
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
+    loader: LoaderSpec = LoaderSpec()
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "bf16"  # CUDA only; CPU runs stay fp32 (bit-reproducible)
-    loader: LoaderSpec = LoaderSpec()
     channels_last: bool = True                    # CUDA only
     compile: bool = False                         # torch.compile the model for training
 
@@ -228,6 +230,27 @@ class TrackingSpec(_Strict):
     experiment: str = "sep-bench"
 
 
+_ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ReleasedEntry(_Strict):
+    """An evaluation-only entry: the authors' released weights, evaluated under the active profile without training.
+
+    The model is built from ``detectors.<detector>``'s recipe for the active profile (so the released row sees the
+    same views as the trained row), with `model` merged over it (e.g. the official architecture where a profile
+    scales it down) and `pretrained` (the backbone, only used by detectors whose released file covers part of the
+    model, e.g. UnivFD's linear head) replacing the recipe's when given.
+    """
+
+    detector: str
+    # a local file (relative to the project root, or absolute), or hf-hub:<org>/<repo>/<file in the repo>
+    weights: str = Field(min_length=1)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # pin: a different file is an error
+    model: dict[str, Any] = {}
+    pretrained: bool | str | None = None
+    note: str = ""  # where the file comes from (shown in the table caption)
+
+
 class Params(_Strict):
     profile: str
     # Prefix of the training command in dvc.yaml, e.g. "torchrun --nproc_per_node=8 --no-python" for DDP.
@@ -236,9 +259,23 @@ class Params(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     profiles: dict[str, Profile]
     detectors: dict[str, DetectorBlock]
+    # Evaluation-only entries (name -> ReleasedEntry); every entry is evaluated for each seed by the DVC stage
+    # evaluate_released@<name>-<seed> and gets its own row in the tables.
+    released: dict[str, ReleasedEntry] = {}
 
     @model_validator(mode="after")
     def _references(self) -> "Params":
+        for name, entry in self.released.items():
+            if not _ENTRY_NAME.match(name) or name in self.detectors:
+                raise ValueError(
+                    f"released.{name}: an entry name must be a plain file name ([A-Za-z0-9._-]) that is not also a "
+                    f"detector name (defined detectors: {', '.join(self.detectors)})"
+                )
+            if entry.detector not in self.detectors:
+                raise ValueError(
+                    f"released.{name}.detector {entry.detector!r} has no block under detectors:; "
+                    f"defined: {', '.join(self.detectors)}"
+                )
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined; defined: {', '.join(self.profiles)}")
         missing = [d for d in self.run.detectors if d not in self.detectors]
@@ -362,6 +399,7 @@ class RunSpec(_Strict):
         d = self.model_dump(mode="json")
         d["recipe"].pop("eval")
         d["profile"].pop("eval")
+        d["profile"].pop("loader", None)
         return _hash(d)
 
     def flat_params(self) -> dict[str, str]:
@@ -399,7 +437,6 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
         "model": block.model,
         "pretrained": block.pretrained,
         "optim": block.optim.model_dump(),
-        d["profile"].pop("loader", None)
         "schedule": block.schedule.model_dump(),
         "train": prof.train.model_dump(),
         "eval": prof.eval.model_dump(),
@@ -408,6 +445,22 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
     recipe = validate_model(Recipe, merged, prefix=f"detectors.{detector}.overrides.{profile_name}.")
     seed = params.run.seeds[0] if seed is None else seed
     return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=seed)
+
+
+def resolve_released(params: Params, name: str, profile: str | None = None, seed: int | None = None) -> RunSpec:
+    """The RunSpec of evaluation-only entry `name`: its detector's recipe for the profile, with the entry's
+    `model` merged over it and its `pretrained` (when given) replacing the recipe's."""
+    if name not in params.released:
+        raise ProtocolError(
+            f"params.yaml has no entry released.{name}; defined: {', '.join(params.released) or 'none'}"
+        )
+    entry = params.released[name]
+    spec = resolve(params, entry.detector, profile, seed)
+    merged = deep_merge(spec.recipe.model_dump(mode="json"), {"model": entry.model})
+    if entry.pretrained is not None:
+        merged["pretrained"] = entry.pretrained
+    recipe = validate_model(Recipe, merged, prefix=f"released.{name}.")
+    return spec.model_copy(update={"recipe": recipe})
 
 
 _GROUP_CACHE: dict[str, re.Pattern] = {}

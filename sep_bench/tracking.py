@@ -333,7 +333,8 @@ class Tracker:
         self,
         *,
         uri: str,
-        experiment: str,
+        experiment: str | None = None,
+        experiment_id: str | None = None,
         run_name: str,
         tags: dict[str, str],
         params: dict[str, str],
@@ -345,7 +346,7 @@ class Tracker:
         ensure_store(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = get_experiment(self.client, uri, experiment)
+        self.experiment_id = experiment_id or get_experiment(self.client, uri, experiment)
         self.parent_run_id = parent_run_id
         self.fail_parent = fail_parent
         all_tags = {**_context_tags(), **tags, PROCESS_TAG: _process_tag()}
@@ -377,6 +378,13 @@ class Tracker:
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path=subdir)
+
+    def child(self, run_name: str, tags: dict[str, str], params: dict[str, str]) -> "Tracker":
+        """A run nested under this one (e.g. one perturbed evaluation under its evaluation run); its failure
+        also fails this run."""
+        inherited = {k: v for k, v in self.run.data.tags.items() if k.startswith(TAG_PREFIX)}
+        return Tracker(uri=self.uri, experiment_id=self.experiment_id, run_name=run_name,
+                       tags={**inherited, **tags}, params=params, parent_run_id=self.run_id, fail_parent=True)
 
     def __enter__(self) -> "Tracker":
         return self

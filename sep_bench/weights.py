@@ -67,7 +67,7 @@ class WeightsSource:
 
     def describe(self) -> str:
         if self.kind == "none":
-            return "random-init"
+            return "random-init" + (f" ({self.ref})" if self.ref else "")
         if self.kind == "file":
             return f"file:{Path(self.ref).name}" + (f"@{self.sha256[:12]}" if self.sha256 else "")
         return f"hub:{self.ref}"

@@ -2,7 +2,9 @@
 
 Checks what a newcomer gets from README command 1: the data stage builds minigen, train@/evaluate@ run per
 detector, the report writes the table and heatmap, MLflow has the runs, `data.dvc` (no remote, no data) does
-not break a fresh clone, and a second `dvc repro` does nothing.
+not break a fresh clone, and a second `dvc repro` does nothing. Then an evaluation-only entry (the trained NPR
+re-saved in the official format) is added: DVC evaluates it without a training stage and it reproduces the
+trained model's predictions.
 """
 
 import os
@@ -75,7 +77,8 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
 
     table = (dest / "results/tables/mini_acc.md").read_text()
     header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
-    assert header == ["detector", "vae8", "tconv", "nearest", "bilinear", "pixelshuffle", "Mean"]
+    assert header == ["detector", "vae8", "tconv", "nearest", "bilinear", "pixelshuffle", "Mean",
+                      "Params (M)", "GFLOPs", "img/s", "Mem (MiB)"]
     assert any(line.startswith("| npr ") for line in table.splitlines())
     assert (dest / "results/plots/mini_acc_heatmap.png").stat().st_size > 1000
 
@@ -90,7 +93,14 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
                   if r.data.tags["sep_bench.kind"] == "evaluate") == sorted(["none", *perturbations])
     assert (dest / "results/tables/mini_robustness.md").is_file()
     (parent,) = [r for r in runs if r.data.tags.get("sep_bench.kind") == "pipeline"]
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in stage_runs)
+    clean = {r.info.run_id for r in stage_runs if "sep_bench.perturbation" not in r.data.tags
+             or r.data.tags["sep_bench.perturbation"] == "none"}
+    (evaluation,) = [r for r in stage_runs if r.info.run_id in clean and r.data.tags["sep_bench.kind"] == "evaluate"]
+    for r in stage_runs:  # stage runs under the pipeline's run; perturbed evaluations under their evaluation run
+        want = parent.info.run_id if r.info.run_id in clean else evaluation.info.run_id
+        assert r.data.tags["mlflow.parentRunId"] == want
+    assert (dest / "results/tables/mini_efficiency.md").is_file()
+    assert (dest / "results/plots/mini_acc_vs_cost.png").stat().st_size > 1000
     assert all(r.info.status == "FINISHED" for r in runs)
     assert all(r.data.tags["git.commit"] != "unknown" for r in stage_runs)
     assert exp.artifact_location.startswith(f"file://{dest}")
@@ -105,3 +115,36 @@ def test_second_repro_is_a_no_op(clone):
     elapsed = time.perf_counter() - started
     assert "Running stage" not in out and "up to date" in out
     print(f"second dvc repro: {elapsed:.1f}s")
+
+
+def test_released_entry_is_evaluated_without_training(clone):
+    """An entry under released: gets released@ and evaluate_released@ stages, no train stage, and its own row."""
+    import json
+    from collections import OrderedDict
+
+    import pandas as pd
+    import torch
+
+    from sep_bench.engine.checkpoint import load_detector
+
+    dest, env = clone
+    if not (dest / "dvc.lock").is_file():
+        pytest.skip("needs the first repro")
+    model, _ = load_detector(dest / "runs/mini/npr/seed0/train/best.safetensors")
+    (dest / "weights").mkdir(exist_ok=True)
+    torch.save(OrderedDict(model.state_dict()), dest / "weights/npr_official.pth")
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["released"] = {"npr-official": {"detector": "npr", "weights": "weights/npr_official.pth"}}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _run(["dvc", "repro"], dest, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"released@npr-official", "evaluate_released@npr-official-0", "report"}
+    trained = pd.read_parquet(dest / "results/predictions/mini/npr/seed0.parquet")
+    released = pd.read_parquet(dest / "results/predictions/mini/npr-official/seed0.parquet")
+    assert released.equals(trained)
+    m = json.loads((dest / "results/metrics/mini/npr-official/seed0.json").read_text())
+    digest = m["released"]["sha256"]
+    table = (dest / "results/tables/mini_acc.md").read_text()
+    assert "| npr-official‡ " in table and digest in table
+    out = _run(["dvc", "repro"], dest, env)  # only the cheap sha256 record reruns; nothing downstream
+    assert "Running stage 'evaluate_released" not in out and "Running stage 'report'" not in out

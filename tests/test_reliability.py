@@ -186,7 +186,8 @@ def test_sigkill_at_a_random_step_then_resume_ends_identical_to_an_uninterrupted
     spec = resolve(load_params(workdir / "params.yaml"), "npr")
     m_ref = evaluate(spec, workdir / "ref" / "best.safetensors", tmp_path / "a.json", tmp_path / "a.parquet")
     m_res = evaluate(spec, out / "best.safetensors", tmp_path / "b.json", tmp_path / "b.parquet")
-    drop = lambda m: {k: v for k, v in m.items() if k not in ("checkpoint", "seconds")}  # noqa: E731
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("checkpoint", "seconds", "efficiency")}  # noqa: E731
+    assert m_ref["efficiency"]["flops_per_image"] == m_res["efficiency"]["flops_per_image"]
     assert drop(m_ref) == drop(m_res)  # includes checkpoint_sha256: the checkpoint files are byte-identical
     assert pd.read_parquet(tmp_path / "a.parquet").equals(pd.read_parquet(tmp_path / "b.parquet"))
 
@@ -372,6 +373,7 @@ def test_parallel_evaluations_into_one_fresh_sqlite_db_lose_no_run_and_no_metric
         want = {f"{g}.{k}": v for g, gm in m["generators"].items() for k, v in gm.items() if v is not None}
         want.update({f"mean.{k}": v for k, v in m["mean"].items() if v is not None})
         want["skipped"] = 0
+        want.update({f"efficiency.{k}": v for k, v in m["efficiency"].items() if isinstance(v, (int, float))})
         assert r.data.metrics == pytest.approx(want)
         assert len(r.data.params) > 10
         arts = {a.path for a in client.list_artifacts(r.info.run_id)}

@@ -3,8 +3,9 @@
 Outputs (both written atomically):
 - predictions parquet: path, generator, label, fake_logit (skipped images are absent, and counted);
 - metrics JSON: per-generator acc / real_acc / fake_acc / ap / auc, the unweighted Mean, skip counts (``skipped``:
-  count and by_reason; ``skipped_files``: path, generator and reason of each), and what produced them (detector,
-  protocol hash, weights source, checkpoint sha256).
+  count and by_reason; ``skipped_files``: path, generator and reason of each), what produced them (detector,
+  protocol hash, weights source, checkpoint sha256; for an evaluation-only entry ``entry`` and ``released``: its
+  name, source and sha256), and, for the clean pass, ``efficiency`` (see engine.efficiency).
 
 No metric is computed on a silently shrunken set: more than ``data.max_skip_fraction`` skipped images, over the
 whole test set or within any one test generator, is a `SkipBudgetError` (nothing is written). The MLflow run gets
@@ -25,6 +26,7 @@ import pandas as pd
 from sep_bench.data.perturb import parse_perturbation
 from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
+from sep_bench.engine import efficiency
 from sep_bench.engine.checkpoint import load_detector
 from sep_bench.engine.inference import check_skips, run_inference
 from sep_bench.engine.metrics import summarize_predictions
@@ -50,11 +52,14 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     perturbation: str = "none",
     model=None,
+    released: dict | None = None,
 ) -> dict:
     """Evaluate the checkpoint under `spec`'s evaluation protocol and write predictions and metrics.
 
     `perturbation` (see data.perturb) post-processes every test image identically before the detector's views.
     `model`: evaluate this model (e.g. the authors' released weights) instead of loading `checkpoint`.
+    `released`: the evaluation-only entry's record (`sep_bench.released.ResolvedWeights.record`); its name becomes
+    the metrics' ``entry`` (the table row).
     """
     started = time.perf_counter()
     data = spec.profile.data
@@ -68,20 +73,25 @@ def evaluate(
     device = pick_device(spec.profile.device)
     model.to(device)
     samples = evaluation_samples(data_root(spec.profile_name, data), data)
+    row = released["name"] if released else spec.detector
     done = 0
 
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(f"evaluate {spec.detector}" + ("" if perturbation == "none" else f" [{perturbation}]"),
-                     done, len(samples))
+            progress(f"evaluate {row}" + ("" if perturbation == "none" else f" [{perturbation}]"), done, len(samples))
+
+    efficiency.reset_peak_memory(device)
+    inference_started = time.perf_counter()
 
     res = run_inference(
         model, samples, det.views(cfg, False, False), seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
         num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp,
         max_pixels=data.max_image_pixels, on_batch=on_batch, perturb=parse_perturbation(perturbation),
+        bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
     )
+    inference_seconds = time.perf_counter() - inference_started
     for s in res.skipped:
         log.warning("skipped %s: %s", s["path"], s["detail"])
     res.check(data.max_skip_fraction, f"evaluation of {spec.detector}")
@@ -89,7 +99,6 @@ def evaluate(
     for g in data.test_generators:  # a generator must not shrink past the budget either, even if the total does not
         skipped_g = [s for s in res.skipped if by_path.get(s["path"]) == g]
         check_skips(sum(1 for s in samples if s.generator == g), Counter(s["skip"] for s in skipped_g),
-        bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
                     data.max_skip_fraction, f"evaluation of {spec.detector} on {g}",
                     skipped_g[0]["path"] if skipped_g else "")
     keep = res.kept
@@ -122,9 +131,13 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "released_weights": model_given,  # the authors' weights, evaluated without training here
+        **({"entry": row, "released": released} if released else {}),
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    if perturbation == "none":
+        metrics["efficiency"] = _efficiency(model, det.views(cfg, False, False), samples, res.kept, spec.seed,
+                                            data.max_image_pixels, device, inference_seconds, len(samples))
     with atomic_path(predictions_out) as tmp:
         preds.to_parquet(tmp, index=False)
     write_json(metrics_out, metrics)
@@ -133,6 +146,8 @@ def evaluate(
         flat.update({f"mean.{k}": v for k, v in summary["mean"].items()})
         flat["skipped"] = len(res.skipped)
         flat.update({f"skipped.{reason}": n for reason, n in res.skip_reasons.items()})
+        flat.update({f"efficiency.{k}": v for k, v in metrics.get("efficiency", {}).items()
+                     if isinstance(v, (int, float))})
         tracker.log_metrics(flat)
         tracker.set_tags({
             "sep_bench.skipped": len(res.skipped),
@@ -141,3 +156,38 @@ def evaluate(
         tracker.log_artifact(metrics_out)
         tracker.log_artifact(predictions_out)
     return metrics
+
+
+def _efficiency(model, view, samples, kept, seed: int, max_pixels: int, device, seconds: float, n_seen: int) -> dict:
+    """Parameters, FLOPs per image (views of the first usable test image), throughput and peak memory of the pass."""
+    from sep_bench.data.dataset import ViewDataset
+
+    memory, memory_kind = efficiency.peak_memory_mib(device)
+    first = next((i for i, k in enumerate(kept) if k), None)
+    flops, input_shapes = None, {}
+    if first is not None:
+        item = ViewDataset([samples[first]], view, seed=seed, max_pixels=max_pixels, index_offset=[first])[0]
+        views = {k: v.unsqueeze(0).to(device) for k, v in item["views"].items()}
+        flops = efficiency.forward_flops(model, views)
+        input_shapes = {k: list(v.shape[1:]) for k, v in views.items()}
+    params = efficiency.parameter_counts(model)
+    return {
+        "params_total": params["total"],
+        "params_trainable": params["trainable"],
+        "flops_per_image": flops,
+        "flops_input": input_shapes,
+        "images_per_s": round(n_seen / seconds, 2) if seconds > 0 else None,
+        "peak_memory_mib": round(memory, 1),
+        "peak_memory_kind": memory_kind,
+        "device": _device_name(device),
+    }
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

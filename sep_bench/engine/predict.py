@@ -54,7 +54,11 @@ def load_model(detector: str, checkpoint: Path, *, official: bool, recipe: Recip
         backbone = parse_pretrained(recipe.pretrained if recipe else True, spec.default_weights)
     model = spec.build(cfg, backbone)
     spec.load_official(model, Path(checkpoint))
-    model.weights = WeightsSource("file", str(Path(checkpoint).resolve()), sha256_file(checkpoint))
+    if spec.official_needs_backbone and not backbone.pretrained:
+        # the released file covers part of the model (UnivFD: the head) and the backbone is random: say so
+        model.weights = WeightsSource("none", f"{Path(checkpoint).name} on a random-init backbone")
+    else:
+        model.weights = WeightsSource("file", str(Path(checkpoint).resolve()), sha256_file(checkpoint))
     return model
 
 

@@ -1,15 +1,19 @@
 """The whole report of one profile: tables, statistics, reported-vs-reproduced and plots, from result files.
 
-Inputs are the evaluate stage's outputs only (metrics JSON and predictions parquet of every detector in
-``run.detectors`` and seed in ``run.seeds``) plus params.yaml for the caption facts. Outputs (paths relative to
-the working directory; ``<p>`` = profile):
+Inputs are the evaluate stages' outputs only (metrics JSON and predictions parquet of every detector in
+``run.detectors`` and every evaluation-only entry of ``released:``, for each seed in ``run.seeds``) plus
+params.yaml for the caption facts. Outputs (paths relative to the working directory; ``<p>`` = profile):
 
-``results/tables/<p>_acc.{md,csv,tex}``        ACC, bold best / underlined second, bootstrap CIs under it (md)
+``results/tables/<p>_acc.{md,csv,tex}``        ACC, bold best / underlined second, cost columns beside Mean,
+                                              bootstrap CIs under it (md)
 ``results/tables/<p>_{ap,auc}.{md,csv,tex}``   AP and AUC, same layout
 ``results/tables/<p>_real_fake.{md,csv,tex}``  real-ACC / fake-ACC breakdown
 ``results/tables/<p>_summary.csv``             long format: every metric's mean, std, seeds, ACC CI
 ``results/tables/<p>_paired.{md,csv}``         every detector against the reference (SEP) on the same images
 ``results/tables/<p>_reported.{md,csv}``       reported vs reproduced (profiles with reported figures)
+``results/tables/<p>_robustness.{md,csv}``     Mean ACC/AP under each perturbation (report.robustness)
+``results/tables/<p>_efficiency.{md,csv,tex}`` accuracy and cost (report.efficiency)
+``results/plots/<p>_robustness``, ``_acc_vs_cost`` (.png and .svg)
 ``results/plots/<p>_acc_heatmap``, ``_acc_bars``, ``_roc``, ``_reported_vs_reproduced`` (.png and .svg), and
 ``results/plots/<p>_acc_bars.csv`` (the bars' data, a DVC plot).
 """
@@ -24,7 +28,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import write_text
-from sep_bench.report import plots, reported, robustness, stats, tables
+from sep_bench.report import efficiency, plots, reported, robustness, stats, tables
 
 __all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
 
@@ -139,18 +143,20 @@ def build_report(
     plots_dir: Path = paths.PLOTS_DIR,
 ) -> Report:
     """Write every table and plot of `profile` (see the module docstring) and return what they show."""
-    from sep_bench.protocol import resolve
+    from sep_bench.protocol import resolve, resolve_released
 
-    detectors, seeds = list(p.run.detectors), list(p.run.seeds)
+    # row keys: the trained detectors, then the evaluation-only entries (released weights)
+    detectors, seeds = [*p.run.detectors, *p.released], list(p.run.seeds)
     metrics = tables.load_metrics(paths.metrics_dir(profile), detectors, seeds)
     generators = tables.common_generators(metrics)
-    specs = {d: resolve(p, d, profile) for d in detectors}
+    specs = {d: resolve(p, d, profile) for d in p.run.detectors}
+    specs.update({name: resolve_released(p, name, profile) for name in p.released})
     facts = {d: recipe_facts(s) for d, s in specs.items()}
     hashes = {d: s.protocol_hash() for d, s in specs.items()}
     row_of = {}
     for m in metrics:
-        row_of.setdefault(m["detector"], tables.row_name(m))
-    stale = sorted({m["detector"] for m in metrics if m.get("protocol_hash") != hashes[m["detector"]]})
+        row_of.setdefault(tables.run_key(m), tables.row_name(m))
+    stale = sorted({tables.run_key(m) for m in metrics if m.get("protocol_hash") != hashes[tables.run_key(m)]})
 
     # statistics from predictions
     correct = {d: stats.seed_correctness(load_predictions(profile, d, seeds)) for d in detectors}
@@ -169,7 +175,8 @@ def build_report(
                 "no paired comparison. Add it to run.detectors (or pass --reference).")
 
     mean, std, n = tables.metric_frames(metrics, "acc")
-    rep_table = reported.reported_vs_reproduced(profile, mean, std, n, {v: k for k, v in row_of.items()})
+    registry_key = {row: (p.released[k].detector if k in p.released else k) for k, row in row_of.items()}
+    rep_table = reported.reported_vs_reproduced(profile, mean, std, n, registry_key)
     roc_det = roc_detector or (reference if reference in detectors else detectors[0])
     if roc_det not in detectors:
         raise FileNotFoundError(f"no results for --roc-detector {roc_det!r} (run.detectors: {', '.join(detectors)})")
@@ -179,9 +186,9 @@ def build_report(
     # tables
     stem = lambda name: Path(tables_dir) / f"{profile}_{name}"  # noqa: E731
     common = {"facts": facts, "current_hashes": hashes}
-    acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep), **common)
-    for metric in ("ap", "auc"):
-        tables.write_table(metrics, stem(metric), metric, **common)
+    acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep), cost=True, **common)
+    ap = tables.write_table(metrics, stem("ap"), "ap", cost=True, **common)
+    tables.write_table(metrics, stem("auc"), "auc", cost=True, **common)
     tables.write_breakdown(metrics, stem("real_fake"), **common)
     tables.write_summary_csv(metrics, stem("summary").with_suffix(".csv"), ci)
     paired_md, paired_long = _paired_md(rep)
@@ -196,6 +203,8 @@ def build_report(
     perturbations = {d: list(s.recipe.eval.perturbations) for d, s in specs.items()}
     rep.files += robustness.write_robustness(metrics, row_of, perturbations, seeds, profile, stem("robustness"),
                                              Path(plots_dir) / f"{profile}_robustness")
+    rep.files += efficiency.write_efficiency(metrics, acc, ap, profile, stem("efficiency"),
+                                             Path(plots_dir) / f"{profile}_acc_vs_cost")
 
     # plots
     pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731

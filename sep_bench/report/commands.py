@@ -3,6 +3,9 @@
 `report` is the pipeline's last stage: every table and plot of the active profile (see sep_bench.report.build);
 inside a pipeline execution it also logs them to the execution's MLflow parent run and ends that run.
 
+`ablation --detector sep` tabulates the tracked evaluations of a detector's ablation variants (see
+sep_bench.report.ablation), e.g. after ``dvc exp run -S detectors.sep.model.gbcsa=false``.
+
 `compare --detector NAME` answers "how does my detector do against SEP under exactly this protocol": it makes
 sure the reference (``--against``, default sep) and NAME have current results for every seed of ``run.seeds``,
 running the very `sep-bench train` / `sep-bench evaluate` commands the DVC stages run (same engine, paths and
@@ -27,7 +30,7 @@ from rich.table import Table
 from sep_bench import paths
 from sep_bench.cli_support import NoTrackOpt, ParamsOpt, ProfileOpt, TrackingOpt, console, load, user_errors
 
-__all__ = ["report_cmd", "compare_cmd"]
+__all__ = ["report_cmd", "compare_cmd", "ablation_cmd"]
 
 NBootOpt = typer.Option(10_000, "--n-boot", min=100, help="Bootstrap replicates for CIs and paired tests.")
 
@@ -143,7 +146,7 @@ def _log_report(p, prof_name: str, rep, tracking_uri: Optional[str]) -> None:
         f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
         f"{TAG_PREFIX}test_generators": ",".join(rep.generators),
     })
-    metrics = {f"{str(row).rstrip('†')}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100 for row in rep.acc.index}
+    metrics = {f"{str(row).rstrip('†‡')}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100 for row in rep.acc.index}
     arts = [(f, "report/plots" if f.parent == paths.PLOTS_DIR else "report/tables") for f in rep.files]
     run_id = finish_parent(uri, experiment, artifacts=arts, metrics=metrics)
     if run_id:
@@ -359,3 +362,49 @@ def _print_compare(detector, against, baselines, gens, mean, std, n, rows, tests
     t.caption = (f"diff: {detector} - {against} on the same images; p: McNemar mid-p per generator, "
                  "paired bootstrap for Mean; * p < 0.05")
     Console().print(t)
+
+
+# ---- ablation -----------------------------------------------------------------------------------------------
+
+
+def ablation_cmd(
+    detector: str = typer.Option("sep", "--detector", "-d", help="Detector whose ablation switches to tabulate."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+) -> None:
+    """Ablation table of a detector from its tracked evaluations (one row per setting of its ablation switches).
+
+    Produce the variants with e.g. `dvc exp run -S detectors.sep.model.gbcsa=false` (one experiment per switch:
+    eps, gbcsa, fpm, srm_guide); only runs of the current protocol, switches aside, are used.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from sep_bench.protocol import resolve
+    from sep_bench.report.ablation import collect_ablation, write_ablation
+    from sep_bench.tracking import resolve_tracking_uri
+
+    with user_errors():
+        p, prof_name = load(params, profile)
+        spec = resolve(p, detector, prof_name)
+        uri = resolve_tracking_uri(tracking_uri or p.tracking.uri)
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(f"{p.tracking.experiment}/{prof_name}")
+        if exp is None:
+            raise FileNotFoundError(f"no MLflow experiment {p.tracking.experiment}/{prof_name} at {uri}: run the "
+                                    "pipeline first")
+        try:
+            frame, counts = collect_ablation(client, exp.experiment_id, spec, list(p.run.seeds))
+        except ValueError as err:
+            from sep_bench.protocol import ProtocolError
+
+            raise ProtocolError(str(err)) from None
+        files = write_ablation(frame, counts, spec, paths.TABLES_DIR / f"{prof_name}_{detector}_ablation")
+        table = Table(title=f"Ablation of {detector} — ACC (%), profile {prof_name}")
+        table.add_column("variant")
+        for c in frame.columns:
+            table.add_column(str(c), justify="right")
+        for name, row in frame.iterrows():
+            table.add_row(str(name), *(_fmt(v) if c != "Δ Mean" else f"{v:+.2f}" for c, v in row.items()))
+        Console().print(table)
+        console.print(f"wrote {', '.join(map(str, files))}", highlight=False)

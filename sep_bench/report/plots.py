@@ -27,7 +27,7 @@ _RC = {"svg.hashsalt": "sep-bench", "svg.fonttype": "path", "font.family": "Deja
 
 
 @contextmanager
-def _figure(figsize: tuple[float, float]) -> Iterator:
+def _figure(figsize: tuple[float, float], ncols: int = 1, **subplots) -> Iterator:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +35,7 @@ def _figure(figsize: tuple[float, float]) -> Iterator:
     import seaborn as sns
 
     with matplotlib.rc_context(_RC), sns.axes_style("whitegrid"):
-        fig, ax = plt.subplots(figsize=figsize)
+        fig, ax = plt.subplots(1, ncols, figsize=figsize, **subplots)
         try:
             yield fig, ax
         finally:

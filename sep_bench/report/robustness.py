@@ -16,6 +16,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import atomic_path, read_json, write_text
+from sep_bench.report import tables
 
 __all__ = ["robustness_frame", "write_robustness"]
 
@@ -34,7 +35,7 @@ def robustness_frame(clean: list[dict], row_of: dict[str, str], perturbations: d
         vals: dict[str, float | None] = {}
         for col in columns:
             if col == "clean":
-                ms = [m for m in clean if m["detector"] == det]
+                ms = [m for m in clean if tables.run_key(m) == det]
             elif col in perts:
                 ms = [read_json(paths.robustness_dir(profile, det, s) / f"{col}.json") for s in seeds]
             else:

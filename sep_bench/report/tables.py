@@ -7,8 +7,13 @@ markdown (caption below it), CSV (seed means, machine-readable) and LaTeX (bookt
 ``\\usepackage{booktabs}``).
 
 A row trained without the pretrained weights its recipe intends is marked with a dagger and a footnote, so
-such numbers are never mistaken for the real thing. A row whose metrics were computed under another protocol
-than the current params.yaml (protocol hash mismatch) is marked stale in the caption.
+such numbers are never mistaken for the real thing; a row of released weights (an evaluation-only entry, not
+trained here) is marked with a double dagger and its caption line gives the file's sha256. A row whose metrics
+were computed under another protocol than the current params.yaml (protocol hash mismatch) is marked stale in the
+caption.
+
+The cost of each detector (`efficiency_frame`: parameters, GFLOPs per image, evaluation images/s, peak memory;
+see engine.efficiency) can be shown beside Mean (`write_table(..., cost=...)`); cost columns are not ranked.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from sep_bench.io import read_json, write_text
 
 __all__ = [
     "load_metrics",
+    "run_key",
     "row_name",
+    "efficiency_frame",
+    "cost_columns",
     "common_generators",
     "metric_frames",
     "metric_table",
@@ -40,18 +48,23 @@ __all__ = [
     "write_breakdown",
     "write_summary_csv",
     "NOT_PRETRAINED_MARK",
+    "RELEASED_MARK",
     "METRIC_TITLES",
 ]
 
 NOT_PRETRAINED_MARK = "†"
+RELEASED_MARK = "‡"
 DECIMALS = 2
 METRIC_TITLES = {"acc": "ACC", "ap": "AP", "auc": "AUC", "real_acc": "real ACC", "fake_acc": "fake ACC"}
 NOT_PRETRAINED_NOTE = (f"{NOT_PRETRAINED_MARK} trained without the pretrained weights its recipe intends "
                        "(pretrained: false): not comparable to the paper's numbers.")
+RELEASED_NOTE = (f"{RELEASED_MARK} released weights (an evaluation-only entry of params.yaml `released:`), "
+                 "evaluated under this protocol without training here; the file's sha256 is in its caption line.")
 
 
 def load_metrics(folder: str | Path, detectors: Iterable[str], seeds: Iterable[int]) -> list[dict]:
-    """Metrics of every (detector, seed) under `folder` (``<detector>/seed<s>.json``), in that order."""
+    """Metrics of every (row key, seed) under `folder` (``<key>/seed<s>.json``), in that order; a key is a
+    detector name or an evaluation-only entry's name."""
     folder = Path(folder)
     seeds = list(seeds)
     files = [folder / d / f"seed{s}.json" for d in detectors for s in seeds]
@@ -61,10 +74,16 @@ def load_metrics(folder: str | Path, detectors: Iterable[str], seeds: Iterable[i
     return [read_json(f) for f in files]
 
 
+def run_key(m: dict) -> str:
+    """Which row a metrics file belongs to: the evaluation-only entry's name, else the detector's."""
+    return m.get("entry") or m["detector"]
+
+
 def row_name(m: dict) -> str:
-    """A table row's name: the detector, with the dagger when it lacks its intended pretrained weights."""
+    """A table row's name: its key, with the double dagger for released weights and the dagger when it lacks its
+    intended pretrained weights."""
     untrained = m.get("intended_pretrained") and not m.get("pretrained")
-    return m["detector"] + (NOT_PRETRAINED_MARK if untrained else "")
+    return run_key(m) + (RELEASED_MARK if m.get("released") else "") + (NOT_PRETRAINED_MARK if untrained else "")
 
 
 def common_generators(metrics: list[dict]) -> list[str]:
@@ -77,8 +96,8 @@ def common_generators(metrics: list[dict]) -> list[str]:
     for m in metrics:
         if m["test_generators"] != generators:
             raise ProtocolError(
-                f"{m['detector']} (seed {m['seed']}) was tested on {', '.join(m['test_generators'])}, "
-                f"{metrics[0]['detector']} (seed {metrics[0]['seed']}) on {', '.join(generators)}: results of "
+                f"{run_key(m)} (seed {m['seed']}) was tested on {', '.join(m['test_generators'])}, "
+                f"{run_key(metrics[0])} (seed {metrics[0]['seed']}) on {', '.join(generators)}: results of "
                 "different protocols cannot share a table (rerun `dvc repro`)")
     return list(generators)
 
@@ -103,6 +122,70 @@ def metric_frames(metrics: list[dict], metric: str = "acc") -> tuple[pd.DataFram
         f.columns = [*generators, "Mean"]
     n.index.name = "detector"
     return mean, std, n
+
+
+def efficiency_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Cost per row (seed mean; peak memory: max): params_total, params_trainable, gflops, images_per_s,
+    peak_memory_mib, peak_memory_kind, device. Rows without an ``efficiency`` block (older metrics) are absent."""
+    by_row: dict[str, list[dict]] = {}
+    for m in metrics:
+        if m.get("efficiency"):
+            by_row.setdefault(row_name(m), []).append(m["efficiency"])
+
+    def avg(es: list[dict], key: str) -> float:
+        vals = [e[key] for e in es if e.get(key) is not None]
+        return float(np.mean(vals)) if vals else math.nan
+
+    rows = {
+        row: {
+            "params_total": es[0]["params_total"],
+            "params_trainable": es[0]["params_trainable"],
+            "gflops": avg(es, "flops_per_image") / 1e9,
+            "images_per_s": avg(es, "images_per_s"),
+            "peak_memory_mib": max(e["peak_memory_mib"] for e in es),
+            "peak_memory_kind": es[0]["peak_memory_kind"],
+            "device": ", ".join(sorted({e["device"] for e in es})),
+        }
+        for row, es in by_row.items()
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[
+        "params_total", "params_trainable", "gflops", "images_per_s", "peak_memory_mib", "peak_memory_kind", "device"])
+    frame.index.name = "detector"
+    return frame
+
+
+#: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals)
+COST_COLUMNS = {"Params (M)": ("params_total", 1e-6, 2), "GFLOPs": ("gflops", 1.0, 3),
+                "img/s": ("images_per_s", 1.0, 0), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
+
+
+_EXTRA_DECIMALS = {"Params": 0, "Trainable": 0, **{t: d for t, (_, _, d) in COST_COLUMNS.items()}}
+
+
+def column_decimals(title: str) -> int:
+    """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`."""
+    return _EXTRA_DECIMALS.get(title, DECIMALS)
+
+
+def cost_columns(eff: pd.DataFrame, index: Sequence[str]) -> pd.DataFrame:
+    """The cost columns as numbers (rows `index`; NaN where a row has no efficiency record)."""
+    out = pd.DataFrame(index=pd.Index(list(index), name="detector"))
+    for title, (col, scale, decimals) in COST_COLUMNS.items():
+        values = eff[col].reindex(out.index).astype(float) * scale
+        out[title] = values.round(decimals)
+    return out
+
+
+def cost_caption(eff: pd.DataFrame) -> str:
+    kinds = set(eff["peak_memory_kind"].dropna())
+    memory = " and ".join(
+        {"cpu_peak_rss": "the evaluating process's peak RSS (CPU)", "cuda_peak_allocated": "peak CUDA memory allocated"}
+        .get(k, k) for k in sorted(kinds))
+    devices = ", ".join(sorted(set(eff["device"].dropna())))
+    return ("Cost beside Mean (not ranked): Params = total parameters (millions); GFLOPs = forward FLOPs per image "
+            "(torch FlopCounterMode, 2 per multiply-add, batch 1, at the view sizes of the profile's first test "
+            f"image); img/s = the clean evaluation pass (decode + views + forward) and Mem = {memory or 'n/a'}, "
+            f"measured on {devices or 'n/a'}.")
 
 
 def metric_table(metrics: list[dict], metric: str = "acc") -> pd.DataFrame:
@@ -162,13 +245,31 @@ def _index_columns(mean: pd.DataFrame) -> tuple[list[str], list[tuple]]:
     return names, keys
 
 
-def render_markdown(mean: pd.DataFrame, std: pd.DataFrame | None = None, marks: pd.DataFrame | None = None) -> str:
-    """A GitHub markdown (pipe) table; bold best, underlined (``<u>``) second."""
+def _extra_cells(extra: pd.DataFrame | None, index) -> tuple[list[str], list[list[str]]]:
+    """Unranked columns (e.g. cost) as text, one list per row of `index`."""
+    if extra is None:
+        return [], [[] for _ in index]
+    texts = []
+    for idx in index:
+        row = []
+        for col in extra.columns:
+            v = extra.loc[idx, col]
+            decimals = column_decimals(col)
+            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{decimals}f}")
+        texts.append(row)
+    return list(map(str, extra.columns)), texts
+
+
+def render_markdown(mean: pd.DataFrame, std: pd.DataFrame | None = None, marks: pd.DataFrame | None = None,
+                    extra: pd.DataFrame | None = None) -> str:
+    """A GitHub markdown (pipe) table; bold best, underlined (``<u>``) second; `extra` columns unranked."""
     marks = rank_marks(mean) if marks is None else marks
     names, keys = _index_columns(mean)
-    body = [[*map(str, k), *cells] for k, cells in zip(keys, _cells(mean, std, marks, latex=False))]
-    headers = [*names, *map(str, mean.columns)]
-    align = ["left"] * len(names) + ["right"] * len(mean.columns)
+    extra_cols, extra_cells = _extra_cells(extra, mean.index)
+    body = [[*map(str, k), *cells, *more]
+            for k, cells, more in zip(keys, _cells(mean, std, marks, latex=False), extra_cells)]
+    headers = [*names, *map(str, mean.columns), *extra_cols]
+    align = ["left"] * len(names) + ["right"] * (len(mean.columns) + len(extra_cols))
     return tabulate(body, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
@@ -199,12 +300,15 @@ def render_latex(
     caption: Sequence[str] = (),
     label: str = "",
     notes: Sequence[str] = (),
+    extra: pd.DataFrame | None = None,
 ) -> str:
-    """A booktabs ``table`` environment: bold best, underlined second; `notes` go under the tabular."""
+    """A booktabs ``table`` environment: bold best, underlined second; `notes` go under the tabular; `extra`
+    columns (unranked) after a vertical gap."""
     marks = rank_marks(mean) if marks is None else marks
     names, keys = _index_columns(mean)
-    cells = _cells(mean, std, marks, latex=True)
-    spec = "l" * len(names) + "r" * len(mean.columns)
+    extra_cols, extra_cells = _extra_cells(extra, mean.index)
+    cells = [[*c, *more] for c, more in zip(_cells(mean, std, marks, latex=True), extra_cells)]
+    spec = "l" * len(names) + "r" * len(mean.columns) + ("@{\\hspace{1.5em}}" + "r" * len(extra_cols) if extra_cols else "")
     lines = [
         "% Generated by `sep-bench report`; needs \\usepackage{booktabs}.",
         "\\begin{table}[t]",
@@ -217,7 +321,7 @@ def render_latex(
     lines += [
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
-        " & ".join(latex_escape(h) for h in [*names, *map(str, mean.columns)]) + " \\\\",
+        " & ".join(latex_escape(h) for h in [*names, *map(str, mean.columns), *extra_cols]) + " \\\\",
         "\\midrule",
     ]
     prev = None
@@ -252,11 +356,17 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
     ]
     by_det: dict[str, list[dict]] = {}
     for m in metrics:
-        by_det.setdefault(m["detector"], []).append(m)
+        by_det.setdefault(run_key(m), []).append(m)
     for det, ms in by_det.items():
         weights = ", ".join(sorted({str(m.get("weights", "?")) for m in ms}))
         hashes = sorted({m.get("protocol_hash", "?") for m in ms})
-        fact = f"`{det}`: weights {weights}"
+        released = ms[0].get("released")
+        if released:
+            fact = (f"`{det}`: released weights of `{ms[0]['detector']}`, {released['source']} "
+                    f"(sha256 {released['sha256']})" + (f", {released['note']}" if released.get("note") else "")
+                    + f"; model weights {weights}")
+        else:
+            fact = f"`{det}`: weights {weights}"
         if facts and facts.get(det):
             fact += f"; {facts[det]}"
         fact += f"; protocol {', '.join(hashes)}"
@@ -264,15 +374,22 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
             fact += f" (STALE: params.yaml now gives {current_hashes[det]}; rerun `dvc repro`)"
         lines.append(fact + ".")
     notes = [NOT_PRETRAINED_NOTE] if any(NOT_PRETRAINED_MARK in row_name(m) for m in metrics) else []
+    if any(m.get("released") for m in metrics):
+        notes.append(RELEASED_NOTE)
     return lines, notes
 
 
 def _write_all(out_stem: Path, mean: pd.DataFrame, std: pd.DataFrame | None, marks: pd.DataFrame,
-               caption: list[str], notes: list[str], label: str, extra_md: str = "") -> None:
-    write_text(out_stem.with_suffix(".csv"), mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f"))
-    md = render_markdown(mean, std, marks) + "\n\n" + "\n".join(caption + notes) + "\n" + extra_md
+               caption: list[str], notes: list[str], label: str, extra_md: str = "",
+               cost: pd.DataFrame | None = None) -> None:
+    csv = mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f")
+    if cost is not None:  # each cost column with its own precision
+        text = cost.apply(lambda c: c.map(lambda v, d=column_decimals(c.name): "" if math.isnan(v) else f"{v:.{d}f}"))
+        csv = mean.round(DECIMALS).map(lambda v: "" if math.isnan(v) else f"{v:.{DECIMALS}f}").join(text).to_csv()
+    write_text(out_stem.with_suffix(".csv"), csv)
+    md = render_markdown(mean, std, marks, cost) + "\n\n" + "\n".join(caption + notes) + "\n" + extra_md
     write_text(out_stem.with_suffix(".md"), md)
-    tex = render_latex(mean, std, marks, caption=caption[:1], label=label, notes=[*caption[1:], *notes])
+    tex = render_latex(mean, std, marks, caption=caption[:1], label=label, notes=[*caption[1:], *notes], extra=cost)
     write_text(out_stem.with_suffix(".tex"), tex)
 
 
@@ -284,15 +401,23 @@ def write_table(
     facts: Mapping[str, str] | None = None,
     current_hashes: Mapping[str, str] | None = None,
     extra_md: str = "",
+    cost: bool = False,
 ) -> pd.DataFrame:
-    """Write ``<out_stem>.md``, ``.csv`` and ``.tex`` of `metric`; return the (rounded) seed-mean frame."""
+    """Write ``<out_stem>.md``, ``.csv`` and ``.tex`` of `metric`; return the (rounded) seed-mean frame.
+
+    `cost`: add the cost columns (`COST_COLUMNS`) after Mean, when the metrics carry efficiency records."""
     out_stem = Path(out_stem)
     mean, std, n = metric_frames(metrics, metric)
     show_std = std if (n > 1).any() else None
     marks = rank_marks(mean)
     caption, notes = caption_lines(metrics, METRIC_TITLES.get(metric, metric.upper()), facts, current_hashes)
     label = f"tab:{metrics[0]['profile']}-{metric}".replace("_", "-")
-    _write_all(out_stem, mean, show_std, marks, caption, notes, label, extra_md)
+    eff = efficiency_frame(metrics) if cost else None
+    cost_frame = None
+    if eff is not None and len(eff):
+        cost_frame = cost_columns(eff, mean.index)
+        notes = [*notes, cost_caption(eff)]
+    _write_all(out_stem, mean, show_std, marks, caption, notes, label, extra_md, cost_frame)
     return mean.round(DECIMALS)
 
 
