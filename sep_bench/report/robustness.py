@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from sep_bench import paths
-from sep_bench.io import atomic_path, read_json, write_text
-from sep_bench.report import tables
+from sep_bench.io import read_json, write_text
+from sep_bench.report import plots, tables
 
 __all__ = ["robustness_frame", "write_robustness"]
 
@@ -79,13 +79,7 @@ def _plot(acc: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
         axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    files = []
-    for fmt in ("png", "svg"):
-        out = out_stem.with_suffix(f".{fmt}")
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120, metadata={"Software": None} if fmt == "png" else {"Date": None})
-        files.append(out)
-    return files
+    return plots.save_figure(fig, out_stem)  # deterministic bytes (no dates, fixed SVG ids)
 
 
 def write_robustness(clean: list[dict], row_of: dict[str, str], perturbations: dict[str, list[str]],

@@ -255,7 +255,8 @@ def _extra_cells(extra: pd.DataFrame | None, index) -> tuple[list[str], list[lis
         for col in extra.columns:
             v = extra.loc[idx, col]
             decimals = column_decimals(col)
-            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{decimals}f}")
+            sign = "+" if str(col).startswith("Δ") else ""  # differences carry their sign
+            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{sign},.{decimals}f}")
         texts.append(row)
     return list(map(str, extra.columns)), texts
 
