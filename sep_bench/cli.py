@@ -214,7 +214,7 @@ def evaluate(
         if released is not None or weights is not None:
             if released is not None:
                 spec = resolve_released(p, released, prof_name, seed)
-                resolved = resolve_weights(released, p.released[released])  # the sha256 pin is checked here too
+                resolved = resolve_weights(released, p.released_entry(released))  # checks the sha256 pin too
             else:
                 spec = resolve(p, detector, prof_name, seed)
                 row = name or f"{detector}-released"
@@ -275,14 +275,11 @@ def released_resolve(
 ) -> None:
     """Find the entry's weights (downloading a hub reference when online), check its sha256 pin and write
     runs/released/<name>.json (the DVC stage released@<name>)."""
-    from sep_bench.protocol import ProtocolError
     from sep_bench.released import resolve_weights, write_record
 
     with user_errors():
         p, _ = load(params, None)
-        if name not in p.released:
-            raise ProtocolError(f"params.yaml has no entry released.{name}; defined: {', '.join(p.released) or 'none'}")
-        resolved = resolve_weights(name, p.released[name])
+        resolved = resolve_weights(name, p.released_entry(name))
         out = write_record(resolved)
         console.print(f"{name}: {resolved.detector} weights {resolved.path} sha256 {resolved.sha256} -> {out}",
                       highlight=False)

@@ -295,6 +295,14 @@ class Params(_Strict):
     def active_profile(self) -> Profile:
         return self.profiles[self.profile]
 
+    def released_entry(self, name: str) -> "ReleasedEntry":
+        """The evaluation-only entry `name` (a ProtocolError naming the defined ones when there is none)."""
+        if name not in self.released:
+            raise ProtocolError(
+                f"params.yaml has no entry released.{name}; defined: {', '.join(self.released) or 'none'}"
+            )
+        return self.released[name]
+
 
 def _format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str, source: str) -> str:
     lines = []
@@ -450,11 +458,7 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
 def resolve_released(params: Params, name: str, profile: str | None = None, seed: int | None = None) -> RunSpec:
     """The RunSpec of evaluation-only entry `name`: its detector's recipe for the profile, with the entry's
     `model` merged over it and its `pretrained` (when given) replacing the recipe's."""
-    if name not in params.released:
-        raise ProtocolError(
-            f"params.yaml has no entry released.{name}; defined: {', '.join(params.released) or 'none'}"
-        )
-    entry = params.released[name]
+    entry = params.released_entry(name)
     spec = resolve(params, entry.detector, profile, seed)
     merged = deep_merge(spec.recipe.model_dump(mode="json"), {"model": entry.model})
     if entry.pretrained is not None:

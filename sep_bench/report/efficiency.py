@@ -44,7 +44,7 @@ def _scatter(table: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     import seaborn as sns
 
     palette = sns.color_palette("colorblind", len(table))
-    with plots._figure((10.0, 4.0), ncols=2, sharey=True) as (fig, axes):
+    with plots.figure((10.0, 4.0), ncols=2, sharey=True) as (fig, axes):
         for ax, col, label in ((axes[0], "GFLOPs", "forward GFLOPs per image (log)"),
                                (axes[1], "img/s", "evaluation images/s (log)")):
             for (row, r), color in zip(table.iterrows(), palette):

@@ -20,14 +20,15 @@ import pandas as pd
 
 from sep_bench.io import atomic_path
 
-__all__ = ["heatmap", "grouped_bars", "reported_scatter", "roc_curves", "placeholder", "save_figure", "FORMATS"]
+__all__ = ["heatmap", "grouped_bars", "reported_scatter", "roc_curves", "placeholder", "figure", "save_figure", "FORMATS"]
 
 FORMATS = ("png", "svg")
 _RC = {"svg.hashsalt": "sep-bench", "svg.fonttype": "path", "font.family": "DejaVu Sans", "figure.dpi": 100}
 
 
 @contextmanager
-def _figure(figsize: tuple[float, float], ncols: int = 1, **subplots) -> Iterator:
+def figure(figsize: tuple[float, float], ncols: int = 1, **subplots) -> Iterator:
+    """A figure with `ncols` axes in the report's style (Agg backend, seaborn whitegrid); closed on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +66,7 @@ def heatmap(df: pd.DataFrame, out: str | Path, title: str) -> list[Path]:
     """A detectors x generators heatmap of a percentage table (the Mean column included, set apart)."""
     import seaborn as sns
 
-    with _figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8)) as (fig, ax):
+    with figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8)) as (fig, ax):
         sns.heatmap(df.astype(float), annot=True, fmt=".1f", vmin=50, vmax=100, cmap="viridis",
                     cbar_kws={"label": "%"}, ax=ax)
         ax.axvline(len(df.columns) - 1, color="white", lw=3)
@@ -83,7 +84,7 @@ def grouped_bars(mean: pd.DataFrame, ci: Mapping[str, Mapping] | None, out: str 
     rows, cols = list(mean.index), list(mean.columns)
     width = 0.8 / max(1, len(rows))
     palette = sns.color_palette("colorblind", len(rows))
-    with _figure((min(24.0, max(6.0, 0.3 * len(cols) * len(rows) + 2.5)), 4.2)) as (fig, ax):
+    with figure((min(24.0, max(6.0, 0.3 * len(cols) * len(rows) + 2.5)), 4.2)) as (fig, ax):
         x = np.arange(len(cols))
         for i, (row, color) in enumerate(zip(rows, palette)):
             vals = mean.loc[row].to_numpy(dtype=float)
@@ -111,7 +112,7 @@ def reported_scatter(table: pd.DataFrame | None, out: str | Path, title: str, no
         return placeholder(out, title, note or "no reported figures to compare with")
     import seaborn as sns
 
-    with _figure((6.0, 5.0)) as (fig, ax):
+    with figure((6.0, 5.0)) as (fig, ax):
         lo = float(min(table["reported"].min(), table["reproduced"].min(), 50.0)) - 2
         ax.plot([lo, 100], [lo, 100], color="0.4", lw=1, ls="--", label="reproduced = reported")
         sns.scatterplot(data=table, x="reported", y="reproduced", hue="detector", style="generator", s=60, ax=ax)
@@ -135,7 +136,7 @@ def roc_curves(preds: pd.DataFrame, generators: Sequence[str], out: str | Path, 
     from sklearn.metrics import roc_auc_score, roc_curve
 
     palette = sns.color_palette("colorblind", len(generators))
-    with _figure((5.6, 5.0)) as (fig, ax):
+    with figure((5.6, 5.0)) as (fig, ax):
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
         for g, color in zip(generators, palette):
             sub = preds[preds["generator"] == g]
@@ -156,7 +157,7 @@ def roc_curves(preds: pd.DataFrame, generators: Sequence[str], out: str | Path, 
 
 def placeholder(out: str | Path, title: str, message: str) -> list[Path]:
     """A small figure that says why there is no plot (the pipeline's outputs always exist)."""
-    with _figure((5.6, 2.0)) as (fig, ax):
+    with figure((5.6, 2.0)) as (fig, ax):
         ax.axis("off")
         ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=11, weight="bold", transform=ax.transAxes)
         ax.text(0.5, 0.3, message, ha="center", va="center", fontsize=9, wrap=True, transform=ax.transAxes)

@@ -383,8 +383,9 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
 def _write_all(out_stem: Path, mean: pd.DataFrame, std: pd.DataFrame | None, marks: pd.DataFrame,
                caption: list[str], notes: list[str], label: str, extra_md: str = "",
                cost: pd.DataFrame | None = None) -> None:
-    csv = mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f")
-    if cost is not None:  # each cost column with its own precision
+    if cost is None:
+        csv = mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f")
+    else:  # each cost column with its own precision
         text = cost.apply(lambda c: c.map(lambda v, d=column_decimals(c.name): "" if math.isnan(v) else f"{v:.{d}f}"))
         csv = mean.round(DECIMALS).map(lambda v: "" if math.isnan(v) else f"{v:.{DECIMALS}f}").join(text).to_csv()
     write_text(out_stem.with_suffix(".csv"), csv)
