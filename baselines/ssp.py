@@ -40,35 +40,11 @@ from torch import nn
 from baselines._common import BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
+from sep_bench.layers.srm import SRMConv2d
 from sep_bench.sep.eps import SMALL_IMAGE_SIZE, Mode, ensure_min_size, select_patch
 from sep_bench.weights import WeightsSource, load_state_dict
 
-__all__ = ["SSPConfig", "SSP", "SRMConv", "srm_kernel", "SPEC"]
-
-_KB = [[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]
-_KV = [[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]
-_H2 = [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
-
-
-def srm_kernel(in_channels: int = 3) -> torch.Tensor:
-    """The three SRM filters (KB/4, KV/12, horizontal 2nd order/2), each repeated over the input channels:
-    (3, in_channels, 5, 5), so every output channel is one filter summed over RGB."""
-    filters = torch.tensor([_KB, _KV, _H2], dtype=torch.float64) / torch.tensor([4.0, 12.0, 2.0], dtype=torch.float64).view(3, 1, 1)
-    return filters.unsqueeze(1).repeat(1, in_channels, 1, 1).float()
-
-
-class SRMConv(nn.Module):
-    """Fixed SRM filtering then Hardtanh(-limit, limit). The kernel is a non-trainable Parameter named ``kernel``
-    (as the official ``SRMConv2d_simple``), so it appears in the state dict under the official key."""
-
-    def __init__(self, in_channels: int = 3, limit: float = 3.0) -> None:
-        super().__init__()
-        self.kernel = nn.Parameter(srm_kernel(in_channels), requires_grad=False)
-        self.limit = limit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.hardtanh(F.conv2d(x, self.kernel, stride=1, padding=2), -self.limit, self.limit)
-
+__all__ = ["SSPConfig", "SSP", "SPEC"]
 
 class SSPConfig(BlurJpegConfig):
     """``detectors.ssp.model`` (defaults: the official recipe, ``train_val.sh``)."""
@@ -94,7 +70,7 @@ class SSP(Detector):
     def __init__(self, disc: nn.Module, input_size: int = 256) -> None:
         super().__init__()
         self.input_size = input_size
-        self.srm = SRMConv()
+        self.srm = SRMConv2d(3, bank="srm3", limit=3.0)
         self.disc = disc
 
     def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:

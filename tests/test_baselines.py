@@ -189,7 +189,7 @@ def test_cnnspot_loads_official_format(tmp_path):
 def test_ssp_official_format_and_label_flip(tmp_path):
     import torch.nn.functional as F
 
-    from baselines.ssp import srm_kernel
+    from sep_bench.layers.srm import srm_kernel
 
     torch.manual_seed(2)
     spec, cfg, official = build("ssp")  # stands in for an official model: same module names

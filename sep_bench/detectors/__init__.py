@@ -51,6 +51,12 @@ class Detector(nn.Module):
     of shape (B,). `loss` defaults to binary cross-entropy on the fake logit; override it for detectors whose
     official recipe uses another loss. A detector whose `forward_features` is frozen sets
     ``frozen_features = True``; the engine may then feed cached features (``views == {"features": f}``).
+
+    Training goes through `train_forward` and `train_loss`: by default the fake logits and `loss` on them.
+    A detector whose official objective needs more than the logit (a contrastive loss on embeddings, an
+    auxiliary regulariser) overrides `train_forward` to return extra tensors beside ``"logits"`` and
+    `train_loss` to combine them. The engine calls `train_forward` through the (DDP-wrapped) model, so
+    gradients of everything it returns are synchronised across ranks.
     """
 
     frozen_features: bool = False
@@ -71,6 +77,14 @@ class Detector(nn.Module):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+    def train_forward(self, views: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training-time outputs: at least ``{"logits": Tensor[B]}`` (fake logits, used for the running metrics)."""
+        return {"logits": self(views)}
+
+    def train_loss(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The training objective on `train_forward`'s outputs; default: `loss` on the logits."""
+        return self.loss(outputs["logits"], labels)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -53,6 +53,17 @@ class TrainResult:
     skipped: dict
 
 
+class _TrainForward(torch.nn.Module):
+    """Routes the wrapper's forward to `Detector.train_forward`, so DDP (which hooks ``forward``) sees it."""
+
+    def __init__(self, model: Detector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, views):
+        return self.model.train_forward(views)
+
+
 def make_optimizer(params: list[torch.nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:
     if not params:
         raise ValueError("the detector has no trainable parameters")
@@ -180,9 +191,9 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.trainable_parameters(), recipe.optim)
-    forward = model
+    forward: torch.nn.Module = _TrainForward(model)
     if dinfo.enabled:
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     if spec.profile.compile:
         forward = torch.compile(forward)
     bs = recipe.train.batch_size
@@ -297,8 +308,8 @@ def train(
                 views = to_device(batch.views, device, channels_last)
                 labels = batch.labels.to(device)
                 with autocast(device, spec.profile.amp):
-                    logits = forward(views)
-                loss = model.loss(logits, labels)
+                    outputs = forward(views)
+                loss = model.train_loss(outputs, labels)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite training loss at epoch {epoch} step {step}")
                 optimizer.zero_grad(set_to_none=True)

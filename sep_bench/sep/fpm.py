@@ -36,19 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sep_bench.layers.dwt import dwt_forward
+
 __all__ = ["DWTMap", "dwt_encoder", "GroupedDilatedFrequencyEnhancer", "tile_subbands"]
-
-
-def _dwt_forward(wave: str, mode: str) -> nn.Module:
-    try:
-        from pytorch_wavelets import DWTForward
-    except ImportError as err:  # also raised when setuptools >= 81 removed pkg_resources
-        raise ImportError(
-            "SEP's frequency branch needs pytorch_wavelets (pip install 'pytorch-wavelets>=1.3' PyWavelets "
-            "'setuptools<81'; pytorch_wavelets 1.3 imports pkg_resources, which setuptools 81 removed). "
-            f"Original error: {err}. Or disable the branch with `fpm: false`."
-        ) from err
-    return DWTForward(J=1, mode=mode, wave=wave)
 
 
 def tile_subbands(ll: torch.Tensor, lh: torch.Tensor, hl: torch.Tensor, hh: torch.Tensor) -> torch.Tensor:
@@ -72,7 +62,7 @@ class DWTMap(nn.Module):
         super().__init__()
         if bands not in ("tiled", "hh"):
             raise ValueError(f"bands must be 'tiled' or 'hh', got {bands!r}")
-        self.transform = _dwt_forward(wave, mode)
+        self.transform = dwt_forward(wave, mode)
         for name, buf in list(self.transform.named_buffers(recurse=False)):
             self.transform.register_buffer(name, buf, persistent=False)
         self.antialias = antialias

@@ -5,7 +5,7 @@ Independent re-implementation of 1112348/SEP-for-AIGCDetection ``models/model.py
 ``MultiHeadBidirectionalCrossSpatialAttention_srm``; no licence in that repository, no code copied). Module and
 parameter names are the official ones, so these official state-dict keys load unchanged:
 
-- ``srm.kernel`` (3, 3, 5, 5): a ``Parameter`` with ``requires_grad=False``;
+- ``srm.kernel`` (3, 3, 5, 5): a ``Parameter`` with ``requires_grad=False`` (`sep_bench.layers.srm.SRMConv2d`);
 - ``spalAtten.{q_conv_h, k_conv_w, v_conv_w, q_conv_w, k_conv_h, v_conv_h}.weight`` (C, C, 1, 1), no bias;
 - ``spalAtten.q_conv_h_srm.{0,2}.weight``, ``spalAtten.q_conv_w_srm.{0,2}.weight`` (C, C, 1, 1): Sequential
   Conv-ReLU-Conv-ReLU, no bias;
@@ -24,41 +24,11 @@ broadcast over W. ``w = projection(cat(out_HW, out_WH))``; output ``x + w * x``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SRM_FILTERS", "srm_kernel", "SRMConv2d", "GBCSA"]
+from sep_bench.layers.srm import SRMConv2d, srm_kernel  # the shared SRM bank (re-exported for SEP)
 
-#: The three 5x5 SRM high-pass filters of SEP (and SSP): KB/4, KV/12, horizontal second order/2.
-SRM_FILTERS: tuple[tuple[tuple[float, ...], ...], ...] = (
-    tuple(tuple(v / 4.0 for v in row) for row in (
-        (0, 0, 0, 0, 0), (0, -1, 2, -1, 0), (0, 2, -4, 2, 0), (0, -1, 2, -1, 0), (0, 0, 0, 0, 0))),
-    tuple(tuple(v / 12.0 for v in row) for row in (
-        (-1, 2, -2, 2, -1), (2, -6, 8, -6, 2), (-2, 8, -12, 8, -2), (2, -6, 8, -6, 2), (-1, 2, -2, 2, -1))),
-    tuple(tuple(v / 2.0 for v in row) for row in (
-        (0, 0, 0, 0, 0), (0, 0, 0, 0, 0), (0, 1, -2, 1, 0), (0, 0, 0, 0, 0), (0, 0, 0, 0, 0))),
-)  # fmt: skip
-
-
-def srm_kernel(in_channels: int = 3) -> torch.Tensor:
-    """(3, in_channels, 5, 5): each SRM filter repeated over the input channels (so it sums them)."""
-    k = torch.tensor(SRM_FILTERS, dtype=torch.float32)  # (3, 5, 5)
-    return k[:, None].repeat(1, in_channels, 1, 1)
-
-
-class SRMConv2d(nn.Module):
-    """Fixed SRM residuals: conv with `srm_kernel` (padding 2) then Hardtanh(-3, 3); official ``SRMConv2d_simple``.
-
-    The kernel is a ``Parameter`` with ``requires_grad=False`` (state-dict key ``kernel``), as in the official code.
-    """
-
-    def __init__(self, in_channels: int = 3, learnable: bool = False) -> None:
-        super().__init__()
-        self.truc = nn.Hardtanh(-3.0, 3.0)
-        self.kernel = nn.Parameter(srm_kernel(in_channels), requires_grad=learnable)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.truc(F.conv2d(x, self.kernel.to(x.dtype), padding=2))
+__all__ = ["srm_kernel", "SRMConv2d", "GBCSA"]
 
 
 def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:

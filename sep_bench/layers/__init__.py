@@ -1,0 +1,10 @@
+"""Building blocks shared by SEP and the baselines, one idea per module (timm ``layers/`` style).
+
+- `srm`: fixed SRM high-pass filter banks (SEP/SSP's 3 filters, the 30-filter steganalysis bank of AIDE and
+  PatchCraft) and the convolution that applies them.
+- `dwt`: discrete wavelet transforms (pytorch_wavelets wrappers; SEP's FPM, SAFE, FatFormer).
+- `dct`: orthonormal DCT-II matrices and 2-D / block DCTs (F3Net, FreDect, AIDE).
+
+Modules are imported by their full path (``from sep_bench.layers.srm import SRMConv2d``); this package imports
+nothing eagerly, so a block's optional dependency only matters to the detectors that use it.
+"""
