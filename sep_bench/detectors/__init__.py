@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Mapping
+import typing
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ __all__ = [
     "Detector",
     "DetectorSpec",
     "View",
+    "Provenance",
+    "PROVENANCES",
     "register",
     "get_detector",
     "list_detectors",
@@ -38,6 +41,9 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "sep_bench.detectors"
+
+Provenance = Literal["official", "official-inference", "paper"]
+PROVENANCES: tuple[str, ...] = typing.get_args(Provenance)
 
 View = Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]]
 """Turns one decoded RGB uint8 image (H, W, 3) into the tensors a detector needs, using only the given RNG for
@@ -108,6 +114,11 @@ class DetectorSpec:
             `load_official`.
         official_needs_backbone: the released weights cover only part of the model (UnivFD: the linear head),
             so the model is built with its pretrained backbone before `load_official`.
+        provenance: what the implementation is built from: ``official`` (the authors' model and training code
+            ported), ``official-inference`` (the authors' model/inference code; the training recipe reconstructed,
+            say from what in the module docstring), ``paper`` (no usable official code: re-implemented from the
+            paper, every guessed hyperparameter listed in the module docstring). Shown by ``sep-bench list`` and
+            marked in the tables.
     """
 
     name: str
@@ -120,7 +131,12 @@ class DetectorSpec:
     load_official: Callable[[Detector, Path], None] | None = None
     default_weights: str | None = None
     official_needs_backbone: bool = False
+    provenance: Provenance = "official"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"detector {self.name!r}: provenance {self.provenance!r} is not one of {PROVENANCES}")
 
     def make_config(self, values: Mapping[str, Any], prefix: str = "") -> BaseModel:
         from sep_bench.protocol import validate_model
