@@ -229,26 +229,27 @@ def evaluate(
         row = record["name"] if record else spec.detector
         tags = {**ablation_tags(spec), **({"sep_bench.released": record["sha256"]} if record else {})}
         with run_tracker(p, spec, "evaluate", tracking_uri, no_track, tags, row=row) as tracker:
+            folder = paths.robustness_dir(prof_name, row, spec.seed)
+            perts = list(spec.recipe.eval.perturbations)
+
+            def child(pert: str):
+                if tracker is None:
+                    return nullcontext(None)
+                return tracker.child(f"evaluate/{row}/seed{spec.seed}/{pert}", {"sep_bench.perturbation": pert},
+                                     {"perturbation": pert, **spec.flat_params()})
+
             with progress() as update:
                 m = run_eval(spec, ckpt, paths.metrics_path(prof_name, row, spec.seed),
                              paths.predictions_path(prof_name, row, spec.seed), tracker=tracker, progress=update,
-                             model=model, released=record)
+                             perturbations=perts, robustness_dir=folder, child_tracker=child, model=model,
+                             released=record)
             if tracker is not None:
                 tracker.set_tags({"sep_bench.pretrained": str(m["pretrained"]).lower(),
                                   "sep_bench.weights": m["weights"], "sep_bench.checkpoint": str(ckpt),
                                   "sep_bench.perturbation": "none"})
             rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
-            folder = paths.robustness_dir(prof_name, row, spec.seed)
-            for pert in spec.recipe.eval.perturbations:
-                child = nullcontext(None) if tracker is None else tracker.child(
-                    f"evaluate/{row}/seed{spec.seed}/{pert}", {"sep_bench.perturbation": pert},
-                    {"perturbation": pert, **spec.flat_params()})
-                with child as child_tracker, progress() as update:
-                    pm = run_eval(spec, ckpt, folder / f"{pert}.json", folder / f"{pert}.parquet",
-                                  tracker=child_tracker, progress=update, perturbation=pert, model=model,
-                                  released=record)
-                rows.append((f"Mean [{pert}]", pm["mean"]))
-            write_json(folder / "index.json", {"perturbations": spec.recipe.eval.perturbations})
+            rows += [(f"Mean [{pert}]", m["perturbed"][pert]["mean"]) for pert in perts]
+            write_json(folder / "index.json", {"perturbations": perts})
         table = Table(title=f"{row} on {prof_name}")
         for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
             table.add_column(col, justify="right" if col != "generator" else "left")

@@ -166,3 +166,26 @@ def test_training_with_persistent_workers_matches_in_process_loading(workdir):
                                 "profiles.tiny.loader": {"persistent_workers": True}})
     model_keys = [k for k in base if k.startswith("model.")]
     assert model_keys and all(torch.equal(base[k], workers[k]) for k in model_keys)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_one_pass_over_every_variant_equals_one_pass_per_variant(mixed_folder, npr_full_image, num_workers):
+    """The clean image and each perturbation, from one decode per image, give each separate pass's logits and
+    skips (views of equal shape share a forward batch across variants)."""
+    from sep_bench.data.perturb import parse_perturbation
+    from sep_bench.engine.inference import infer_variants, inference_loader
+
+    model, view = npr_full_image
+    names = ["none", "jpeg75", "blur1+down0.5", "down0.5"]
+    separate = [_infer(model, view, mixed_folder, batch_size=4, perturb=parse_perturbation(n)) for n in names]
+    loader = inference_loader(mixed_folder, view, seed=0, batch_size=8, num_workers=num_workers,
+                              device=torch.device("cpu"), max_pixels=10**8,
+                              variants=[parse_perturbation(n) for n in names])
+    seen = []
+    together = infer_variants(model, loader, len(mixed_folder), len(names), device=torch.device("cpu"),
+                              on_batch=seen.append)
+    assert sum(seen) == len(mixed_folder)  # progress counts images, not views
+    for name, one, joint in zip(names, separate, together):
+        assert np.array_equal(one.kept, joint.kept), name
+        np.testing.assert_allclose(joint.logits[joint.kept], one.logits[one.kept], rtol=0, atol=1e-5, err_msg=name)
+        assert [(s["index"], s["skip"]) for s in joint.skipped] == [(s["index"], s["skip"]) for s in one.skipped]

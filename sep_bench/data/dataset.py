@@ -29,6 +29,11 @@ class ViewDataset(Dataset):
     "index"), for datasets that hold a subset. `perturb` (see data.perturb) post-processes each decoded image
     before the view. `features` holds pre-computed frozen-backbone features by global
     index (see engine.feature_cache): those samples are not decoded, their view is ``{"features": f}``.
+
+    `variants` (evaluation only): a list of post-processing functions (``None`` = the clean image). Each item is
+    then a LIST with one entry per variant (tagged ``"variant": j``), all made from ONE decode of the image; every
+    variant's view draws from a fresh per-sample RNG with the same seed, so variant j is exactly what a separate
+    pass with ``perturb=variants[j]`` would see.
     """
 
     def __init__(
@@ -42,7 +47,10 @@ class ViewDataset(Dataset):
         index_offset: Sequence[int] | None = None,
         features: dict[int, torch.Tensor] | None = None,
         perturb=None,
+        variants: Sequence[Callable | None] | None = None,
     ) -> None:
+        if perturb is not None and variants is not None:
+            raise ValueError("give perturb or variants, not both")
         self.samples = list(samples)
         self.view = view
         self.seed = seed
@@ -51,6 +59,7 @@ class ViewDataset(Dataset):
         self.global_index = list(index_offset) if index_offset is not None else None
         self.features = features or {}
         self.perturb = perturb
+        self.variants = list(variants) if variants is not None else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -59,6 +68,8 @@ class ViewDataset(Dataset):
         position, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         s = self.samples[position]
         index = self.global_index[position] if self.global_index is not None else position
+        if self.variants is not None:
+            return self._variant_items(s, index, epoch)
         if index in self.features:
             return {"views": {"features": self.features[index]}, "label": s.label, "index": index}
         try:
@@ -70,6 +81,25 @@ class ViewDataset(Dataset):
             return {"skip": err.reason, "detail": str(err), "path": s.path, "index": index}
         return {"views": views, "label": s.label, "index": index}
 
+    def _variant_items(self, s: Sample, index: int, epoch: int) -> list[dict[str, Any]]:
+        def skip(j: int, err: DecodeError) -> dict[str, Any]:
+            return {"skip": err.reason, "detail": str(err), "path": s.path, "index": index, "variant": j}
+
+        try:
+            decoded = decode_image(s.path, self.max_pixels)
+        except DecodeError as err:
+            return [skip(j, err) for j in range(len(self.variants))]
+        items = []
+        for j, post in enumerate(self.variants):
+            try:
+                img = decoded if post is None else post(decoded)
+                views = self.view(img, sample_rng(self.seed, index, epoch))
+            except DecodeError as err:
+                items.append(skip(j, err))
+                continue
+            items.append({"views": views, "label": s.label, "index": index, "variant": j})
+        return items
+
 
 @dataclass
 class Batch:
@@ -77,16 +107,19 @@ class Batch:
     labels: torch.Tensor
     indices: torch.Tensor
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    variants: torch.Tensor | None = None  # per row: which evaluation variant (ViewDataset `variants`) it is
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
         views = {k: v.to(device, non_blocking=non_blocking) for k, v in self.views.items()}
-        return Batch(views, self.labels.to(device, non_blocking=non_blocking), self.indices, self.skipped)
+        return Batch(views, self.labels.to(device, non_blocking=non_blocking), self.indices, self.skipped,
+                     self.variants)
 
     def pin_memory(self) -> "Batch":
-        return Batch({k: v.pin_memory() for k, v in self.views.items()}, self.labels.pin_memory(), self.indices, self.skipped)
+        return Batch({k: v.pin_memory() for k, v in self.views.items()}, self.labels.pin_memory(), self.indices,
+                     self.skipped, self.variants)
 
 
 def collate(items: list[dict[str, Any]]) -> Batch:
@@ -98,7 +131,8 @@ def collate(items: list[dict[str, Any]]) -> Batch:
     views = {k: torch.stack([it["views"][k] for it in good]) for k in keys}
     labels = torch.tensor([it["label"] for it in good], dtype=torch.long)
     indices = torch.tensor([it["index"] for it in good], dtype=torch.long)
-    return Batch(views, labels, indices, skipped)
+    variants = torch.tensor([it.get("variant", 0) for it in good], dtype=torch.long)
+    return Batch(views, labels, indices, skipped, variants)
 
 
 def collate_by_shape(items: list[dict[str, Any]]) -> list[Batch]:
@@ -106,7 +140,10 @@ def collate_by_shape(items: list[dict[str, Any]]) -> list[Batch]:
 
     For views that keep the image size: a batch whose sizes differ (the size buckets rely on image headers, which
     can lie, e.g. an EXIF rotation the header reader missed) is split instead of failing in ``torch.stack``.
+    Items of a multi-variant dataset (lists) are flattened first: rows of different variants but equal view
+    shapes share a batch (``Batch.variants`` says which is which), so the forward batch keeps its size.
     """
+    items = [it for entry in items for it in (entry if isinstance(entry, list) else [entry])]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for it in items:
         if "skip" not in it:

@@ -1,4 +1,5 @@
-"""Evaluation: one pass over every test generator; per-image predictions and per-generator metrics.
+"""Evaluation: one pass over every test generator, clean and under each perturbation of the robustness suite
+(each image decoded once); per-image predictions and per-generator metrics per variant.
 
 Outputs (both written atomically):
 - predictions parquet: path, generator, label, fake_logit (skipped images are absent, and counted);
@@ -18,8 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Sequence
 
 import pandas as pd
 
@@ -28,7 +30,7 @@ from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
 from sep_bench.engine import efficiency
 from sep_bench.engine.checkpoint import load_detector
-from sep_bench.engine.inference import check_skips, run_inference
+from sep_bench.engine.inference import check_skips, infer_variants, inference_loader
 from sep_bench.engine.metrics import summarize_predictions
 from sep_bench.engine.runtime import pick_device
 from sep_bench.io import atomic_path, write_json
@@ -50,16 +52,20 @@ def evaluate(
     *,
     tracker=None,
     progress: Callable[[str, int, int], None] | None = None,
-    perturbation: str = "none",
+    perturbations: Sequence[str] = (),
+    robustness_dir: Path | None = None,
+    child_tracker: Callable[[str], ContextManager] | None = None,
     model=None,
     released: dict | None = None,
 ) -> dict:
-    """Evaluate the checkpoint under `spec`'s evaluation protocol and write predictions and metrics.
+    """Evaluate the checkpoint under `spec`'s evaluation protocol, clean and under each of `perturbations`, in
+    ONE pass over the test images (decoded once; see engine.inference), and write predictions and metrics.
 
-    `perturbation` (see data.perturb) post-processes every test image identically before the detector's views.
+    The clean pass goes to `metrics_out` / `predictions_out` and `tracker`; perturbation ``p`` (see
+    data.perturb) to ``robustness_dir/<p>.{json,parquet}`` and to the tracker ``child_tracker(p)`` opens.
     `model`: evaluate this model (e.g. the authors' released weights) instead of loading `checkpoint`.
     `released`: the evaluation-only entry's record (`sep_bench.released.ResolvedWeights.record`); its name becomes
-    the metrics' ``entry`` (the table row).
+    the metrics' ``entry`` (the table row). Returns the clean metrics, with ``perturbed``: {p: metrics}.
     """
     started = time.perf_counter()
     data = spec.profile.data
@@ -68,39 +74,80 @@ def evaluate(
         model, meta = load_detector(checkpoint, expect=spec.detector)
     else:  # released weights already loaded into `model` (see engine.predict.load_model); `checkpoint` is their file
         meta = {"model_config": spec.recipe.model}
+    if perturbations and robustness_dir is None:
+        raise ValueError("perturbations need a robustness_dir for their outputs")
     det = get_detector(spec.detector)
     cfg = det.make_config(meta.get("model_config", {}))
     device = pick_device(spec.profile.device)
     model.to(device)
     samples = evaluation_samples(data_root(spec.profile_name, data), data)
     row = released["name"] if released else spec.detector
+    variants = ["none", *perturbations]
     done = 0
 
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            progress(f"evaluate {row}" + ("" if perturbation == "none" else f" [{perturbation}]"), done, len(samples))
+            suffix = f" (+{len(perturbations)} perturbations)" if perturbations else ""
+            progress(f"evaluate {row}{suffix}", done, len(samples))
 
     efficiency.reset_peak_memory(device)
     inference_started = time.perf_counter()
-
-    res = run_inference(
-        model, samples, det.views(cfg, False, False), seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
-        num_workers=spec.recipe.eval.num_workers, device=device, amp=spec.profile.amp,
-        max_pixels=data.max_image_pixels, on_batch=on_batch, perturb=parse_perturbation(perturbation),
+    view = det.views(cfg, False, False)
+    loader = inference_loader(
+        samples, view, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
+        num_workers=spec.recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels,
         bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
+        variants=[parse_perturbation(v) for v in variants],
     )
+    results = infer_variants(model, loader, len(samples), len(variants), device=device, amp=spec.profile.amp,
+                             on_batch=on_batch)
     inference_seconds = time.perf_counter() - inference_started
+    common = {
+        "weights": model.weights.describe(),
+        "pretrained": model.weights.pretrained,
+        "intended_pretrained": det.default_weights is not None,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "released_weights": model_given,  # the authors' weights, evaluated without training here
+        **({"entry": row, "released": released} if released else {}),
+        "device": str(device),
+    }
+    outputs = {}
+    for name, res in zip(variants, results):  # check every variant before writing anything
+        outputs[name] = _variant_metrics(spec, samples, res, name, common)
+    seconds = round(time.perf_counter() - started, 2)
+    clean, clean_preds = outputs["none"]
+    clean["seconds"] = seconds
+    clean["efficiency"] = _efficiency(model, view, samples, results[0].kept, spec.seed, data.max_image_pixels,
+                                      device, inference_seconds, len(samples) * len(variants))
+    if perturbations:
+        clean["efficiency"]["evaluation_variants"] = len(variants)
+    _write(clean, clean_preds, metrics_out, predictions_out, tracker, results[0])
+    clean["perturbed"] = {}
+    for name, res in zip(variants[1:], results[1:]):
+        metrics, preds = outputs[name]
+        metrics["seconds"] = seconds
+        ctx = child_tracker(name) if child_tracker is not None else nullcontext(None)
+        with ctx as child:
+            _write(metrics, preds, robustness_dir / f"{name}.json", robustness_dir / f"{name}.parquet", child, res)
+        clean["perturbed"][name] = metrics
+    return clean
+
+
+def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dict) -> tuple[dict, pd.DataFrame]:
+    """Skip-budget checks (overall and per generator), predictions and the metrics record of one variant."""
+    data = spec.profile.data
+    what = f"evaluation of {spec.detector}" + ("" if perturbation == "none" else f" [{perturbation}]")
     for s in res.skipped:
         log.warning("skipped %s: %s", s["path"], s["detail"])
-    res.check(data.max_skip_fraction, f"evaluation of {spec.detector}")
+    res.check(data.max_skip_fraction, what)
     by_path = {s.path: s.generator for s in samples}
     for g in data.test_generators:  # a generator must not shrink past the budget either, even if the total does not
         skipped_g = [s for s in res.skipped if by_path.get(s["path"]) == g]
         check_skips(sum(1 for s in samples if s.generator == g), Counter(s["skip"] for s in skipped_g),
-                    data.max_skip_fraction, f"evaluation of {spec.detector} on {g}",
-                    skipped_g[0]["path"] if skipped_g else "")
+                    data.max_skip_fraction, f"{what} on {g}", skipped_g[0]["path"] if skipped_g else "")
     keep = res.kept
     preds = pd.DataFrame({
         "path": [s.path for s, k in zip(samples, keep) if k],
@@ -109,7 +156,6 @@ def evaluate(
         "fake_logit": res.logits[keep],
     })
     summary = summarize_predictions(preds, data.test_generators)
-    weights = model.weights
     metrics = {
         "schema": METRICS_SCHEMA,
         "detector": spec.detector,
@@ -125,41 +171,37 @@ def evaluate(
             {"path": s["path"], "generator": by_path.get(s["path"], ""), "reason": s["skip"]}
             for s in sorted(res.skipped, key=lambda s: s["index"])
         ],
-        "weights": weights.describe(),
-        "pretrained": weights.pretrained,
-        "intended_pretrained": det.default_weights is not None,
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": sha256_file(checkpoint),
-        "released_weights": model_given,  # the authors' weights, evaluated without training here
-        **({"entry": row, "released": released} if released else {}),
-        "device": str(device),
-        "seconds": round(time.perf_counter() - started, 2),
+        **common,
     }
-    if perturbation == "none":
-        metrics["efficiency"] = _efficiency(model, det.views(cfg, False, False), samples, res.kept, spec.seed,
-                                            data.max_image_pixels, device, inference_seconds, len(samples))
+    return metrics, preds
+
+
+def _write(metrics: dict, preds: pd.DataFrame, metrics_out: Path, predictions_out: Path, tracker, res) -> None:
     with atomic_path(predictions_out) as tmp:
         preds.to_parquet(tmp, index=False)
     write_json(metrics_out, metrics)
-    if tracker is not None:
-        flat = {f"{g}.{k}": v for g, m in summary["generators"].items() for k, v in m.items()}
-        flat.update({f"mean.{k}": v for k, v in summary["mean"].items()})
-        flat["skipped"] = len(res.skipped)
-        flat.update({f"skipped.{reason}": n for reason, n in res.skip_reasons.items()})
-        flat.update({f"efficiency.{k}": v for k, v in metrics.get("efficiency", {}).items()
-                     if isinstance(v, (int, float))})
-        tracker.log_metrics(flat)
-        tracker.set_tags({
-            "sep_bench.skipped": len(res.skipped),
-            "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(res.skip_reasons.items())) or "none",
-        })
-        tracker.log_artifact(metrics_out)
-        tracker.log_artifact(predictions_out)
-    return metrics
+    if tracker is None:
+        return
+    flat = {f"{g}.{k}": v for g, m in metrics["generators"].items() for k, v in m.items()}
+    flat.update({f"mean.{k}": v for k, v in metrics["mean"].items()})
+    flat["skipped"] = len(res.skipped)
+    flat.update({f"skipped.{reason}": n for reason, n in res.skip_reasons.items()})
+    flat.update({f"efficiency.{k}": v for k, v in metrics.get("efficiency", {}).items()
+                 if isinstance(v, (int, float))})
+    tracker.log_metrics(flat)
+    tracker.set_tags({
+        "sep_bench.skipped": len(res.skipped),
+        "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(res.skip_reasons.items())) or "none",
+    })
+    tracker.log_artifact(metrics_out)
+    tracker.log_artifact(predictions_out)
 
 
 def _efficiency(model, view, samples, kept, seed: int, max_pixels: int, device, seconds: float, n_seen: int) -> dict:
-    """Parameters, FLOPs per image (views of the first usable test image), throughput and peak memory of the pass."""
+    """Parameters, FLOPs per image (views of the first usable test image), throughput and peak memory of the pass.
+
+    Throughput counts every evaluated view (clean and perturbed alike: `n_seen`) per second of the single pass,
+    so it includes decoding, the perturbations and the views, as a user's evaluation run pays them."""
     from sep_bench.data.dataset import ViewDataset
 
     memory, memory_kind = efficiency.peak_memory_mib(device)

@@ -4,6 +4,10 @@ Batches hold images of one size when `bucket_by_size` is on (see data.buckets), 
 sizes still differ, so views that keep the image size (NPR on the full image) batch without resizing; a sample's
 logit does not depend on the batch it is in (eval mode; up to float rounding), and logits are written back
 in sample order.
+
+Several evaluation variants (the clean image and each perturbation of the robustness suite) run in ONE pass:
+each image is decoded once, post-processed once per variant, and rows of equal view shape share a forward
+batch whatever their variant (`infer_variants`). Each variant's logits equal those of a separate pass.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from sep_bench.detectors import Detector, View
 from sep_bench.engine.runtime import autocast, make_loader
 from sep_bench.protocol import LoaderSpec
 
-__all__ = ["InferenceResult", "run_inference", "inference_loader", "infer", "SkipBudgetError", "check_skips"]
+__all__ = ["InferenceResult", "run_inference", "inference_loader", "infer", "infer_variants", "SkipBudgetError",
+           "check_skips"]
 
 
 class SkipBudgetError(RuntimeError):
@@ -72,20 +77,24 @@ def inference_loader(
     perturb=None,
     bucket_by_size: bool = True,
     loader_settings: LoaderSpec | None = None,
+    variants: Sequence[Callable | None] | None = None,
 ) -> DataLoader:
     """The loader `infer` reads: views seeded per (seed, sample index), epoch 0; each item a list of same-shape
-    batches. Build it once to evaluate the same samples repeatedly (persistent workers then start once)."""
+    batches. Build it once to evaluate the same samples repeatedly (persistent workers then start once).
+
+    With `variants` (k post-processing functions, None = clean) each loader batch holds ceil(batch_size / k)
+    images, so it carries about `batch_size` views, as a single-variant batch does."""
     dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0, features=features,
-                          perturb=perturb)
+                          perturb=perturb, variants=variants)
+    images_per_batch = max(1, -(-batch_size // len(variants))) if variants else batch_size
     batches = None
     if bucket_by_size:
         batches = BucketBatchSampler(size_keys([s.path for s in samples], max_pixels, skip=set(features or ())),
-                                     batch_size)
-    return make_loader(dataset, batch_size, num_workers, device, settings=loader_settings, batch_sampler=batches,
-                       collate_fn=collate_by_shape)
+                                     images_per_batch)
+    return make_loader(dataset, images_per_batch, num_workers, device, settings=loader_settings,
+                       batch_sampler=batches, collate_fn=collate_by_shape)
 
 
-@torch.no_grad()
 def infer(
     model: Detector,
     loader: DataLoader,
@@ -96,21 +105,45 @@ def infer(
     on_batch: Callable[[int], None] | None = None,
 ) -> InferenceResult:
     """Fake logits in sample order over an `inference_loader` of `n_samples` samples; skips in sample order."""
+    return infer_variants(model, loader, n_samples, 1, device=device, amp=amp, on_batch=on_batch)[0]
+
+
+@torch.no_grad()
+def infer_variants(
+    model: Detector,
+    loader: DataLoader,
+    n_samples: int,
+    n_variants: int,
+    *,
+    device: torch.device,
+    amp: str = "off",
+    on_batch: Callable[[int], None] | None = None,
+) -> list[InferenceResult]:
+    """One `InferenceResult` per variant of a multi-variant `inference_loader` (or one for a plain loader).
+
+    `on_batch` receives the number of images (not views) the loader batch covered."""
     model.eval()
-    logits = np.full(n_samples, np.nan, dtype=np.float64)
-    skipped: list[dict] = []
+    logits = np.full((n_variants, n_samples), np.nan, dtype=np.float64)
+    skipped: list[list[dict]] = [[] for _ in range(n_variants)]
     for parts in loader:
+        views_seen = 0
         for batch in parts:
-            skipped += batch.skipped
+            for rec in batch.skipped:
+                skipped[rec.get("variant", 0)].append(rec)
+            views_seen += len(batch) + len(batch.skipped)
             if len(batch):
                 views = {k: v.to(device, non_blocking=True) for k, v in batch.views.items()}
                 with autocast(device, amp):
                     out = model(views)
-                logits[batch.indices.numpy()] = out.float().cpu().numpy()
+                rows = batch.variants.numpy() if batch.variants is not None else np.zeros(len(batch), dtype=np.int64)
+                logits[rows, batch.indices.numpy()] = out.float().cpu().numpy()
         if on_batch is not None:
-            on_batch(sum(len(batch) + len(batch.skipped) for batch in parts))
-    skipped.sort(key=lambda s: s["index"])
-    return InferenceResult(logits, skipped)
+            on_batch(views_seen // n_variants)
+    results = []
+    for j in range(n_variants):
+        skipped[j].sort(key=lambda s: s["index"])
+        results.append(InferenceResult(logits[j], skipped[j]))
+    return results
 
 
 def run_inference(
