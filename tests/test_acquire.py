@@ -335,7 +335,7 @@ def test_get_manual_genimage_builds_canonical_tree_and_manifest(tmp_path, genima
     st = manifest["stats"]["imagenet_ai_0419_sdv4"]["train"]
     assert st["fake"]["formats"] == {"PNG": 3} and st["real"]["formats"] == {"JPEG": 3}
     assert st["fake"]["width"] == {"min": 24, "median": 24, "max": 24}
-    assert "imagenet_glide.zip" in manifest["provenance"]["imagenet_glide"]["publisher_md5"]["checked"]
+    assert "imagenet_glide.zip" in manifest["provenance"]["imagenet_glide"]["md5_list"]["checked"]
     assert not list(out.parent.glob(".genimage.staging-*"))  # staging removed
     assert sorted(p.name for p in dl.iterdir()) == sorted(p.name for p in dl.iterdir())  # user files untouched
     assert (dl / "imagenet_glide.zip").exists()
@@ -371,14 +371,24 @@ def test_manifest_names_corrupted_missing_and_extra_files(tmp_path, genimage_dow
     assert "not in the manifest (an interrupted acquisition?): imagenet_glide/val/ai/stray.png" in msg
 
 
-def test_publisher_md5_mismatch_is_named(tmp_path):
+def test_md5_list_mismatch_is_a_warning_with_a_way_to_pin_the_copy(tmp_path):
     dl = tmp_path / "dl"
     dl.mkdir()
     write_zip(dl / "imagenet_glide.zip", genimage_members("imagenet_glide", splits=("val",)))
-    res = _get("genimage", "--root", dl, "--out", tmp_path / "out", "-g", "GLIDE")  # the bundled publisher list
-    assert res.exit_code == 2
-    assert _has(res.output, "imagenet_glide.zip", "3479bc2e81af2aacfb3b07e18ad3abad")
-    assert "Traceback" not in res.output and not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    res = _get("genimage", "--root", dl, "--out", out, "-g", "GLIDE")  # the bundled community list
+    assert res.exit_code == 0, res.output
+    pin = tmp_path / ".downloads" / "genimage" / "archives.sha256.json"
+    assert _has(res.output, "warning: imagenet_glide.zip", "3479bc2e81af2aacfb3b07e18ad3abad", "community",
+                f"--trust-sha256 {pin}")
+    prov = json.loads((out / MANIFEST_NAME).read_text())["provenance"]["imagenet_glide"]
+    assert prov["md5_list"]["mismatched"] == ["imagenet_glide.zip"] and "Drive" in prov["md5_list"]["list"]
+    # pinned: checked against the sha256 manifest instead, silently; a different file is then an error
+    res = _get("genimage", "--root", dl, "--out", out, "-g", "GLIDE", "--force", "--trust-sha256", pin)
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+    write_zip(dl / "imagenet_glide.zip", genimage_members("imagenet_glide", splits=("val",), seed=5))
+    res = _get("genimage", "--root", dl, "--out", out, "-g", "GLIDE", "--force", "--trust-sha256", pin)
+    assert res.exit_code == 2 and _has(res.output, "imagenet_glide.zip: sha256") and "Traceback" not in res.output
 
 
 def test_malicious_archive_via_cli_leaves_nothing(tmp_path):

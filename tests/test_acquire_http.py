@@ -8,7 +8,6 @@ import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
@@ -20,9 +19,9 @@ from sep_bench.cli import app
 from sep_bench.data.acquire.catalog import HFRepo, get_benchmark
 from sep_bench.data.acquire.download import ChecksumError, DownloadError, download
 from sep_bench.data.acquire.normalise import convert_parquet
-from sep_bench.data.acquire.verify import MANIFEST_NAME, verify_tree
+from sep_bench.data.acquire.verify import verify_tree
 from sep_bench.data.layouts import read_layout, summarize
-from tests.test_acquire import _has, genimage_members, image_bytes, write_zip
+from tests.test_acquire import image_bytes
 
 runner = CliRunner()
 
@@ -31,12 +30,15 @@ class FakeServer:
     """Routes: path -> bytes | dict (JSON) | callable(query) -> bytes | dict | None. Records every request.
 
     ``drop[path] = n`` makes the next GET of `path` announce the full length, send `n` bytes and close the
-    connection. Range requests (``bytes=N-``) are answered with 206 unless ``ignore_range``; ``If-Range`` with
-    another ETag gets the whole file.
+    connection. Range requests (``bytes=N-`` and ``bytes=N-M``, one range) are answered with 206 unless
+    ``ignore_range``; ``If-Range`` with another ETag gets the whole file. ``redirects[path] = url`` answers 302
+    to `url` (another host: object storage). ``sent`` counts the body bytes sent per path.
     """
 
     def __init__(self):
         self.routes: dict[str, object] = {}
+        self.redirects: dict[str, str] = {}
+        self.sent: dict[str, int] = {}
         self.requests: list[tuple[str, str, dict]] = []
         self.drop: dict[str, int] = {}
         self.extra_headers: dict[str, dict] = {}
@@ -61,6 +63,12 @@ def _handler(server: FakeServer):
         def _serve(self, head: bool):
             with server.lock:
                 server.requests.append((self.command, self.path, dict(self.headers)))
+            if (loc := server.redirects.get(urlsplit(self.path).path)) is not None:
+                self.send_response(302)
+                self.send_header("Location", loc)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             path, body = server.resolve(self.path)
             if body is None:
                 self.send_response(404)
@@ -71,10 +79,12 @@ def _handler(server: FakeServer):
             if isinstance(body, (dict, list)):
                 body, ctype = json.dumps(body).encode(), "application/json"
             etag = '"' + hashlib.sha256(body).hexdigest() + '"'
-            start, status = 0, 200
+            start, stop, status = 0, len(body), 200
             rng = self.headers.get("Range")
             if rng and not server.ignore_range and self.headers.get("If-Range", etag) == etag:
-                start = int(rng.split("=")[1].split("-")[0])
+                first, last = rng.split("=")[1].split("-")
+                start = int(first)
+                stop = min(int(last) + 1, len(body)) if last else len(body)
                 if start >= len(body):
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -84,11 +94,11 @@ def _handler(server: FakeServer):
                 status = 206
             self.send_response(status)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body) - start))
+            self.send_header("Content-Length", str(stop - start))
             self.send_header("ETag", etag)
             self.send_header("Accept-Ranges", "bytes")
             if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}")
             for k, v in server.extra_headers.get(path, {}).items():
                 self.send_header(k, v)
             self.end_headers()
@@ -97,11 +107,15 @@ def _handler(server: FakeServer):
             with server.lock:
                 cut = server.drop.pop(path, None) if self.command == "GET" else None
             if cut is not None:
-                self.wfile.write(body[start:start + cut])
+                self.wfile.write(body[start:min(start + cut, stop)])
                 self.wfile.flush()
+                with server.lock:
+                    server.sent[path] = server.sent.get(path, 0) + min(cut, stop - start)
                 self.close_connection = True
                 return
-            self.wfile.write(body[start:])
+            self.wfile.write(body[start:stop])
+            with server.lock:
+                server.sent[path] = server.sent.get(path, 0) + stop - start
 
         def do_GET(self):
             self._serve(head=False)
@@ -112,20 +126,29 @@ def _handler(server: FakeServer):
     return H
 
 
-@pytest.fixture
-def server():
+def _start(host_name: str = "127.0.0.1"):
     fake = FakeServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     httpd.daemon_threads = True
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    fake.url = f"http://{host_name}:{httpd.server_address[1]}"
+    return fake, httpd, t
+
+
+def _stop(httpd, t) -> None:
+    httpd.shutdown()
+    httpd.server_close()
+    t.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    fake, httpd, t = _start()
     try:
         yield fake
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        t.join(timeout=5)
+        _stop(httpd, t)
 
 
 def _ranges(server: FakeServer, path_part: str) -> list[str | None]:
@@ -180,85 +203,7 @@ def test_corrupted_download_is_detected_and_named(server, tmp_path):
         download(server.url + "/nothing", tmp_path / "n", retries=0)
 
 
-# ---- Dataverse --------------------------------------------------------------------------------------------------
-
-
-def _dataverse(server: FakeServer, tmp_path: Path, corrupt: bool = False) -> dict[int, bytes]:
-    files = {
-        11: ("imagenet_ai_0419_sdv4.zip", "",
-             write_zip(tmp_path / "a.zip", genimage_members("imagenet_ai_0419_sdv4", n=2)).read_bytes()),
-        12: ("imagenet_glide.zip", "", write_zip(tmp_path / "b.zip", genimage_members("imagenet_glide", n=2)).read_bytes()),
-        13: ("metadata.tab", "meta", b"file,label\nx.png,1\n"),
-    }
-    entries = []
-    for fid, (name, folder, data) in files.items():
-        df = {"id": fid, "filename": name, "filesize": len(data), "md5": hashlib.md5(data).hexdigest(),
-              "checksum": {"type": "MD5", "value": hashlib.md5(data).hexdigest()}}
-        if name.endswith(".tab"):
-            df.update(originalFileFormat="text/csv", originalFileName="metadata.csv")
-        entries.append({"label": name, "directoryLabel": folder or None, "restricted": False, "dataFile": df})
-        served = data[:-5] + b"XXXXX" if corrupt and fid == 11 else data
-        server.routes[f"/api/access/datafile/{fid}"] = served
-    server.routes["/api/datasets/:persistentId/"] = lambda q: (
-        {"status": "OK", "data": {"id": 1, "latestVersion": {"versionNumber": 1, "versionMinorNumber": 0,
-                                                              "files": entries}}}
-        if q.get("persistentId") == "doi:10.7910/DVN/AKDIHF" else None)
-    return {fid: d for fid, (_, _, d) in files.items()}
-
-
-def test_get_genimage_from_dataverse_api(server, tmp_path):
-    _dataverse(server, tmp_path)
-    server.drop["/api/access/datafile/11"] = 2000  # dropped mid-file: resumed within the run
-    out = tmp_path / "data" / "external" / "genimage"
-    res = runner.invoke(app, ["data", "get", "genimage", "--source", "dataverse", "--endpoint", server.url,
-                              "--out", str(out), "-g", "SDv1.4", "--retries", "2"])
-    assert res.exit_code == 0, res.output
-    got = [p for m, p, h in server.requests if m == "GET"]
-    assert "/api/access/datafile/12" not in got  # GLIDE not requested, not downloaded
-    assert "/api/access/datafile/13?format=original" in got  # metadata comes along, in its original format
-    assert _ranges(server, "/datafile/11") == [None, "bytes=2000-"]
-    assert summarize(read_layout(out, "genimage")) == {
-        "imagenet_ai_0419_sdv4": {"train": {"real": 2, "fake": 2}, "val": {"real": 2, "fake": 2}}}
-    prov = json.loads((out / MANIFEST_NAME).read_text())["provenance"]["imagenet_ai_0419_sdv4"]
-    assert prov["doi"] == "doi:10.7910/DVN/AKDIHF" and prov["endpoint"] == server.url
-    cache = tmp_path / "data" / "external" / ".downloads" / "genimage" / "dataverse"
-    assert not (cache / "imagenet_ai_0419_sdv4.zip").exists()  # downloads removed once installed
-    verify_tree(out, "genimage")
-
-
-def test_dataverse_corrupted_file_is_named(server, tmp_path):
-    _dataverse(server, tmp_path, corrupt=True)
-    res = runner.invoke(app, ["data", "get", "genimage", "--source", "dataverse", "--endpoint", server.url,
-                              "--out", str(tmp_path / "out"), "-g", "SDv1.4"])
-    assert res.exit_code == 2 and _has(res.output, "imagenet_ai_0419_sdv4.zip: md5 mismatch")
-    assert not (tmp_path / "out").exists()
-
-
-# ---- ModelScope ---------------------------------------------------------------------------------------------
-
-
-def test_get_aigcbench_from_modelscope_api(server, tmp_path):
-    members = {}
-    for gen in ("progan/car", "progan/cat", "ADM", "Glide", "wukong"):
-        for cls in ("0_real", "1_fake"):
-            for i in range(2):
-                members[f"test/{gen}/{cls}/{i}.png"] = image_bytes(hash((gen, cls, i)) % 1000)
-    blob = write_zip(tmp_path / "test.zip", members).read_bytes()
-    base = "/api/v1/datasets/aemilia/AIGCDetectionBenchmark/repo"
-    server.routes[base + "/tree"] = {"Code": 200, "Data": {"Files": [
-        {"Path": "test.zip", "Type": "blob", "Size": len(blob), "Sha256": hashlib.sha256(blob).hexdigest()},
-        {"Path": "README.md", "Type": "blob", "Size": 3}]}}
-    server.routes[base] = lambda q: blob if (q.get("FilePath"), q.get("Revision")) == ("test.zip", "master") else None
-    server.drop[base] = 5000
-    out = tmp_path / "aigcbench"
-    res = runner.invoke(app, ["data", "get", "aigcbench", "--endpoint", server.url, "--out", str(out),
-                              "-g", "progan,GLIDE,ADM", "--retries", "1"])
-    assert res.exit_code == 0, res.output
-    assert summarize(read_layout(out, "aigcbench")) == {
-        "ADM": {"test": {"real": 2, "fake": 2}}, "Glide": {"test": {"real": 2, "fake": 2}},
-        "progan": {"test": {"real": 4, "fake": 4}}}
-    assert (out / "progan" / "cat" / "1_fake" / "0.png").is_file()
-    assert _ranges(server, "FilePath=test.zip") == [None, "bytes=5000-"]
+# Dataverse (a byte-sliced Zip64 archive) and ModelScope (a paged tree): test_acquire_real.py
 
 
 # ---- Hugging Face -----------------------------------------------------------------------------------------------
@@ -331,8 +276,9 @@ def test_parquet_conversion_of_a_single_generator_copy(tmp_path):
     shard = tmp_path / "train-0.parquet"
     shard.write_bytes(parquet_shard(rows, generators=None))
     bench = get_benchmark("genimage")
+    repo = HFRepo("someone/GenImage_ADM_labelled", generator="imagenet_ai_0508_adm")
     counts = convert_parquet([(shard, "data/train-00000-of-00001.parquet")], tmp_path / "tree", bench,
-                             {"imagenet_ai_0508_adm"}, HFRepo("bitmind/GenImage_ADM", generator="imagenet_ai_0508_adm"))
+                             {"imagenet_ai_0508_adm"}, repo)
     assert counts == {"imagenet_ai_0508_adm": 6}  # the duplicate row is written once
     assert summarize(read_layout(tmp_path / "tree", "genimage")) == {
         "imagenet_ai_0508_adm": {"train": {"real": 3, "fake": 3}}}

@@ -2,8 +2,10 @@
 normalise into the canonical tree the layout readers expect (``data/external/<benchmark>``).
 
 Modules: `catalog` (benchmarks, generator names, hosting), `sources` (hf, dataverse, modelscope, manual),
-`download` (resumable HTTP), `extract` (safe zip/multi-part zip/tar), `normalise` (archive nesting and parquet
-shards -> canonical tree), `verify` (publisher md5, sha256 manifest, counts, image statistics), `assemble`
+`download` (resumable HTTP, byte ranges of sliced files, credentials scoped to their host), `remote` (the members
+of a remote byte-sliced zip, GenImage on Dataverse, without downloading the rest), `extract` (safe zip/multi-part
+zip/tar, member selection), `normalise` (archive nesting and parquet shards -> canonical tree, real/fake
+pairing), `verify` (md5 lists, sha256 manifest, counts, image statistics, bad files, pairing tag), `assemble`
 (staging, atomic install, completion marker), `commands` (the `sep-bench data get` command).
 """
 

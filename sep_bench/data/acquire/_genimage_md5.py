@@ -1,7 +1,10 @@
-"""GenImage's publisher checksums: md5 of each official archive part (Google Drive/Baidu downloads).
+"""An md5 list of GenImage's official archive parts (Google Drive/Baidu downloads). NOT from the publisher.
 
-Data, not code: the `data/checksums.csv` list of the GenImage repository (GenImage-Dataset/GenImage, commit
-b70f45a), obtained by its authors from the Google Drive API, re-ordered by file name. The official archives are
+Provenance: a community contribution, the ``checksums.csv`` of an unmerged pull request (#2 of
+GenImage-Dataset/GenImage, file as of commit b70f45a of that pull request), whose hashes were read from the
+Google Drive API for the Drive copy; re-ordered by file name here. The publisher has not confirmed it, and a
+copy from another mirror (Baidu) may differ: sep-bench treats a mismatch as a warning that names the file (see
+`sources.fetch_manual`, ``--trust-sha256``), never as proof of corruption. The official archives are
 ``<subset>.zip`` plus parts ``<subset>.z01``...; Google Drive may add a ``-001`` style suffix to the name.
 """
 

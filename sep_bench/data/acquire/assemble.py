@@ -7,6 +7,14 @@ target, rewrites the manifest, writes the completion marker (``.sep-bench-comple
 installed generators) and removes the intent file last. After an interruption the intent file remains: the next
 `acquire` rebuilds those generators and `verify_tree` refuses the tree until then. Downloads are kept on failure,
 so the next run resumes them.
+
+Only the members of the requested generators (and ``--splits``) are extracted from any zip or tar
+(`remote.member_selector`); members of remote sliced archives were fetched by the source and are extracted the
+same safe way. Files that are not images (the GenImage metadata CSV) go to ``<out>/metadata/``. The manifest and
+the marker record, per generator, how its real images were paired (``data_pairing``): ``benchmark`` (as
+published), ``recovered-from-path``, ``real-from:<dir>`` (a fake-only copy paired by the user) or
+``shared-reals`` (a copy without the pairing: reals shared out by hash, per-generator numbers are not the
+benchmark's).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator
 from sep_bench.data.acquire.download import Progress
 from sep_bench.data.acquire.extract import Limits, extract, group_archives, is_archive_name
 from sep_bench.data.acquire.normalise import convert_parquet, normalise_tree
+from sep_bench.data.acquire.remote import member_selector
 from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
 from sep_bench.data.acquire.verify import (
     INTENT_NAME,
@@ -61,18 +70,25 @@ def read_marker(out: Path, name: str = MARKER_NAME) -> dict:
         return {}
 
 
-def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress | None,
-                 bench_match) -> list[tuple[Path, Generator | None]]:
+def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress | None, bench: Benchmark,
+                 wanted: set[str], splits: set[str] | None) -> list[tuple[Path, Generator | None]]:
     """Extract every archive (and archives found inside them) under `raw`; return (folder, hint) pairs."""
+    bench_match = bench.match_in
     done: list[tuple[Path, Generator | None]] = []
-    queue = [(grp, hint, 0) for grp, hint in payload.archives]
     n = 0
+    for rz in payload.remote_zips:
+        n += 1
+        dest = raw / f"{n:04d}_{rz.name}"
+        log.info("extracting the fetched members of %s", rz.name)
+        rz.extract(dest, limits, progress)
+        done.append((dest, None))
+    queue = [(grp, hint, 0) for grp, hint in payload.archives]
     while queue:
         grp, hint, depth = queue.pop(0)
         n += 1
         dest = raw / f"{n:04d}_{grp.name}"
         log.info("extracting %s (%d part%s)", grp.name, len(grp.parts), "s" if len(grp.parts) > 1 else "")
-        extract(grp, dest, limits, progress)
+        extract(grp, dest, limits, progress, select=member_selector(bench, wanted, splits, hint))
         if depth > 0:  # an archive we extracted ourselves: drop it once its content is out
             for p in grp.parts:
                 p.unlink(missing_ok=True)
@@ -127,12 +143,40 @@ def acquire(
     try:
         tree.mkdir(parents=True)
         counts: Counter = Counter()
-        for folder, hint in _extract_all(payload, raw, limits, ctx.progress, bench.match_in):
-            counts += normalise_tree(folder, tree, bench, wanted, hint=hint, mode="move")
+        for folder, hint in _extract_all(payload, raw, limits, ctx.progress, bench, wanted, ctx.splits):
+            counts += normalise_tree(folder, tree, bench, wanted, hint=hint, mode="move", splits=ctx.splits)
         for folder, mode in payload.dirs:
-            counts += normalise_tree(folder, tree, bench, wanted, mode=mode)
+            counts += normalise_tree(folder, tree, bench, wanted, mode=mode, splits=ctx.splits)
+        pairing = {g.folder: "benchmark" for g in todo}
         if payload.shards:
-            counts += convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress)
+            rep: dict = {}
+            counts += convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress,
+                                      fakes_only=bool(payload.real_dirs), report=rep)
+            payload.provenance["parquet_rows"] = rep
+            if rep["reals_shared"] or (payload.repo is not None and payload.repo.shared_reals
+                                       and not rep["reals_recovered"]):
+                pairing = {g.folder: "shared-reals" for g in todo}
+                log.warning("%s: its real images carry no generator; they were shared out among the generators by "
+                            "a hash of their content, so per-generator numbers from this tree are not the "
+                            "benchmark's (marked data_pairing=shared-reals)", payload.repo.repo_id)
+            elif rep["reals_recovered"]:
+                pairing = {g.folder: "recovered-from-path" for g in todo}
+        real_classes = {"nature"} if bench.layout == "genimage" else {"0_real"}
+        for folder in payload.real_dirs:
+            for g in todo:
+                have = {p.name for p in (tree / g.folder).iterdir() if p.is_dir()} if (tree / g.folder).is_dir() \
+                    else set()
+                n_real = normalise_tree(folder, tree, bench, {g.folder}, mode="link", classes=real_classes,
+                                        splits=have if bench.layout == "genimage" and have else None)
+                if not n_real.get(g.folder):
+                    raise AcquireError(f"--real-from {folder}: no real ({'/'.join(sorted(real_classes))}) images of "
+                                       f"{g.display}{' in ' + ', '.join(sorted(have)) if have else ''} found there")
+                counts += n_real
+                pairing[g.folder] = f"real-from:{folder}"
+        payload.provenance["data_pairing"] = sorted(set(pairing.values()))
+        for src_file, name in payload.extras:
+            (tree / "metadata").mkdir(exist_ok=True)
+            shutil.copy2(src_file, tree / "metadata" / name)
         missing = [g for g in todo if not counts.get(g.folder)]
         if missing:
             raise AcquireError(f"the {source} download holds no images of {', '.join(g.display for g in missing)}"
@@ -152,6 +196,10 @@ def acquire(
             if dst.exists():
                 os.replace(dst, old / g.folder)
             os.replace(tree / g.folder, dst)
+        if (tree / "metadata").is_dir():
+            (out / "metadata").mkdir(exist_ok=True)
+            for f in (tree / "metadata").iterdir():
+                os.replace(f, out / "metadata" / f.name)
         prev = load_manifest(out) or {} if marker else {}
         merged = {r: i for r, i in (prev.get("files") or {}).items() if r.split("/", 1)[0] not in wanted}
         merged.update(files)
@@ -162,9 +210,11 @@ def acquire(
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for g in todo:
             gens_meta[g.folder] = {"display": g.display, "source": source, "acquired": now,
-                                   "files": sum(1 for r in files if r.split("/", 1)[0] == g.folder)}
+                                   "files": sum(1 for r in files if r.split("/", 1)[0] == g.folder),
+                                   "data_pairing": pairing[g.folder]}
         manifest = build_manifest(out, bench.layout, files=None if unmarked else full,  # unmarked: hash it all
                                   extra={"benchmark": bench.name, "licence": bench.licence,
+                                         "data_pairing": {**(prev.get("data_pairing") or {}), **pairing},
                                          "provenance": {**(prev.get("provenance") or {}),
                                                         **{g.folder: payload.provenance for g in todo}}})
         write_json(out / MARKER_NAME, {"benchmark": bench.name, "layout": bench.layout, "generators": gens_meta,

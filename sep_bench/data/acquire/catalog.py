@@ -47,6 +47,8 @@ class HFRepo:
     repo_id: str
     generator: str | None = None  # the one generator this repo holds, when it has no generator column
     note: str = ""
+    fake_only: bool = False  # fake images only (no label, no reals): needs --real-from
+    shared_reals: bool = False  # its real images carry no generator: pairing lost unless the image path has it
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,12 @@ _GENIMAGE = Benchmark(
     default_source="dataverse",
     sources=("dataverse", "hf", "manual"),
     hf_repos=(
-        HFRepo("TheKernel01/Tiny-GenImage", note="a 35,000-image subset of all 8 generators, not the full benchmark"),
-        HFRepo("bitmind/GenImage_ADM", generator="imagenet_ai_0508_adm"),
-        HFRepo("bitmind/GenImage_glide", generator="imagenet_glide"),
+        HFRepo("TheKernel01/Tiny-GenImage", note="a 35,000-image subset of all 8 generators, not the full benchmark",
+               shared_reals=True),
+        HFRepo("bitmind/GenImage_ADM", generator="imagenet_ai_0508_adm", fake_only=True,
+               note="fake images only (one image column, train split)"),
+        HFRepo("bitmind/GenImage_glide", generator="imagenet_glide", fake_only=True,
+               note="fake images only (one image column, train split)"),
     ),
     dataverse_doi="doi:10.7910/DVN/AKDIHF",
     splits=("train", "val"),
@@ -160,9 +165,10 @@ _AIGCBENCH = Benchmark(
     licence="no licence stated by the publisher (the Hugging Face copy declares apache-2.0)",
     default_source="modelscope",
     sources=("modelscope", "hf", "manual"),
-    hf_repos=(HFRepo("TheKernel01/AIGC-Detection-Benchmark", note="third-party parquet copy of the test set"),),
+    hf_repos=(HFRepo("TheKernel01/AIGC-Detection-Benchmark", shared_reals=True,
+                     note="third-party parquet copy of the test set; its real images carry no generator"),),
     modelscope_id="aemilia/AIGCDetectionBenchmark",
-    modelscope_files=("test.zip",),
+    modelscope_files=("test_set.zip", "test.zip"),  # names looked for in any folder, by preference
     manual_help=(
         "download the test set archive(s) (Baidu / Google Drive links in the AIGCDetectBenchmark repository) "
         "into one folder and pass it with --root"

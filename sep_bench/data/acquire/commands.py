@@ -54,7 +54,19 @@ def get_cmd(
         None, "--source", "-s", help="hf | dataverse | modelscope | manual. Default: manual when --root is given, "
         "else the benchmark's default (genimage: dataverse, aigcbench: modelscope)."),
     root: Optional[Path] = typer.Option(
-        None, "--root", help="manual: the folder holding the archives you downloaded (Google Drive / Baidu)."),
+        None, "--root", help="manual: the folder holding the archives you downloaded (Google Drive / Baidu, or the "
+        "Dataverse slices GenImage.z000...)."),
+    splits: Optional[List[str]] = typer.Option(
+        None, "--splits", help="genimage: train and/or val (default: both); members of other splits are not "
+        "fetched or extracted."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Proceed with a download larger than the confirmation "
+                             "threshold (50 GB; env SEP_BENCH_CONFIRM_ABOVE_GB)."),
+    real_from: Optional[Path] = typer.Option(
+        None, "--real-from", help="hf fake-only copies (bitmind/GenImage_ADM, _glide): a folder with the real images "
+        "to pair them with, e.g. a GenImage tree holding <subset>/{train,val}/nature."),
+    trust_sha256: Optional[Path] = typer.Option(
+        None, "--trust-sha256", help="manual: a sha256 manifest of archives you vouch for (written next to the "
+        "downloads after an md5 mismatch); listed archives are checked against it instead of the md5 list."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Where the canonical tree goes (default: the profile's data root in params.yaml, "
         "e.g. data/external/genimage)."),
@@ -68,7 +80,8 @@ def get_cmd(
     cache: Optional[Path] = typer.Option(
         None, "--cache", help="Download folder, kept for resuming (default: <out's parent>/.downloads/<benchmark>)."),
     checksums: Optional[Path] = typer.Option(
-        None, "--checksums", help="manual: a publisher md5 CSV (default for GenImage: the bundled checksums.csv)."),
+        None, "--checksums", help="manual: an md5 CSV (default for GenImage: the bundled community list, from "
+        "GenImage pull request #2, hashes of the Google Drive copy)."),
     keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded archives/shards afterwards."),
     force: bool = typer.Option(False, "--force", help="Fetch and replace generators that are already installed."),
     retries: int = typer.Option(5, "--retries", min=0, help="Attempts per file after an interrupted transfer."),
@@ -80,9 +93,11 @@ def get_cmd(
 
       sep-bench data get genimage --root ~/Downloads/GenImage          # official archives, downloaded by hand
 
-      sep-bench data get genimage --source hf --generators ADM,GLIDE   # Hugging Face parquet copies
+      sep-bench data get genimage -g SDv1.4 --splits val               # Dataverse: only those members' bytes
 
-      sep-bench data get aigcbench                                     # ModelScope test.zip
+      sep-bench data get genimage --source hf                          # Tiny-GenImage parquet subset
+
+      sep-bench data get aigcbench                                     # ModelScope test_set.zip
     """
     from sep_bench.data.acquire.assemble import acquire
     from sep_bench.data.acquire.sources import FetchContext
@@ -92,12 +107,23 @@ def get_cmd(
             bench = get_benchmark(benchmark)
             gens = bench.resolve(_split_names(generators))
             src = source or ("manual" if root is not None else bench.default_source)
+            if root is not None and src == "dataverse":
+                src = "manual"  # the Dataverse slices already on disk: read in place
             if root is not None and src != "manual":
                 raise AcquireError("--root names a folder of manual downloads; it goes with --source manual")
+            if real_from is not None and src != "hf":
+                raise AcquireError("--real-from pairs a fake-only Hugging Face copy with real images; it goes with "
+                                   "--source hf")
+            split_set = set(_split_names(splits)) or None
+            if split_set and (bad := split_set - set(bench.splits)):
+                raise AcquireError(f"{bench.name}: unknown split(s) {', '.join(sorted(bad))}; its splits: "
+                                   f"{', '.join(bench.splits)}")
             dest = out or default_out(bench.name, params)
             ctx = FetchContext(bench=bench, generators=gens, cache=cache or dest.parent / ".downloads" / bench.name,
                                endpoint=endpoint, repo=repo, revision=revision, root=root, checksums=checksums,
-                               retries=retries)
+                               retries=retries, splits=split_set, yes=yes, real_from=real_from,
+                               trust_sha256=trust_sha256,
+                               notify=lambda m: console.print(m, highlight=False, markup=False))
             console.print(f"{bench.name}: {', '.join(g.display for g in gens)} from {src} -> {dest}", highlight=False)
             with progress() as update:
                 ctx.progress = update
@@ -147,7 +173,11 @@ def verify_external(data, *, level: str = "full", progress=None) -> dict:
                          "fetch them with `sep-bench data get progan --root <folder with the ProGAN training set>`")
     else:
         check_generators(reports["test"].counts, list(data.train_generators), aliases, data.root, hint)
+    from sep_bench.data.acquire.verify import load_manifest
+
+    pairing = (load_manifest(Path(data.root)) or {}).get("data_pairing") or {}
     return {"root": str(data.root), "counts": reports["test"].counts,
+            **({"data_pairing": pairing} if pairing else {}),
             **({"train_root": str(data.train_root), "train_counts": reports["train"].counts} if data.train_root else {}),
             "verification": {k: r.to_json() for k, r in reports.items()}}
 

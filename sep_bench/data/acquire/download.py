@@ -5,6 +5,11 @@ An interrupted transfer (dropped connection, timeout, a killed process) leaves t
 attempt, in this call or a later run, asks for the rest with ``Range: bytes=<n>-`` (plus ``If-Range`` with the
 validator, so a changed file restarts from zero). Only a complete file whose checksum matches is renamed to
 `dest`, so `dest` existing means the file is whole.
+
+Credentials travel in a `ScopedSession`: each one is bound to the host it belongs to and is put on a request
+(every hop of a redirect chain included) only when that request goes to that host, so a redirect to object
+storage or a CDN never carries the Dataverse key or the Hugging Face token. `fetch_span` downloads one byte range
+of a file cut into slices (GenImage on Dataverse) with single-range requests, resumable like `download`.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
 from sep_bench.data.acquire.catalog import AcquireError
 
-__all__ = ["download", "file_digest", "ChecksumError", "DownloadError", "Progress"]
+__all__ = ["download", "file_digest", "ChecksumError", "DownloadError", "Progress", "ScopedSession", "Slice",
+           "fetch_span", "host_of"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,41 @@ def check_digest(path: Path, algorithm: str, expected: str, label: str | None = 
     if actual.lower() != expected.lower():
         raise ChecksumError(f"{label or path.name}: {algorithm} mismatch (expected {expected.lower()}, got {actual}); "
                             "the file is corrupted or incomplete: delete it and download it again")
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of a URL, lower case: the scope of a credential."""
+    u = urlsplit(url)
+    host = (u.hostname or "").lower()
+    default = {"http": 80, "https": 443}.get(u.scheme)
+    return host if u.port in (None, default) else f"{host}:{u.port}"
+
+
+class ScopedSession(requests.Session):
+    """A session whose credentials are sent to their own host only, on every request and every redirect hop.
+
+    ``add_credential(url, header, value)`` binds a header (``X-Dataverse-key``, ``Authorization``...) to the
+    host of `url`. `send` (which requests also calls for each redirect it follows) removes every credential
+    header, then adds back those bound to the request's host; plain ``requests`` would keep custom headers on a
+    redirect to another host.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._creds: dict[str, dict[str, str]] = {}
+
+    def add_credential(self, url: str, header: str, value: str) -> None:
+        self._creds.setdefault(host_of(url), {})[header] = value
+
+    def send(self, request, **kwargs):
+        names = {h.lower() for creds in self._creds.values() for h in creds} | {"authorization"}
+        for h in [h for h in request.headers if h.lower() in names]:
+            if h.lower() == "authorization" and not self._creds:
+                continue  # nothing scoped: requests' own rule applies (stripped on a change of host)
+            del request.headers[h]
+        for h, v in self._creds.get(host_of(request.url), {}).items():
+            request.headers[h] = v
+        return super().send(request, **kwargs)
 
 
 @dataclass
@@ -223,3 +265,144 @@ def _chunks(r: requests.Response):
             yield chunk
     except Exception as err:  # urllib3's protocol errors: a broken transfer, resumed by the caller
         raise _Incomplete(str(err)) from None
+
+
+# ---- byte ranges of a sliced file --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One byte slice of a file cut into pieces (``GenImage.z000``...): where to get it and its size."""
+
+    name: str
+    size: int
+    url: str | None = None  # remote slice
+    path: Path | None = None  # slice on disk
+
+
+def _pieces(slices: Sequence[Slice], start: int, end: int) -> list[tuple[int, int, int]]:
+    """``(slice index, first byte, end byte)`` within each slice covering the global range [start, end)."""
+    out, pos = [], 0
+    for i, s in enumerate(slices):
+        a, b = max(start, pos), min(end, pos + s.size)
+        if a < b:
+            out.append((i, a - pos, b - pos))
+        pos += s.size
+    if end > pos:
+        raise AcquireError(f"byte range {start}-{end} lies beyond the end of the archive ({pos} bytes)")
+    return out
+
+
+def fetch_span(
+    slices: Sequence[Slice],
+    start: int,
+    end: int,
+    dest: str | Path,
+    *,
+    session: requests.Session | None = None,
+    validator: str = "",
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+    label: str | None = None,
+    counter: list[int] | None = None,
+) -> Path:
+    """Write the bytes [start, end) of the concatenation of `slices` to `dest`; return `dest`.
+
+    Each slice the range touches is asked for its part with one ``Range: bytes=a-b`` request (Dataverse honours
+    a single range and no ``If-Range``). Like `download`, bytes go to ``<dest>.part`` and an interrupted
+    transfer resumes from its length, in this call or a later run; ``<dest>.part.json`` holds the range and
+    `validator` (e.g. the dataset version), and a different one starts over. `counter[0]` is increased by
+    every byte received (for measuring). Slices with a `path` are read from disk.
+    """
+    dest = Path(dest)
+    label = label or dest.name
+    if dest.exists() and dest.stat().st_size == end - start:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    meta_path = dest.with_name(dest.name + ".part.json")
+    want = {"start": start, "end": end, "validator": validator}
+    try:
+        if json.loads(meta_path.read_text()) != want:
+            part.unlink(missing_ok=True)
+    except (OSError, ValueError):
+        part.unlink(missing_ok=True)
+    meta_path.write_text(json.dumps(want))
+    sess = session or requests.Session()
+    failures = 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        if have > end - start:
+            part.unlink()
+            continue
+        try:
+            _span_attempt(slices, start + have, end, part, sess, timeout, progress, label, start, counter)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                _Incomplete) as err:
+            failures += 1
+            have = part.stat().st_size if part.exists() else 0
+            if failures > retries:
+                raise DownloadError(f"{label}: download failed after {failures} attempts ({err}); {have} bytes kept "
+                                    f"in {part}; run the command again to resume") from None
+            log.warning("%s: transfer interrupted at %d bytes (%s); resuming (attempt %d of %d)", label, have, err,
+                        failures + 1, retries + 1)
+            time.sleep(backoff * failures)
+            continue
+        break
+    if part.stat().st_size != end - start:
+        raise DownloadError(f"{label}: received {part.stat().st_size} bytes, expected {end - start}")
+    os.replace(part, dest)
+    meta_path.unlink(missing_ok=True)
+    return dest
+
+
+def _span_attempt(slices: Sequence[Slice], start: int, end: int, part: Path, sess: requests.Session, timeout: float,
+                  progress: Progress | None, label: str, origin: int, counter: list[int] | None) -> None:
+    done = start - origin
+    with open(part, "ab") as f:
+        for i, a, b in _pieces(slices, start, end):
+            s = slices[i]
+            if s.path is not None:
+                with open(s.path, "rb") as src:
+                    src.seek(a)
+                    left = b - a
+                    while left > 0:
+                        chunk = src.read(min(left, _CHUNK))
+                        if not chunk:
+                            raise DownloadError(f"{label}: {s.path} is shorter than its listed size {s.size}")
+                        f.write(chunk)
+                        left -= len(chunk)
+                        done += len(chunk)
+                continue
+            headers = {"Range": f"bytes={a}-{b - 1}", "Accept-Encoding": "identity"}
+            with sess.get(s.url, headers=headers, stream=True, timeout=timeout, allow_redirects=True) as r:
+                if r.status_code in (401, 403):
+                    raise DownloadError(f"{s.name}: access denied (HTTP {r.status_code}) for {s.url}; the source "
+                                        "needs a token or an accepted licence (see README 'Getting the real data')")
+                if r.status_code == 404:
+                    raise DownloadError(f"{s.name}: not found (HTTP 404) at {s.url}")
+                if r.status_code >= 500 or r.status_code == 429:
+                    raise _Incomplete(f"HTTP {r.status_code}")
+                if r.status_code != 206:
+                    raise DownloadError(f"{s.name}: the server answered HTTP {r.status_code} to a byte-range request "
+                                        f"(bytes={a}-{b - 1}); without ranges only the whole archive can be fetched")
+                got_start, _ = _content_range_total(r.headers.get("Content-Range"))
+                if got_start != a:
+                    raise DownloadError(f"{s.name}: the server answered range start {got_start}, asked {a}")
+                left = b - a
+                for chunk in _chunks(r):
+                    chunk = chunk[:left]
+                    f.write(chunk)
+                    left -= len(chunk)
+                    done += len(chunk)
+                    if counter is not None:
+                        counter[0] += len(chunk)
+                    if progress is not None:
+                        progress(label, done, end - origin)
+                    if left <= 0:
+                        break
+                f.flush()
+                if left > 0:
+                    raise _Incomplete(f"connection closed {left} bytes before the end of {s.name}'s range")

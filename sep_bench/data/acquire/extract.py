@@ -10,8 +10,10 @@ the destination. Callers extract into a staging folder, so a refusal half-way le
 
 Multi-part zips are read by one reader of our own (`ZipReader`) that maps each part to its "disk" of the zip
 specification (spanned archives written by ``zip -s``, as GenImage ships) or treats the concatenation of the
-parts as one disk (byte-split archives); entries are decompressed with zlib/bz2 and checked against their CRC-32
-and declared size.
+parts as one disk (byte-split archives: ``name.zip.001``... or GenImage's Dataverse slices ``GenImage.z000``...
+``GenImage.z499`` with no ``.zip`` part, which ``cat`` restores); entries are decompressed with zlib/bz2 and
+checked against their CRC-32 and declared size. A reader can also be given any seekable file (`ZipReader(f=...)`:
+the remote slices of `remote.py`), and `extract` can take only the members a `select` function accepts.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from sep_bench.data.acquire.catalog import AcquireError
 from sep_bench.data.acquire.download import Progress
 
 __all__ = ["Limits", "ArchiveGroup", "UnsafeArchiveError", "ArchiveError", "group_archives", "extract",
-           "is_archive_name", "MultiFile", "ZipReader"]
+           "is_archive_name", "MultiFile", "ZipReader", "extract_zip_reader", "Select"]
+
+Select = Callable[[str], bool]  # member name -> extract it?
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +122,10 @@ def group_archives(files: list[Path]) -> tuple[list[ArchiveGroup], list[Path]]:
         else:
             others.append(f)
     for base, parts in sorted(znn.items()):
+        if 0 in parts and base not in zips:  # byte slices .z000, .z001... (Dataverse GenImage): `cat` restores them
+            _check_sequence(base, ".z", parts, start=0)
+            groups.append(ArchiveGroup(base, "zip", [parts[i] for i in sorted(parts)]))
+            continue
         _check_sequence(base, ".z", parts, start=1)
         if base not in zips:
             raise ArchiveError(f"{base}: found parts .z{min(parts):02d}-.z{max(parts):02d} but not {base}.zip, the last "
@@ -221,9 +229,12 @@ _LFH = b"PK\x03\x04"
 class ZipReader:
     """Read a zip archive made of one or several parts (see the module docstring)."""
 
-    def __init__(self, group: ArchiveGroup):
+    def __init__(self, group: ArchiveGroup | None = None, *, f: BinaryIO | None = None, label: str | None = None):
+        if group is None and f is None:
+            raise ValueError("ZipReader needs an archive group or a file")
         self.group = group
-        self.f = MultiFile(group.parts)
+        self.f = f if f is not None else MultiFile(group.parts)
+        self.label = label
         try:
             self.entries = self._read_directory()
         except (struct.error, IndexError, ValueError) as err:
@@ -231,6 +242,8 @@ class ZipReader:
             raise ArchiveError(f"{self._label()}: not a readable zip archive ({err})") from None
 
     def _label(self) -> str:
+        if self.label or self.group is None:
+            return self.label or "archive"
         return self.group.parts[-1].name if len(self.group.parts) == 1 else f"{self.group.name} ({len(self.group.parts)} parts)"
 
     def close(self) -> None:
@@ -251,6 +264,7 @@ class ZipReader:
 
     def _read_directory(self) -> list[ZipEntry]:
         total = self.f.length
+        self.cd_start = self.cd_end = total
         tail_len = min(total, 65_557)
         tail = self._read(total - tail_len, tail_len)
         i = tail.rfind(_EOCD)
@@ -279,6 +293,7 @@ class ZipReader:
         else:  # data prepended to a one-disk archive shifts every offset by the same amount
             delta = record_pos - (cd_off + cd_size)
             cd_start = cd_off + delta
+        self.cd_start, self.cd_end = cd_start, cd_start + cd_size
         cd = self._read(cd_start, cd_size)
         entries, p = [], 0
         for _ in range(n_entries):
@@ -302,9 +317,11 @@ class ZipReader:
         return entries
 
     def _disk_starts(self, n_disks: int) -> list[int]:
-        parts = len(self.group.parts)
         if n_disks <= 1:
             return [0]
+        if self.group is None:
+            raise ArchiveError(f"{self._label()}: a spanned archive ({n_disks} disks) cannot be read from one stream")
+        parts = len(self.group.parts)
         if n_disks != parts:
             raise ArchiveError(f"{self.group.name}: the archive spans {n_disks} parts but {parts} were found; "
                                "download every .zNN part and the .zip into the same folder")
@@ -489,56 +506,67 @@ class _Writer:
 # ---- extraction --------------------------------------------------------------------------------------------
 
 
-def extract(group: ArchiveGroup, dest: str | Path, limits: Limits = Limits(), progress: Progress | None = None) -> ExtractStats:
-    """Extract one archive group into `dest` (created); see the module docstring for what is refused."""
+def extract(group: ArchiveGroup, dest: str | Path, limits: Limits = Limits(), progress: Progress | None = None,
+            select: Select | None = None) -> ExtractStats:
+    """Extract one archive group into `dest` (created); see the module docstring for what is refused.
+
+    `select`: extract only the members whose name it accepts (every name is still checked for safety)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if group.kind == "zip":
-        return _extract_zip(group, dest, limits, progress)
-    return _extract_tar(group, dest, limits, progress)
+        with ZipReader(group) as z:
+            return extract_zip_reader(z, dest, limits, progress, select, group.name)
+    return _extract_tar(group, dest, limits, progress, select)
 
 
-def _extract_zip(group: ArchiveGroup, dest: Path, limits: Limits, progress: Progress | None) -> ExtractStats:
-    with ZipReader(group) as z:
-        label = z._label()
-        w = _Writer(dest, label, limits)
-        # Check every member before writing anything.
-        plan = []
-        total = 0
-        for e in z.entries:
-            w.count(e.name)
-            rel = _safe_rel(label, e.name)
-            kind = stat.S_IFMT(e.mode) if e.mode else 0
-            if kind == stat.S_IFLNK:
-                target = b"".join(z.open_stream(e, limits)).decode("utf-8", "replace")
-                _link_inside(label, e.name, rel, target, hard=False)
-                w.stats.skipped_links.append(rel)
-                continue
-            if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
-                raise UnsafeArchiveError(f"{label}: member {e.name!r} is a device/FIFO/socket; refused")
-            total += e.usize
-            plan.append((e, rel))
-        if total > limits.max_total_bytes:
-            raise UnsafeArchiveError(f"{label}: declares {total} bytes, over the {limits.max_total_bytes}-byte limit; "
-                                     "refused")
-        done = 0
-        for e, rel in plan:
-            try:
-                if e.is_dir:
-                    w.mkdir(rel)
-                elif rel:
-                    w.write(rel, z.open_stream(e, limits), e.usize, e.csize)
-            except OSError as err:  # e.g. a member named like a folder another member needs
-                raise ArchiveError(f"{label}: cannot write member {e.name!r} ({err})") from None
-            done += 1
-            if progress is not None and (done % 200 == 0 or done == len(plan)):
-                progress(f"extracting {group.name}", done, len(plan))
-        if w.stats.skipped_links:
-            log.warning("%s: skipped %d link(s) inside the archive", label, len(w.stats.skipped_links))
-        return w.stats
+def extract_zip_reader(z: ZipReader, dest: str | Path, limits: Limits = Limits(), progress: Progress | None = None,
+                       select: Select | None = None, name: str | None = None) -> ExtractStats:
+    """Extract the members of an open `ZipReader` (those `select` accepts) into `dest`, safely."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    name = name or z._label()
+    label = z._label()
+    w = _Writer(dest, label, limits)
+    # Check every member before writing anything.
+    plan = []
+    total = 0
+    for e in z.entries:
+        w.count(e.name)
+        rel = _safe_rel(label, e.name)
+        if select is not None and not select(e.name):
+            continue
+        kind = stat.S_IFMT(e.mode) if e.mode else 0
+        if kind == stat.S_IFLNK:
+            target = b"".join(z.open_stream(e, limits)).decode("utf-8", "replace")
+            _link_inside(label, e.name, rel, target, hard=False)
+            w.stats.skipped_links.append(rel)
+            continue
+        if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+            raise UnsafeArchiveError(f"{label}: member {e.name!r} is a device/FIFO/socket; refused")
+        total += e.usize
+        plan.append((e, rel))
+    if total > limits.max_total_bytes:
+        raise UnsafeArchiveError(f"{label}: declares {total} bytes, over the {limits.max_total_bytes}-byte limit; "
+                                 "refused")
+    done = 0
+    for e, rel in plan:
+        try:
+            if e.is_dir:
+                w.mkdir(rel)
+            elif rel:
+                w.write(rel, z.open_stream(e, limits), e.usize, e.csize)
+        except OSError as err:  # e.g. a member named like a folder another member needs
+            raise ArchiveError(f"{label}: cannot write member {e.name!r} ({err})") from None
+        done += 1
+        if progress is not None and (done % 200 == 0 or done == len(plan)):
+            progress(f"extracting {name}", done, len(plan))
+    if w.stats.skipped_links:
+        log.warning("%s: skipped %d link(s) inside the archive", label, len(w.stats.skipped_links))
+    return w.stats
 
 
-def _extract_tar(group: ArchiveGroup, dest: Path, limits: Limits, progress: Progress | None) -> ExtractStats:
+def _extract_tar(group: ArchiveGroup, dest: Path, limits: Limits, progress: Progress | None,
+                 select: Select | None = None) -> ExtractStats:
     label = group.parts[0].name if len(group.parts) == 1 else f"{group.name} ({len(group.parts)} parts)"
     raw = MultiFile(group.parts)
     try:
@@ -547,6 +575,8 @@ def _extract_tar(group: ArchiveGroup, dest: Path, limits: Limits, progress: Prog
             for m in tar:
                 w.count(m.name)
                 rel = _safe_rel(label, m.name)
+                if select is not None and not select(m.name):
+                    continue
                 if m.issym() or m.islnk():
                     _link_inside(label, m.name, rel, m.linkname, hard=m.islnk())
                     w.stats.skipped_links.append(rel)

@@ -8,9 +8,12 @@
   (``test/progan/car`` -> ``progan`` with class ``car``).
 - Parquet shards (Hugging Face copies): one row per image with an image column (HF ``Image`` feature: bytes +
   path), a real/fake label and, in multi-generator copies, a generator column; class-label names come from the
-  shard's HF feature metadata. Real images of multi-generator copies carry no generator ("Real"); they are
-  shared out among the copy's generators by a hash of their bytes (stable whatever subset is requested), since
-  the original pairing of real images with generator folders is not in the copy.
+  shard's HF feature metadata. Real images of multi-generator copies carry no generator ("Real"): when the image
+  struct's ``path`` names a generator folder (``progan/car/0_real/x.png``) the original pairing is recovered from
+  it; otherwise they are shared out among the copy's generators by a hash of their bytes (stable whatever subset
+  is requested) and the result is marked ``shared-reals`` (`convert_parquet`'s report): per-generator numbers
+  from such a tree are not the benchmark's. Copies with fake images only (one image column, no label) are read
+  as fakes when the caller pairs them with real images (``fakes_only``), else refused.
 
 Generator folder names are the catalog's canonical names (`catalog.py`), which `params.yaml` expects.
 """
@@ -80,11 +83,12 @@ def _images(folder: Path) -> Iterable[Path]:
 
 
 def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *, hint: Generator | None = None,
-                   mode: str = "move") -> Counter:
+                   mode: str = "move", classes: set[str] | None = None, splits: set[str] | None = None) -> Counter:
     """Place the images under `src` into the canonical tree `dest`; return image counts per generator folder.
 
     Only generators whose folder is in `wanted` are placed; `hint` is the generator an archive's name denotes,
     used when no enclosing folder names one. mode: "move" (staging data) or "link" (hard link, else copy).
+    `classes` (e.g. {"nature"}) and `splits` (GenImage: {"train"}) restrict what is placed.
     """
     counts: Counter = Counter()
     skipped: Counter = Counter()
@@ -100,14 +104,16 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 dirnames.clear()
             else:
                 dirnames.sort()
-        for g, here, split, classes in units:
+        for g, here, split, cls_dirs in units:
             if g is None:
                 raise AcquireError(f"cannot tell which GenImage generator {here} belongs to: no enclosing folder or "
                                    "archive is named after one (e.g. imagenet_ai_0419_sdv4)")
-            if g.folder not in wanted:
+            if g.folder not in wanted or (splits is not None and split not in splits):
                 skipped[g.folder] += 1
                 continue
-            for cls, cdir in classes.items():
+            for cls, cdir in cls_dirs.items():
+                if classes is not None and cls not in classes:
+                    continue
                 for f in _images(cdir):
                     if _place(f, dest / g.folder / split / cls / f.relative_to(cdir), mode):
                         counts[g.folder] += 1
@@ -131,12 +137,14 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 dirnames.sort()
         if unknown:
             log.warning("skipped folders that name no known %s generator: %s", bench.name, ", ".join(sorted(unknown)))
-        for g, sub, classes in units:
+        for g, sub, cls_dirs in units:
             if g.folder not in wanted:
                 skipped[g.folder] += 1
                 continue
             base = dest / g.folder / sub if sub else dest / g.folder
-            for cls, cdir in classes.items():
+            for cls, cdir in cls_dirs.items():
+                if classes is not None and cls not in classes:
+                    continue
                 for f in _images(cdir):
                     if _place(f, base / cls / f.relative_to(cdir), mode):
                         counts[g.folder] += 1
@@ -231,9 +239,25 @@ def _safe_name(path: str | None, data: bytes, digest: str) -> str:
     return digest[:24] + ext
 
 
+def _generator_in_path(bench: Benchmark, path: str | None) -> Generator | None:
+    """The generator a row's original file path names (``progan/car/0_real/x.png`` -> progan), if any."""
+    if not path:
+        return None
+    folders = [p for p in re.split(r"[/\\]", path) if p][:-1]
+    return next((g for p in folders if (g := bench.match_in(p)) is not None), None)
+
+
 def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark, wanted: set[str], repo: HFRepo,
-                    progress: Progress | None = None) -> Counter:
-    """Write the images of parquet `shards` ((local path, name in the repo)) into the canonical tree `dest`."""
+                    progress: Progress | None = None, *, fakes_only: bool = False,
+                    report: dict | None = None) -> Counter:
+    """Write the images of parquet `shards` ((local path, name in the repo)) into the canonical tree `dest`.
+
+    `fakes_only`: a shard without a label column holds fake images (the caller pairs them with reals).
+    `report` receives ``{"reals_recovered": n, "reals_shared": n, "fakes_only": n}`` (real rows placed by the
+    generator their path names, real rows shared out by hash, rows read as fakes of a fake-only copy)."""
+    rep = report if report is not None else {}
+    for k in ("reals_recovered", "reals_shared", "fakes_only"):
+        rep.setdefault(k, 0)
     import pyarrow.parquet as pq
 
     counts: Counter = Counter()
@@ -246,9 +270,11 @@ def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark
         img_col = _column(names, feats, _IMAGE_COLS, "Image")
         lab_col = _column(names, feats, _LABEL_COLS)
         gen_col = next((n for n in names if n.lower() in _GEN_COLS and n != lab_col), None)
-        if img_col is None or lab_col is None:
-            raise AcquireError(f"{repo.repo_id}/{shard_name}: expected an image column and a real/fake label column; "
-                               f"found columns {', '.join(names)}")
+        if img_col is None:
+            raise AcquireError(f"{repo.repo_id}/{shard_name}: no image column; found columns {', '.join(names)}")
+        if lab_col is None and not (fakes_only or repo.fake_only):
+            raise AcquireError(f"{repo.repo_id}/{shard_name}: no real/fake label column (columns: {', '.join(names)}): "
+                               "the copy holds fake images only; pair it with real images with --real-from DIR")
         lab_names = _class_names(feats, lab_col)
         gen_names = _class_names(feats, gen_col)
         if gen_col is None:
@@ -271,7 +297,11 @@ def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark
                 data, ipath = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (cell, None)
                 if not data:
                     raise AcquireError(f"{repo.repo_id}/{shard_name}: row {done + i} has no image bytes")
-                label = _label_of(cols[lab_col][i], lab_names, f"{repo.repo_id}/{shard_name} row {done + i}")
+                if lab_col is None:
+                    label = 1
+                    rep["fakes_only"] += 1
+                else:
+                    label = _label_of(cols[lab_col][i], lab_names, f"{repo.repo_id}/{shard_name} row {done + i}")
                 digest = hashlib.sha256(data).hexdigest()
                 if gen_col is None:
                     g = pool[0]
@@ -283,9 +313,14 @@ def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark
                         if label == 1 or re.sub(r"[^a-z0-9]", "", gname.lower()) not in _REAL_NAMES:
                             unknown[gname] += 1
                             continue
-                        if pool is None:  # no class-label names: share among the generators requested
-                            pool = sorted((bench.match(w) for w in wanted), key=lambda g: g.folder)
-                        g = pool[int(digest[:15], 16) % len(pool)]
+                        g = _generator_in_path(bench, ipath)
+                        if g is not None:  # the original pairing, from the file's path
+                            rep["reals_recovered"] += g.folder in wanted
+                        else:
+                            if pool is None:  # no class-label names: share among the generators requested
+                                pool = sorted((bench.match(w) for w in wanted), key=lambda g: g.folder)
+                            g = pool[int(digest[:15], 16) % len(pool)]
+                            rep["reals_shared"] += g.folder in wanted
                 if g.folder not in wanted:
                     continue
                 cls = ("ai", "nature") if bench.layout == "genimage" else ("1_fake", "0_real")

@@ -1,15 +1,23 @@
 """Where the data comes from. Each source turns a request into a `Payload` (verified local files):
 
 - ``hf``: a Hugging Face dataset repository: huggingface_hub lists it (and supplies the user's token); files come
-  through the hub's resolve URLs with our resumable downloader, sha256 of LFS files checked against the listing. Parquet shards are converted to image files later (`normalise`).
-  Endpoint: ``--endpoint`` or ``HF_ENDPOINT``; gated/private repos use ``HF_TOKEN`` (or ``hf auth login``).
+  through the hub's resolve URLs with our resumable downloader, sha256 of LFS files checked against the listing.
+  Parquet shards are converted to image files later (`normalise`). Copies holding fake images only
+  (``bitmind/GenImage_ADM``, ``bitmind/GenImage_glide``: one ``image`` column) are refused unless paired with
+  real images named by ``--real-from``. Endpoint: ``--endpoint`` or ``HF_ENDPOINT``; gated/private repos use
+  ``HF_TOKEN`` (or ``hf auth login``), sent to the Hub's host only.
 - ``dataverse``: a Dataverse dataset by DOI (Harvard Dataverse by default) through its HTTP API: the listing
   ``/api/datasets/:persistentId/?persistentId=<doi>`` gives each file's id, size and md5; files come from
-  ``/api/access/datafile/<id>`` with Range resume and are checked. ``DATAVERSE_API_TOKEN`` is sent if set.
-- ``modelscope``: a ModelScope dataset's files through its HTTP API (``/api/v1/datasets/<ns>/<name>/repo``),
-  sha256-checked when the repository listing gives one.
-- ``manual``: archives (or already extracted folders) the user downloaded into a folder (Google Drive, Baidu);
-  GenImage archives are checked against the publisher's md5 list.
+  ``/api/access/datafile/<id>`` (a redirect to object storage). A byte-sliced archive (GenImage:
+  ``GenImage.z000``... ``.z499``, one Zip64 archive) is read remotely (`remote.py`): only the members of the
+  requested generators and splits are fetched. Other files (the metadata CSV) are downloaded whole with their
+  md5 checked. ``DATAVERSE_API_TOKEN`` is sent to the Dataverse host only, never to the storage it redirects to.
+- ``modelscope``: a ModelScope dataset through its HTTP API (``/api/v1/datasets/<ns>/<name>/repo``): the whole
+  paged tree is listed, the test-set archive found by name in any folder (``test_set.zip``, ``test.zip``) and
+  checked against the listed sha256.
+- ``manual``: archives (or already extracted folders) the user downloaded into a folder (Google Drive, Baidu,
+  or the Dataverse slices ``GenImage.z000``...); GenImage archives are checked against a community md5 list
+  (see `verify.genimage_md5`): a mismatch is a warning, and ``--trust-sha256`` pins a copy.
 
 Sources are looked up by name in `SOURCES`; each is a function ``fetch(ctx) -> Payload``.
 """
@@ -27,12 +35,17 @@ from urllib.parse import quote
 import requests
 
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
-from sep_bench.data.acquire.download import ChecksumError, Progress, download
+from sep_bench.data.acquire.download import ChecksumError, Progress, ScopedSession, Slice, download, file_digest
 from sep_bench.data.acquire.extract import ArchiveGroup, group_archives, is_archive_name
-from sep_bench.data.acquire.verify import genimage_md5, load_md5_csv, verify_archives
+from sep_bench.data.acquire.remote import (
+    RemoteZip, SlicedArchive, find_slice_sets, human_bytes, member_selector, plan_spans,
+)
+from sep_bench.data.acquire.verify import (
+    VerificationError, genimage_md5, load_md5_csv, load_sha256_manifest, verify_archives, write_sha256_manifest,
+)
 from sep_bench.data.layouts import IMAGE_SUFFIXES
 
-__all__ = ["FetchContext", "Payload", "SOURCES", "DEFAULT_ENDPOINTS"]
+__all__ = ["FetchContext", "Payload", "SOURCES", "DEFAULT_ENDPOINTS", "CONFIRM_ABOVE"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +54,9 @@ DEFAULT_ENDPOINTS = {
     "modelscope": ("SEP_BENCH_MODELSCOPE_URL", "https://www.modelscope.cn"),
     "hf": ("HF_ENDPOINT", "https://huggingface.co"),
 }
+
+
+CONFIRM_ABOVE = 50e9  # bytes: a larger download needs --yes (env SEP_BENCH_CONFIRM_ABOVE_GB overrides)
 
 
 @dataclass
@@ -52,10 +68,27 @@ class FetchContext:
     repo: str | None = None  # hf repo id / dataverse DOI / modelscope namespace/name, overriding the catalog
     revision: str | None = None
     root: Path | None = None  # manual: the folder with the user's downloads
-    checksums: Path | None = None  # a publisher md5 CSV overriding the bundled one
+    checksums: Path | None = None  # an md5 CSV overriding the bundled community list
+    trust_sha256: Path | None = None  # {archive name: sha256} of a copy the user vouches for (overrides md5)
+    splits: set[str] | None = None  # GenImage: train / val (None: both)
+    real_from: Path | None = None  # real images to pair with a fake-only copy
+    yes: bool = False  # confirmed: download even above the size threshold
     progress: Progress | None = None
+    notify: Callable[[str], None] | None = None  # messages the user must see (sizes before downloading)
     retries: int = 5
     backoff: float = 1.0
+
+    def say(self, msg: str) -> None:
+        (self.notify or log.warning)(msg)
+
+    def confirm(self, nbytes: int, what: str) -> None:
+        """Say how much will be downloaded; refuse above the threshold unless --yes was given."""
+        limit = float(os.environ.get("SEP_BENCH_CONFIRM_ABOVE_GB", CONFIRM_ABOVE / 1e9)) * 1e9
+        self.say(f"{what}: {human_bytes(nbytes)} to download")
+        if nbytes > limit and not self.yes:
+            raise AcquireError(f"{what}: {human_bytes(nbytes)} to download, over the {human_bytes(limit)} that "
+                               "needs confirmation; run the same command with --yes to proceed (or ask for fewer "
+                               "generators / --splits)")
 
     @property
     def wanted(self) -> set[str]:
@@ -76,6 +109,9 @@ class Payload:
     repo: HFRepo | None = None
     downloaded: list[Path] = field(default_factory=list)  # our downloads (deletable once installed)
     provenance: dict = field(default_factory=dict)
+    remote_zips: list[RemoteZip] = field(default_factory=list)  # members of remote sliced archives, fetched
+    extras: list[tuple[Path, str]] = field(default_factory=list)  # (file, name under <out>/metadata/) e.g. CSVs
+    real_dirs: list[Path] = field(default_factory=list)  # real images paired with a fake-only copy
 
 
 def _select_groups(ctx: FetchContext, groups: list[ArchiveGroup]) -> list[tuple[ArchiveGroup, Generator | None]]:
@@ -122,13 +158,37 @@ def fetch_manual(ctx: FetchContext) -> Payload:
     if not selected and not loose_images:
         raise AcquireError(f"no archives or images for {', '.join(g.display for g in ctx.generators)} under {root}; "
                            f"{ctx.bench.manual_help}")
+    files = [p for grp, _ in selected for p in grp.parts]
+    trusted = load_sha256_manifest(ctx.trust_sha256) if ctx.trust_sha256 else {}
+    if trusted:
+        pinned = [f for f in files if f.name in trusted]
+        for f in pinned:
+            got = file_digest(f, "sha256", ctx.progress, f"sha256 {f.name}")
+            if got != trusted[f.name]:
+                raise VerificationError(f"{f}: sha256 {got} differs from {trusted[f.name]} in {ctx.trust_sha256}; "
+                                        "this is not the copy you pinned: download it again")
+        payload.provenance["trusted_sha256"] = {"manifest": str(ctx.trust_sha256), "checked": [f.name for f in pinned]}
+        files = [f for f in files if f.name not in trusted]
     md5s = load_md5_csv(ctx.checksums) if ctx.checksums else (genimage_md5() if ctx.bench.name == "genimage" else {})
-    if md5s:
-        files = [p for grp, _ in selected for p in grp.parts]
+    if md5s and files:
         res = verify_archives(files, md5s, ctx.progress)
-        payload.provenance["publisher_md5"] = res
+        payload.provenance["md5_list"] = {"list": str(ctx.checksums) if ctx.checksums else
+                                          "bundled community list (GenImage PR #2, Drive-derived)",
+                                          "checked": res["checked"], "unlisted": res["unlisted"],
+                                          "mismatched": sorted(res["mismatched"])}
         if res["unlisted"]:
-            log.warning("no publisher checksum for: %s", ", ".join(res["unlisted"]))
+            more = f" (and {len(res['unlisted']) - 10} more)" if len(res["unlisted"]) > 10 else ""
+            log.warning("no md5 in the list for: %s%s", ", ".join(res["unlisted"][:10]), more)
+        if res["mismatched"]:
+            pin = ctx.cache / "archives.sha256.json"
+            write_sha256_manifest(pin, [f for f in files if f.name in res["mismatched"]], ctx.progress)
+            for name, (got, want) in res["mismatched"].items():
+                ctx.say(f"warning: {name}: md5 {got} differs from {want} in the md5 list, which is community-"
+                        "contributed (GenImage pull request #2, hashes of the Google Drive copy); a copy from another "
+                        "mirror (Baidu) may differ legitimately. Continuing: every member's CRC-32 is still checked "
+                        f"while extracting. The sha256 of this copy is in {pin}: pass --trust-sha256 {pin} to pin it "
+                        "(later runs then check it instead of the md5 list); if the file came from Google Drive, "
+                        "download it again.")
     return payload
 
 
@@ -155,27 +215,32 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
     if not doi:
         raise AcquireError(f"{ctx.bench.name} has no known Dataverse copy; pass --repo doi:...")
     base = ctx.base_url("dataverse")
-    session = requests.Session()
+    session = ScopedSession()
     if token := os.environ.get("DATAVERSE_API_TOKEN"):
-        session.headers["X-Dataverse-key"] = token
+        session.add_credential(base, "X-Dataverse-key", token)  # the Dataverse host only, not its storage
     listing = _json(session, f"{base}/api/datasets/:persistentId/", f"Dataverse {doi}",
                     params={"persistentId": doi})
     version = (listing.get("data") or {}).get("latestVersion") or {}
     entries = version.get("files") or []
     if not entries:
         raise AcquireError(f"Dataverse {doi}: the dataset lists no files")
+    vstr = f"{version.get('versionNumber')}.{version.get('versionMinorNumber')}"
     out_dir = ctx.cache / "dataverse"
-    payload = Payload(provenance={"source": "dataverse", "endpoint": base, "doi": doi,
-                                  "version": f"{version.get('versionNumber')}.{version.get('versionMinorNumber')}",
+    payload = Payload(provenance={"source": "dataverse", "endpoint": base, "doi": doi, "version": vstr,
                                   "files": []})
-    plan = []
+    files = []
     for e in entries:
         df = e.get("dataFile") or {}
         name = df.get("filename") or e.get("label")
-        fid = df.get("id")
-        if not name or fid is None:
+        if name and df.get("id") is not None:
+            files.append((name, e.get("directoryLabel") or "", df))
+    slice_sets = find_slice_sets([n for n, _, _ in files])
+    in_sets = {n for names in slice_sets.values() for n in names}
+    by_name = {n: (folder, df) for n, folder, df in files}
+    plan = []
+    for name, folder, df in files:
+        if name in in_sets:
             continue
-        folder = e.get("directoryLabel") or ""
         hint = ctx.bench.match_in(Path(name).name.split(".")[0]) or next(
             (g for part in Path(folder).parts if (g := ctx.bench.match(part))), None)
         if hint is not None and hint.folder not in ctx.wanted:
@@ -190,18 +255,61 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
             checksum = ("md5", md5)
         elif (cs := df.get("checksum")) and cs.get("type", "").upper() in ("SHA-1", "SHA-256", "SHA-512"):
             checksum = (cs["type"].replace("-", "").lower(), cs["value"])
-        url = f"{base}/api/access/datafile/{fid}" + ("?format=original" if ingested else "")
-        dest = out_dir / folder / name
-        plan.append((url, dest, None if ingested else df.get("filesize"), checksum, hint))
-    if not plan:
+        url = f"{base}/api/access/datafile/{df['id']}" + ("?format=original" if ingested else "")
+        plan.append((url, out_dir / folder / name, None if ingested else df.get("filesize"), checksum, hint))
+    archives_named = [d for _, d, _, _, h in plan if is_archive_name(d.name)]
+    if not plan and not slice_sets:
         raise AcquireError(f"Dataverse {doi}: no file matches {', '.join(g.display for g in ctx.generators)}")
+    # sliced archives: index first (a few requests), then only the selected members' bytes
+    spans_total = 0
+    for stem, names in sorted(slice_sets.items()):
+        slices = []
+        for n in names:
+            folder, df = by_name[n]
+            if df.get("filesize") is None:
+                raise AcquireError(f"Dataverse {doi}: {n} has no size in the listing; cannot map the archive")
+            slices.append(Slice(n, int(df["filesize"]), url=f"{base}/api/access/datafile/{df['id']}"))
+        arch = SlicedArchive(slices, out_dir / f"{stem}.ranges", session=session, validator=f"{doi} v{vstr} {sum(x.size for x in slices)} bytes",
+                             retries=ctx.retries, backoff=ctx.backoff, progress=ctx.progress, notify=ctx.say,
+                             label=stem)
+        reader = arch.open()
+        select = member_selector(ctx.bench, ctx.wanted, ctx.splits, keep_unknown=False)
+        chosen = [e for e in reader.entries if select(e.name)]
+        if not any(not e.is_dir for e in chosen):
+            present = sorted({g.display for e in reader.entries for p in e.name.split("/")[:-1]
+                              if (g := ctx.bench.match_in(p)) is not None})
+            reader.close()
+            raise AcquireError(f"Dataverse {doi}: {stem} ({len(slices)} slices) holds no member of "
+                               f"{', '.join(g.display for g in ctx.generators)}"
+                               f"{' in ' + ', '.join(sorted(ctx.splits)) if ctx.splits else ''}; "
+                               f"its generators: {', '.join(present) or 'none recognised'}")
+        spans = plan_spans(reader.entries, chosen, reader.cd_start)
+        need = sum(b - a for a, b in spans)
+        spans_total += need
+        first, last = arch.slice_range(spans[0][0], spans[-1][1])
+        what = (f"{stem} ({human_bytes(arch.total)} in {len(slices)} slices): "
+                f"{sum(1 for e in chosen if not e.is_dir)} files of {', '.join(g.display for g in ctx.generators)}"
+                f"{' (' + ', '.join(sorted(ctx.splits)) + ')' if ctx.splits else ''} in {len(spans)} byte "
+                f"range(s) of {first}..{last}")
+        ctx.confirm(need + sum(s or 0 for _, _, s, _, _ in plan), what)
+        arch.fetch(spans)
+        payload.remote_zips.append(RemoteZip(reader, arch.sparse, select, stem, files=list(arch.files)))
+        payload.downloaded += arch.files
+        payload.provenance.setdefault("sliced_archives", []).append({
+            "name": stem, "slices": len(slices), "archive_bytes": arch.total, "members": len(chosen),
+            "ranges": len(spans), "bytes_fetched": need, "bytes_received": arch.received[0],
+            "checks": "size and CRC-32 of every member (the slices' md5 cover whole slices only)"})
+    if not slice_sets:
+        ctx.confirm(sum(s or 0 for _, _, s, _, _ in plan), f"Dataverse {doi}")
     for url, dest, size, checksum, hint in plan:
         download(url, dest, expected_size=size, checksum=checksum, session=session, retries=ctx.retries,
                  backoff=ctx.backoff, progress=ctx.progress, label=dest.name)
         payload.downloaded.append(dest)
         payload.provenance["files"].append({"name": str(dest.relative_to(out_dir)), "url": url,
                                             **({checksum[0]: checksum[1]} if checksum else {})})
-    _collect(payload, ctx, out_dir, [d for _, d, *_ in plan])
+        if not is_archive_name(dest.name) and dest.suffix.lower() not in IMAGE_SUFFIXES:
+            payload.extras.append((dest, dest.name))  # the metadata CSV (quality, size, content per image)
+    _collect(payload, ctx, out_dir, archives_named + [d for _, d, *_ in plan if d.suffix.lower() in IMAGE_SUFFIXES])
     return payload
 
 
@@ -220,21 +328,45 @@ def _collect(payload: Payload, ctx: FetchContext, out_dir: Path, files: list[Pat
 # ---- ModelScope --------------------------------------------------------------------------------------------
 
 
+_MS_PAGE = 100  # the ModelScope SDK's page size
+
+
 def _modelscope_listing(session: requests.Session, base: str, ds: str, rev: str) -> dict[str, dict]:
-    """``{path: {"size", "sha256"}}`` from the repository tree; {} when the listing is unavailable."""
+    """``{path: {"size", "sha256"}}`` of every file of the repository tree, all pages read."""
     url = f"{base}/api/v1/datasets/{ds}/repo/tree"
-    try:
-        data = _json(session, url, f"ModelScope {ds}", params={"Revision": rev, "Root": "/", "Recursive": "True"})
-    except AcquireError as err:
-        log.warning("%s; downloading without the listing's checksums", err)
-        return {}
-    body = data.get("Data", data)
-    items = body.get("Files") if isinstance(body, dict) else body
-    out = {}
-    for it in items or []:
-        if isinstance(it, dict) and it.get("Path") and it.get("Type", "blob") != "tree":
-            out[it["Path"].lstrip("/")] = {"size": it.get("Size"), "sha256": it.get("Sha256")}
-    return out
+    out: dict[str, dict] = {}
+    page = 1
+    while True:
+        data = _json(session, url, f"ModelScope {ds}", params={
+            "Revision": rev, "Root": "/", "Recursive": "True", "PageNumber": page, "PageSize": _MS_PAGE})
+        body = data.get("Data", data)
+        items = body.get("Files") if isinstance(body, dict) else body
+        items = [it for it in items or [] if isinstance(it, dict) and it.get("Path")]
+        new = 0
+        for it in items:
+            if it.get("Type", "blob") != "tree" and it["Path"].lstrip("/") not in out:
+                out[it["Path"].lstrip("/")] = {"size": it.get("Size"), "sha256": it.get("Sha256")}
+                new += 1
+        total = body.get("TotalCount") if isinstance(body, dict) else None
+        if len(items) < _MS_PAGE or not new or (total is not None and page * _MS_PAGE >= int(total)):
+            return out
+        page += 1
+
+
+def _modelscope_pick(listing: dict[str, dict], names: tuple[str, ...]) -> list[str]:
+    """The test-set archive (and its parts) in any folder: the first of `names` found, by preference."""
+    for want in names:
+        stem = want.lower().split(".")[0]
+        hits = sorted(p for p in listing if Path(p).name.lower() == want.lower())
+        if not hits:
+            continue
+        if len(hits) > 1:
+            log.warning("several %s in the repository (%s); using %s", want, ", ".join(hits), hits[0])
+        folder = str(Path(hits[0]).parent)
+        parts = [p for p in listing if str(Path(p).parent) == folder and p != hits[0]
+                 and is_archive_name(Path(p).name) and Path(p).name.lower().split(".")[0] == stem]
+        return [hits[0], *sorted(parts)]
+    return []
 
 
 def fetch_modelscope(ctx: FetchContext) -> Payload:
@@ -243,24 +375,26 @@ def fetch_modelscope(ctx: FetchContext) -> Payload:
         raise AcquireError(f"{ctx.bench.name} has no known ModelScope copy; pass --repo namespace/name")
     base = ctx.base_url("modelscope")
     rev = ctx.revision or "master"
-    session = requests.Session()
+    session = ScopedSession()
     listing = _modelscope_listing(session, base, ds, rev)
-    wanted_files = list(ctx.bench.modelscope_files)
-    # parts of a configured archive (test.z01, test.zip.001...) come along
-    stems = {Path(f).name.split(".")[0] for f in wanted_files}
-    for path in listing:
-        if path not in wanted_files and is_archive_name(Path(path).name) and Path(path).name.split(".")[0] in stems:
-            wanted_files.append(path)
+    names = ctx.bench.modelscope_files or ("test_set.zip", "test.zip")
+    wanted_files = _modelscope_pick(listing, names)
     if not wanted_files:
-        wanted_files = [p for p in listing if is_archive_name(Path(p).name)]
-    if not wanted_files:
-        raise AcquireError(f"ModelScope {ds}: no archive to download")
+        shown = sorted(listing)[:40]
+        raise AcquireError(f"ModelScope {ds} (revision {rev}): no {' or '.join(names)} in any folder; the repository "
+                           f"holds {len(listing)} file(s)"
+                           + (": " + ", ".join(f"{p} ({human_bytes(listing[p]['size'] or 0)})" for p in shown)
+                              + (" ..." if len(listing) > len(shown) else "") if listing else "")
+                           + ". Pass --repo for another dataset, or download the test set by hand and use --root")
+    ctx.confirm(sum(listing[p].get("size") or 0 for p in wanted_files), f"ModelScope {ds}: {', '.join(wanted_files)}")
     out_dir = ctx.cache / "modelscope"
     payload = Payload(provenance={"source": "modelscope", "endpoint": base, "dataset": ds, "revision": rev,
                                   "files": []})
-    for path in sorted(wanted_files):
+    for path in wanted_files:
         meta = listing.get(path, {})
         checksum = ("sha256", meta["sha256"]) if meta.get("sha256") else None
+        if checksum is None:
+            ctx.say(f"warning: ModelScope lists no sha256 for {path}: only the members' CRC-32 will be checked")
         url = f"{base}/api/v1/datasets/{ds}/repo?Revision={quote(rev)}&FilePath={quote(path)}"
         dest = out_dir / path
         download(url, dest, expected_size=meta.get("size"), checksum=checksum, session=session,
@@ -296,12 +430,22 @@ def fetch_hf(ctx: FetchContext) -> Payload:
         repo = known or HFRepo(ctx.repo)
     elif ctx.bench.hf_repos:
         repo = ctx.bench.hf_repos[0]
-        single = [r for r in ctx.bench.hf_repos if r.generator and {r.generator} == ctx.wanted]
+        single = [r for r in ctx.bench.hf_repos if r.generator and {r.generator} == ctx.wanted
+                  and (ctx.real_from is not None or not r.fake_only)]
         repo = single[0] if single else repo  # a per-generator copy when exactly its generator is requested
     else:
         raise AcquireError(f"{ctx.bench.name} has no known Hugging Face copy; pass --repo owner/name")
     if repo.note:
         log.warning("%s: %s", repo.repo_id, repo.note)
+    if repo.fake_only:
+        if ctx.real_from is None:
+            raise AcquireError(
+                f"{repo.repo_id} holds fake images only (one `image` column, no label, no real images): a benchmark "
+                "built from it alone would have one class. Pair it with real images: --real-from DIR, a GenImage "
+                "tree or extracted archive holding <subset>/{train,val}/nature of the same generator (e.g. from "
+                "`sep-bench data get genimage --root ...`); or use another source")
+        if not Path(ctx.real_from).is_dir():
+            raise AcquireError(f"--real-from {ctx.real_from}: not a folder")
     endpoint = ctx.endpoint  # None: huggingface_hub reads HF_ENDPOINT itself
     rev = ctx.revision or "main"
     api = HfApi(endpoint=endpoint)
@@ -318,11 +462,17 @@ def fetch_hf(ctx: FetchContext) -> Payload:
     files = [e for e in entries if e.path.endswith(".parquet") or is_archive_name(Path(e.path).name)]
     if not files:
         raise AcquireError(f"{repo.repo_id}: no parquet shards or archives in the repository")
+    ctx.confirm(sum(e.size or 0 for e in files), f"{repo.repo_id} ({len(files)} files)")
     local_dir = ctx.cache / "hf" / repo.repo_id.replace("/", "__")
     payload = Payload(repo=repo, provenance={"source": "hf", "endpoint": endpoint or ctx.base_url("hf"),
                                              "repo": repo.repo_id, "revision": rev, "files": []})
-    headers = build_hf_headers()  # the user's token (HF_TOKEN / `hf auth login`) for gated or private repos
-    session = requests.Session()
+    headers = dict(build_hf_headers())  # the user's token (HF_TOKEN / `hf auth login`) for gated or private repos
+    session = ScopedSession()
+    for k in [k for k in headers if k.lower() == "authorization"]:  # sent to the Hub only, never to its storage
+        session.add_credential(endpoint or constants.ENDPOINT, "Authorization", headers.pop(k))
+    if ctx.real_from is not None:
+        payload.real_dirs.append(Path(ctx.real_from))
+        payload.provenance["real_from"] = str(ctx.real_from)
     for e in sorted(files, key=lambda e: e.path):
         url = hf_hub_url(repo.repo_id, e.path, repo_type="dataset", revision=rev, endpoint=endpoint)
         lfs = getattr(e, "lfs", None)

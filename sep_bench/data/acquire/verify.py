@@ -1,12 +1,18 @@
 """Verification: publisher checksums of archives, and a sha256 manifest of the canonical tree.
 
-- Archives: the publisher's md5 list where one exists (GenImage's ``checksums.csv``, shipped here as
-  `genimage_md5`; Google Drive's ``-001`` name suffixes are tolerated), Dataverse/Hub checksums at download.
+- Archives: an md5 list where one exists. For GenImage the bundled list (`genimage_md5`) is community-contributed:
+  it comes from an unmerged pull request (#2 of GenImage-Dataset/GenImage) whose hashes were read from the Google
+  Drive copy, not from the publisher; a copy from another mirror (Baidu) may differ, so a mismatch is reported
+  (`verify_archives` returns it) and the caller warns; ``--trust-sha256`` takes a sha256 manifest of a copy the
+  user vouches for (`write_sha256_manifest` / `load_sha256_manifest`). Google Drive's ``-001`` name suffixes are
+  tolerated. Dataverse/Hub/ModelScope checksums are checked at download.
 - Trees: ``MANIFEST.sha256.json`` at the dataset root, written when a tree is first acquired (or, for a tree
   put there by hand, the first time it is verified), then checked: every file's size and sha256, no file
   missing, no file added, and the counts per generator/split/class that the layout reader sees. Its ``stats``
   give, per generator/split/class, the image formats (from the file headers) and width/height statistics, and
-  list files whose header cannot be read.
+  list files whose header cannot be read. ``bad_files`` counts and lists every zero-byte file and every image whose
+  header cannot be read (the real GenImage has zero-byte PNGs in ADM and GLIDE and ~3.6k unreadable SD v1.5
+  nature JPEGs): recorded, never fatal.
 
 A mismatch raises `VerificationError` (a `LayoutError`, so the CLI prints it as one line) naming the files.
 """
@@ -32,7 +38,8 @@ from sep_bench.data.layouts import IMAGE_SUFFIXES, LayoutError, read_layout, sum
 from sep_bench.io import write_text
 
 __all__ = ["MANIFEST_NAME", "MARKER_NAME", "INTENT_NAME", "VerificationError", "VerifyReport", "hash_files", "build_manifest",
-           "verify_tree", "load_md5_csv", "verify_archives", "genimage_md5"]
+           "verify_tree", "load_md5_csv", "verify_archives", "genimage_md5", "write_sha256_manifest",
+           "load_sha256_manifest", "data_pairing", "PAIRING_TAG", "SHARED_REALS_CAPTION"]
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +112,9 @@ def _publisher_name(name: str, known: dict[str, str]) -> str | None:
 
 
 def verify_archives(files: Iterable[Path], md5s: dict[str, str], progress: Progress | None = None) -> dict:
-    """Check each file that the publisher's list names; return ``{"checked": [...], "unlisted": [...]}``."""
-    checked, unlisted = [], []
+    """Check each file that the md5 list names; return ``{"checked": [...], "unlisted": [...],
+    "mismatched": {name: (actual, listed)}}`` (the caller decides what a mismatch means)."""
+    checked, unlisted, mismatched = [], [], {}
     for f in sorted(files):
         key = _publisher_name(f.name, md5s)
         if key is None:
@@ -114,10 +122,45 @@ def verify_archives(files: Iterable[Path], md5s: dict[str, str], progress: Progr
             continue
         actual = file_digest(f, "md5", progress, f"md5 {f.name}")
         if actual != md5s[key]:
-            raise VerificationError(f"{f}: md5 {actual} differs from the publisher's {md5s[key]} for {key}; the "
-                                    "archive is corrupted or incomplete: download it again")
-        checked.append(f.name)
-    return {"checked": checked, "unlisted": unlisted}
+            mismatched[f.name] = (actual, md5s[key])
+        else:
+            checked.append(f.name)
+    return {"checked": checked, "unlisted": unlisted, "mismatched": mismatched}
+
+
+def write_sha256_manifest(path: Path, files: Iterable[Path], progress: Progress | None = None) -> Path:
+    """``{"algorithm": "sha256", "files": {name: sha256}}`` of archives, merged into `path` if it exists."""
+    try:
+        known = load_sha256_manifest(path)
+    except VerificationError:
+        known = {}
+    for f in files:
+        known[f.name] = file_digest(f, "sha256", progress, f"sha256 {f.name}")
+    write_text(path, json.dumps({"algorithm": "sha256", "files": dict(sorted(known.items()))}, indent=1) + "\n")
+    return path
+
+
+def load_sha256_manifest(path: Path) -> dict[str, str]:
+    """``{name: sha256}`` from a file written by `write_sha256_manifest` (or a plain ``sha256sum`` listing)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise VerificationError(f"--trust-sha256 {path}: cannot read it ({err})") from None
+    try:
+        data = json.loads(text)
+        files = data.get("files", data) if isinstance(data, dict) else None
+        if isinstance(files, dict):
+            return {Path(k).name: str(v).lower() for k, v in files.items()}
+    except ValueError:
+        pass
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*([0-9a-fA-F]{64})\s+\*?(.+?)\s*", line)
+        if m:
+            out[Path(m.group(2)).name] = m.group(1).lower()
+    if not out:
+        raise VerificationError(f"--trust-sha256 {path}: no sha256 entries found")
+    return out
 
 
 # ---- the manifest --------------------------------------------------------------------------------------------
@@ -203,6 +246,19 @@ def _stats(root: Path, layout: str, files: dict[str, dict]) -> dict:
     return out
 
 
+def _bad_files(files: dict[str, dict]) -> dict:
+    """Zero-byte files and images whose header cannot be read, all of them, with counts per generator folder."""
+    zero = sorted(r for r, i in files.items() if i["size"] == 0)
+    unreadable = sorted(r for r, i in files.items() if i["size"] > 0 and "format" in i and i["format"] is None)
+    per_gen: dict[str, dict[str, int]] = {}
+    for kind, rels in (("zero_byte", zero), ("unreadable", unreadable)):
+        for r in rels:
+            g = per_gen.setdefault(r.split("/", 1)[0], {"zero_byte": 0, "unreadable": 0})
+            g[kind] += 1
+    return {"count": len(zero) + len(unreadable), "per_generator": per_gen, "zero_byte": zero,
+            "unreadable": unreadable}
+
+
 def build_manifest(root: str | Path, layout: str, *, files: dict[str, dict] | None = None, extra: dict | None = None,
                    progress: Progress | None = None) -> dict:
     """Hash every file under `root` (or take `files`), write ``MANIFEST.sha256.json``, return it."""
@@ -218,6 +274,7 @@ def build_manifest(root: str | Path, layout: str, *, files: dict[str, dict] | No
         **(extra or {}),
         "counts": summarize(samples),
         "stats": _stats(root, layout, files),
+        "bad_files": _bad_files(files),
         "files": {rel: {"sha256": i["sha256"], "size": i["size"], **({"format": i["format"], "w": i["w"], "h": i["h"]}
                                                                       if i.get("format") else {})}
                   for rel, i in sorted(files.items())},
@@ -237,6 +294,31 @@ def load_manifest(root: Path) -> dict | None:
     if not isinstance(m, dict) or not isinstance(m.get("files"), dict):
         raise VerificationError(f"{p}: not a sep-bench manifest; delete it to rebuild it from the files")
     return m
+
+
+PAIRING_TAG = "sep_bench.data_pairing"
+SHARED_REALS_CAPTION = ("Real images of this data carry no generator (third-party copy): they were shared out among "
+                        "the generators by content hash, so per-generator numbers are not the benchmark's.")
+
+
+def data_pairing(root: str | Path, generators: Iterable[str] | None = None) -> str | None:
+    """How the real images of `root` (its manifest) are paired with generators, as one tag value.
+
+    ``shared-reals`` if any of `generators` (all when None) has its reals shared out by hash (a copy without the
+    pairing), else ``benchmark`` / ``recovered-from-path`` / ``real-from:<dir>`` (joined with "," when mixed);
+    None when the tree has no manifest or the manifest predates the record (minigen, trees put there by hand)."""
+    try:
+        m = load_manifest(Path(root))
+    except VerificationError:
+        return None
+    pairing = (m or {}).get("data_pairing") or {}
+    if generators is not None:
+        wanted = set(generators)
+        pairing = {g: v for g, v in pairing.items() if g in wanted}
+    values = set(pairing.values())
+    if not values:
+        return None
+    return "shared-reals" if "shared-reals" in values else ",".join(sorted(values))
 
 
 def _named(kind: str, items: list[str]) -> str:
