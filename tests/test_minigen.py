@@ -16,16 +16,10 @@ from PIL import Image
 
 from sep_bench.data.minigen import GENERATORS, GROUP_PATTERN, MANIFEST_NAME, MinigenConfig, build_minigen, load_photos
 
-TINY = MinigenConfig(
-    image_size=48,
-    n_train_real=8,
-    n_val_real=3,
-    n_test_real=6,
-    ae_steps=20,
-    ae_width=8,
-    ae_crop=32,
-    ae_batch=8,
-)
+# Small image counts with the default training settings: the generators use the pinned weights.
+TINY = MinigenConfig(image_size=48, n_train_real=8, n_val_real=3, n_test_real=6)
+# Other training settings train their weights at build time (tiny, fast).
+UNPINNED = replace(TINY, ae_steps=5, ae_width=8, ae_crop=32, ae_batch=4)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +50,7 @@ def test_layout_and_counts(built: tuple[Path, dict]) -> None:
                 assert len(list((out / gen / split / cls).glob("*.png"))) == n
         info = manifest["generators"][gen]
         assert info["params"] > 0 and np.isfinite(info["psnr_db"]) and info["upsampling"]
+        assert info["weights"] == "pinned"
     assert set(json.loads((out / "build_log.json").read_text())["generators"]) == set(TINY.generators)
     assert not list(out.parent.glob("mg.*")), "temp/old siblings must be gone after a build"
 
@@ -109,8 +104,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(built: tuple[Path, dict], t
     again = build_minigen(tmp_path / "again", TINY, workers=2, progress=lambda *a: calls.append(a))
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == torch_state
     assert {(task, done) for task, done, total in calls if done == total} == {
-        *((f"train {g}", TINY.ae_steps) for g in TINY.generators),
-        *((f"write {g}", 2 * sum(n["nature"] for n in manifest["counts"][g].values())) for g in TINY.generators),
+        (f"write {g}", 2 * sum(n["nature"] for n in manifest["counts"][g].values())) for g in TINY.generators
     }
     assert again == manifest
     assert (tmp_path / "again" / MANIFEST_NAME).read_bytes() == (out / MANIFEST_NAME).read_bytes()
@@ -141,11 +135,12 @@ def test_interrupted_build_is_not_mistaken_for_complete(tmp_path: Path) -> None:
     (stale / MANIFEST_NAME).write_text(json.dumps({"version": 1}))
 
     calls: list[tuple[str, int, int]] = []
-    cfg = replace(TINY, generators=("tconv", "vae8"))
+    cfg = replace(UNPINNED, generators=("tconv", "vae8"))
     manifest = build_minigen(out, cfg, progress=lambda *a: calls.append(a), workers=1)
     assert (out / MANIFEST_NAME).exists() and manifest["config"]["generators"] == ["tconv", "vae8"]
     assert not stale.exists(), "a dead build's temp dir is cleaned up"
-    assert ("train vae8", cfg.ae_steps, cfg.ae_steps) in calls
+    assert ("train vae8", cfg.ae_steps, cfg.ae_steps) in calls  # not pinned: trained here
+    assert manifest["generators"]["vae8"]["weights"].startswith("trained here")
     assert any(task == "write tconv" and done == total for task, done, total in calls)
 
     # A tree that lost files is not reused; a different config replaces the old build.
@@ -186,3 +181,38 @@ def test_load_photos() -> None:
     assert len(photos) == 9
     for name, img in photos.items():
         assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8 and min(img.shape[:2]) >= 256, name
+
+
+_CAPS = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "sse": {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"},
+}
+_BUILD = (
+    "import sys, json; from dataclasses import replace; from sep_bench.data.minigen import MinigenConfig, "
+    "build_minigen; import torch; torch.set_num_threads(int(sys.argv[2])); "
+    "m = build_minigen(sys.argv[1], MinigenConfig(image_size=48, n_train_real=4, n_val_real=2, n_test_real=4), "
+    "workers=1); print(json.dumps([m['pixels_sha256'], torch.backends.cpu.get_cpu_capability()]))"
+)
+
+
+def test_same_pixels_under_other_instruction_sets_and_thread_counts(tmp_path: Path) -> None:
+    """The CPU's vector instruction set (oneDNN, MKL and ATen's dispatch capped, as on an older CPU) and the thread
+    count change float kernels; with pinned weights and exact integer-grid inference the pixels stay the same."""
+    import os
+
+    digests = {}
+    for (cap, env), threads in zip(_CAPS.items(), (1, 2, 1)):
+        out = subprocess.run([sys.executable, "-c", _BUILD, str(tmp_path / cap), str(threads)], capture_output=True,
+                             text=True, env={**os.environ, **env}, check=True).stdout
+        digest, capability = json.loads(out.strip().splitlines()[-1])
+        digests[cap] = digest
+        if cap != "native":
+            assert capability in ("AVX2", "DEFAULT", "NO AVX"), capability  # the cap took effect
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_unpinned_training_settings_train_here_and_are_recorded(tmp_path: Path) -> None:
+    cfg = replace(UNPINNED, generators=("vae8",), n_train_real=4, n_val_real=2, n_test_real=2)
+    manifest = build_minigen(tmp_path / "mg", cfg, workers=1)
+    assert manifest["generators"]["vae8"]["weights"].startswith("trained here")

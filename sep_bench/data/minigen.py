@@ -1,10 +1,24 @@
 """minigen: the embedded, offline, smoke-scale benchmark.
 
 Real images are native-resolution crops of colour photographs that ship inside installed wheels (scikit-image,
-scikit-learn, matplotlib); fakes are reconstructions of real crops by five small conv autoencoders trained here, on
-the train photos only, that differ in how they up-sample. The tree is laid out like GenImage and is byte-identical
-for a given seed on a given machine. minigen exercises the whole pipeline in about a minute on a CPU; it is NOT
-GenImage, and numbers measured on it are not the paper's.
+scikit-learn, matplotlib); fakes are reconstructions of real crops by five small conv autoencoders, trained on the
+train photos only, that differ in how they up-sample. The tree is laid out like GenImage. minigen exercises the
+whole pipeline on a CPU; it is NOT GenImage, and numbers measured on it are not the paper's.
+
+Same pixels on every CPU. Float training and inference depend on the kernels a CPU picks (oneDNN/MKL code paths,
+vector widths of ATen's reductions and transcendental functions), so fakes made that way differ between an
+AVX-512 server, an AVX2 laptop and an ARM machine. minigen therefore:
+
+- ships the generators' weights (`GENERATOR_WEIGHTS`, trained once by `train_generator_weights` and quantised:
+  weights on a 2^-10 grid, biases on a 2^-20 grid) for the training settings of the default configuration;
+  any other training setting (`ae_*`, seed, train photos) trains its weights at build time, which is
+  reproducible on one machine only, and the build log says so;
+- runs the generators in float64 on integer-grid values: inputs are pixels / 256, every layer's output is
+  rounded to the 2^-10 grid, activations are hard-swish written as IEEE basic operations (no exp), and every
+  partial sum of a convolution is an exact multiple of the grid below 2^53, so the result is exact whatever the
+  summation order, vector width, FMA use or thread count;
+- digests the PIXELS (``pixels_sha256``: relative path and sha256 of the decoded RGB bytes of every image), not
+  the PNG bytes, whose compression may differ between zlib builds. ``files_sha256`` (PNG bytes) is kept beside.
 """
 
 from __future__ import annotations
@@ -35,14 +49,18 @@ __all__ = [
     "GENERATORS",
     "GROUP_PATTERN",
     "MANIFEST_NAME",
+    "GENERATOR_WEIGHTS",
     "MinigenConfig",
     "build_minigen",
+    "exact_forward",
     "load_photos",
+    "pixels_sha256",
+    "train_generator_weights",
 ]
 
 MANIFEST_NAME = "minigen.json"
 BUILD_LOG_NAME = "build_log.json"
-VERSION = 1
+VERSION = 2  # 2: hard-swish generators with pinned weights, exact integer-grid inference, pixel digest
 # File names are `<photo>__<index>.png`; the harness groups (and holds out) samples by photo with this pattern.
 GROUP_PATTERN = r"^(?P<group>[a-z_]+?)__"
 PHOTOS = (
@@ -193,17 +211,20 @@ class ConvAE(nn.Module):
         self.upsampling = upsampling
         w = width
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(), _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU()
+            nn.Conv2d(3, w, 3, padding=1), nn.Hardswish(), _down(w, w), nn.Hardswish(), _down(w, w), nn.Hardswish()
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
-            _up(upsampling, w, w), nn.SiLU(),
-            _up(upsampling, w, w // 2), nn.SiLU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.Hardswish(),
+            _up(upsampling, w, w), nn.Hardswish(),
+            _up(upsampling, w, w // 2), nn.Hardswish(),
             nn.Conv2d(w // 2, 3, 3, padding=1),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+    def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return exact_forward(self.decoder, exact_forward(self.encoder, x))
 
     def loss(self, x: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
         return F.l1_loss(self(x), x)
@@ -218,13 +239,14 @@ class VAE8(nn.Module):
         super().__init__()
         w = width
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, w, 3, padding=1), nn.SiLU(),
-            _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU(), _down(w, w), nn.SiLU(),
+            nn.Conv2d(3, w, 3, padding=1), nn.Hardswish(),
+            _down(w, w), nn.Hardswish(), _down(w, w), nn.Hardswish(), _down(w, w), nn.Hardswish(),
             nn.Conv2d(w, 2 * latent, 3, padding=1),
         )  # fmt: skip
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent, w, 3, padding=1), nn.SiLU(),
-            _up("nearest", w, w), nn.SiLU(), _up("nearest", w, w), nn.SiLU(), _up("nearest", w, w // 2), nn.SiLU(),
+            nn.Conv2d(latent, w, 3, padding=1), nn.Hardswish(),
+            _up("nearest", w, w), nn.Hardswish(), _up("nearest", w, w), nn.Hardswish(),
+            _up("nearest", w, w // 2), nn.Hardswish(),
             nn.Conv2d(w // 2, 3, 3, padding=1),
         )  # fmt: skip
 
@@ -235,6 +257,11 @@ class VAE8(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Decode the posterior mean: reconstructions are deterministic."""
         return self.decoder(self._moments(x)[0])
+
+    def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` on the integer grid (see `exact_forward`): the posterior mean, then the decoder."""
+        mean = exact_forward(self.encoder, x)[:, : self.decoder[0].in_channels]
+        return exact_forward(self.decoder, mean)
 
     def loss(self, x: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
         mean, logvar = self._moments(x)
@@ -260,6 +287,123 @@ _UPSAMPLING = {
     "pixelshuffle": "pixel_shuffle",
     "vae8": "vae_8x_latent, nearest+conv",
 }
+
+# ------------------------------------------------------------------------------------ exact integer-grid inference
+
+_GRID = 2.0**10  # activations and weights: multiples of 2^-10
+_BIAS_GRID = 2.0**20  # biases: multiples of 2^-20 (the grid of a product of two grid values)
+_PIXEL_SCALE = 256.0  # inputs are pixels / 256, exact in binary (unlike / 255)
+
+
+def _on_grid(x: torch.Tensor, grid: float = _GRID) -> torch.Tensor:
+    """Round x IN PLACE to the nearest multiple of 1/grid (ties to even): exact, the same on every IEEE machine
+    (scaling by a power of two is exact)."""
+    return x.mul_(grid).round_().div_(grid)
+
+
+def _hardswish(x: torch.Tensor) -> torch.Tensor:
+    """x * clamp(x + 3, 0, 6) / 6 IN PLACE, as separate IEEE basic operations (each correctly rounded everywhere)."""
+    return x.mul_(torch.clamp(x + 3.0, 0.0, 6.0)).div_(6.0)
+
+
+def exact_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run `module` (a Sequential tree of convolutions, up-sampling, pixel shuffle and hard-swish) in float64 with
+    every leaf's output rounded to the 2^-10 grid.
+
+    With grid-valued inputs, weights (2^-10) and biases (2^-20), each product is exact and each partial sum is an
+    exact multiple of 2^-22 far below 2^53 in magnitude, so convolutions are exact in any summation order; bilinear
+    2x up-sampling multiplies by 1/4 and 3/4 (exact); the hard-swish is rounded once per IEEE operation. The
+    output therefore does not depend on the CPU, its vector instructions, the BLAS or the thread count.
+    """
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            x = exact_forward(child, x)
+        return x
+    if isinstance(module, nn.Hardswish):
+        return _on_grid(_hardswish(x))
+    if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Upsample, nn.PixelShuffle)):
+        raise TypeError(f"exact_forward does not know {type(module).__name__}")
+    return _on_grid(module(x))
+
+
+def quantise_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """Integer weights (x 2^10, int16) and biases (x 2^20, int32) of `model`, by state-dict key."""
+    out = {}
+    for key, value in model.state_dict().items():
+        scale, dtype = (_BIAS_GRID, np.int32) if key.endswith(".bias") else (_GRID, np.int16)
+        q = torch.round(value.double() * scale)
+        info = np.iinfo(dtype)
+        if q.abs().max() > info.max:
+            raise ValueError(f"{key}: a value of {float(value.abs().max()):.3g} does not fit the {dtype.__name__} grid")
+        out[key] = q.numpy().astype(dtype)
+    return out
+
+
+def load_quantised(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
+    """`model` in float64 with the grid values of `quantise_state` (exactly representable)."""
+    model = model.double()
+    sd = {k: torch.from_numpy(v.astype(np.float64) / (_BIAS_GRID if k.endswith(".bias") else _GRID))
+          for k, v in state.items()}
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+# -------------------------------------------------------------------------------------- pinned generator weights
+
+#: The generators' weights for the default training settings, trained once by `train_generator_weights` and
+#: committed (reproducing the training elsewhere gives slightly different floats; that is why they are pinned).
+GENERATOR_WEIGHTS = Path(__file__).with_name("minigen_generators.npz")
+#: Fields of MinigenConfig that determine the generators' weights.
+TRAINING_FIELDS = ("seed", "ae_steps", "ae_width", "ae_crop", "ae_batch", "ae_lr", "train_photos", "threads")
+
+
+def training_settings(cfg: MinigenConfig, name: str) -> dict:
+    """What determines generator `name`'s weights (recorded in the weights file, compared on load)."""
+    settings = {f: getattr(cfg, f) for f in TRAINING_FIELDS}
+    settings["train_photos"] = list(settings["train_photos"])
+    return {"generator": name, "pixel_scale": _PIXEL_SCALE, "activation": "hardswish", **settings}
+
+
+def _read_weights(path: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+    """{generator: (training settings, quantised state)} from a weights file (.npz, no pickles)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        for name, settings in meta.items():
+            prefix = f"{name}/"
+            out[name] = (settings, {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)})
+    return out
+
+
+def _pinned_state(cfg: MinigenConfig, name: str, path: Path = GENERATOR_WEIGHTS) -> dict[str, np.ndarray] | None:
+    entry = _read_weights(path).get(name)
+    if entry is None or entry[0] != json.loads(json.dumps(training_settings(cfg, name))):
+        return None
+    return entry[1]
+
+
+def train_generator_weights(cfg: MinigenConfig = MinigenConfig(), out: Path = GENERATOR_WEIGHTS,
+                            progress: ProgressHook | None = None) -> dict:
+    """Train every generator of `cfg` (float32, this machine) and write their quantised weights to `out`.
+
+    Maintainers run this (``sep-bench data minigen-weights``) when the generators or their training settings
+    change; the file is committed so every machine builds the same pixels from it."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = {}
+    for name in cfg.generators:
+        with _deterministic_torch(cfg.threads):
+            model = _train(name, cfg, progress)
+        for key, value in quantise_state(model).items():
+            arrays[f"{name}/{key}"] = value
+        meta[name] = training_settings(cfg, name)
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out)
+    return meta
+
 
 # -------------------------------------------------------------------------------------------------- build
 
@@ -289,8 +433,8 @@ def _deterministic_torch(threads: int) -> Iterator[None]:
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """NxHxWx3 uint8 -> Nx3xHxW float in [0, 1]."""
-    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().float().div(255.0)
+    """NxHxWx3 uint8 -> Nx3xHxW float32 pixels / 256 (the generators' input and target scale)."""
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous().float().div(_PIXEL_SCALE)
 
 
 def _train(name: str, cfg: MinigenConfig, progress: ProgressHook | None) -> nn.Module:
@@ -332,11 +476,12 @@ def _crops(photo_names: tuple[str, ...], n: int, size: int, rng: np.random.Gener
 
 @torch.inference_mode()
 def _reconstruct(model: nn.Module, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Exact float64 reconstructions (`exact_forward`) as uint8 pixels."""
     out: list[np.ndarray] = []
     for i in range(0, len(images), _INFER_BATCH):
-        rec = model(_to_tensor(np.stack(images[i : i + _INFER_BATCH])))
-        rec = rec.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1)
-        out.extend(rec.numpy())
+        x = _to_tensor(np.stack(images[i : i + _INFER_BATCH])).double()
+        rec = model.exact_forward(x).mul(_PIXEL_SCALE).round().clamp(0.0, 255.0)
+        out.extend(rec.to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return out
 
 
@@ -352,10 +497,25 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _files_sha256(root: Path) -> str:
-    """sha256 over the sorted (relative path, file sha256) list of every image in the tree."""
+    """sha256 over the sorted (relative path, file sha256) list of every image in the tree (PNG bytes)."""
     h = hashlib.sha256()
     for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")):
         h.update(f"{rel}\t{hashlib.sha256((root / rel).read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """sha256 of an RGB image's shape and raw pixel bytes (independent of how the PNG was compressed)."""
+    return hashlib.sha256(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def pixels_sha256(root: Path) -> str:
+    """sha256 over the sorted (relative path, `pixel_digest`) list of every image in the tree: the build's
+    identity, compared with the digest pinned in params.yaml."""
+    h = hashlib.sha256()
+    for rel in sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")):
+        with Image.open(root / rel) as im:
+            h.update(f"{rel}\t{pixel_digest(np.asarray(im.convert('RGB')))}\n".encode())
     return h.hexdigest()
 
 
@@ -366,7 +526,11 @@ def _build_generator(root: Path, name: str, cfg: MinigenConfig, progress: Progre
     """
     with _deterministic_torch(cfg.threads):
         t0 = time.perf_counter()
-        model = _train(name, cfg, progress)
+        state = _pinned_state(cfg, name)
+        weights = "pinned" if state is not None else "trained here (reproducible on this machine only)"
+        if state is None:
+            state = quantise_state(_train(name, cfg, progress))
+        model = load_quantised(GENERATORS[name](cfg.ae_width), state)
         t1 = time.perf_counter()
         splits = {}
         if name in cfg.train_generators:
@@ -389,8 +553,9 @@ def _build_generator(root: Path, name: str, cfg: MinigenConfig, progress: Progre
                     if progress:
                         progress(f"write {name}", done, total)
             counts[split] = {"ai": len(crops), "nature": len(crops)}
-    entry = {"upsampling": _UPSAMPLING[name], "psnr_db": psnr, "params": sum(p.numel() for p in model.parameters())}
-    timings = {"train_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
+    entry = {"upsampling": _UPSAMPLING[name], "psnr_db": psnr, "params": sum(p.numel() for p in model.parameters()),
+             "weights": weights}
+    timings = {"weights_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
     return entry, counts, timings
 
 
@@ -449,6 +614,7 @@ def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None, w
         "group_pattern": GROUP_PATTERN,
         "counts": {name: results[name][1] for name in cfg.generators},
         "config": _config_json(cfg),
+        "pixels_sha256": pixels_sha256(root),
         "files_sha256": _files_sha256(root),
     }
     return manifest, {name: results[name][2] for name in cfg.generators}
@@ -516,8 +682,9 @@ def build_minigen(
 
     The tree is built in `<out>.tmp-<pid>` and renamed into place only when complete, so an interrupted build
     never looks finished. An existing `out_dir` is replaced only if it is an earlier minigen build (or empty).
-    Generators train on CPU with fixed threads and deterministic algorithms: same seed -> same bytes on a machine.
-    `progress(task, completed, total)` is called while training each generator and while writing its images.
+    Generators use the pinned weights (or, for other training settings, train here) and run exactly (see the
+    module docstring): the same config gives the same pixels on every machine with the pinned weights.
+    `progress(task, completed, total)` is called while training a generator (unpinned only) and writing images.
     `workers` processes build generators in parallel (default: one per usable CPU core, at most one per
     generator); it changes only the speed, never the bytes. With more than one, scripts that call this need the
     usual `if __name__ == "__main__":` guard (worker processes are spawned).

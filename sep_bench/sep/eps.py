@@ -22,8 +22,9 @@ Backends, with identical results (exact integer arithmetic, the same tie rules; 
 against the per-patch formula):
 
 - ``numba`` (the default when numba imports): compiled loops over the uint8 image. The kernels compile on first
-  use (about 5 s; numba is imported only then) and are cached on disk (``__pycache__`` beside this file, else
-  numba's user cache directory), so that happens once per machine; if no cache directory is writable they compile
+  use (about 5 s; numba is imported only then) and are cached on disk in the user's cache directory
+  (``NUMBA_CACHE_DIR``, default ``$XDG_CACHE_HOME/sep-bench/numba``, i.e. ``~/.cache/sep-bench/numba``: never the
+  source tree, whose hash DVC stages depend on), so that happens once per machine; if no cache directory is writable they compile
   once per process, with a warning. A process's first call still costs about 0.5 s (numba's start-up, loading
   the cache); forked DataLoader workers inherit kernels the parent has used. They release the GIL.
 - ``numpy``: loop-free array code, the fallback.
@@ -273,6 +274,7 @@ def _numba_kernels(required: bool) -> SimpleNamespace | None:
     if _KERNELS is None and _KERNELS_ERROR is None:
         with _KERNELS_LOCK:
             if _KERNELS is None and _KERNELS_ERROR is None:
+                os.environ.setdefault("NUMBA_CACHE_DIR", str(_user_cache_dir() / "numba"))
                 try:
                     import numba
                 except (ImportError, OSError) as err:  # not installed, built for another numpy, no LLVM
@@ -287,6 +289,12 @@ def _numba_kernels(required: bool) -> SimpleNamespace | None:
             f"the numba EPS backend is unavailable ({_KERNELS_ERROR}); install numba, or set {BACKEND_ENV}=numpy"
         )
     return _KERNELS
+
+
+def _user_cache_dir():
+    from pathlib import Path
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sep-bench"
 
 
 def _jit(numba, fn):
