@@ -10,8 +10,9 @@ env:
 	@bash scripts/setup-env.sh
 
 ## The default job: the DVC pipeline on the embedded offline benchmark -> results/tables, results/plots, MLflow.
+## (`dvc repro` with a progress line per stage, then the reproduced-vs-committed verdict.)
 pipeline: env
-	dvc repro
+	sep-bench pipeline
 	@echo "tables: results/tables/  plots: results/plots/  runs: sep-bench ui"
 
 ## The test suite (CPU, offline).

@@ -40,6 +40,7 @@ from PIL import Image
 
 from sep_bench.sep.eps import (
     candidate_positions,
+    numba_target,
     resolve_backend,
     score_map,
     select_patch,
@@ -106,6 +107,8 @@ def start_up() -> dict:
     t0 = time.perf_counter()
     backend = resolve_backend()  # imports numba when it is installed
     out = {"backend": backend, "import_ms": round((time.perf_counter() - t0) * 1e3, 1)}
+    if backend == "numba":  # the CPU numba compiled for: 'generic' (SSE2 code) runs the kernels about 3x slower
+        out["numba_target"] = numba_target()
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     for mode in ("official", "exhaustive"):
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -120,6 +121,19 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
         manifest = build_minigen(out, MinigenConfig(**kwargs), force=force, progress=update)
     console.print(f"minigen ready in {out}: " + ", ".join(
         f"{g} {sum(sum(c.values()) for c in s.values())}" for g, s in manifest["counts"].items()))
+    if m.digest and seed is None and manifest["pixels_sha256"] != m.digest:
+        unpinned = [g for g, info in manifest["generators"].items() if info.get("weights") != "pinned"]
+        raise ProtocolError(
+            f"the minigen build in {out} is not the pinned one: its pixels digest is {manifest['pixels_sha256']}, "
+            f"params.yaml profiles.{prof_name}.data.minigen.digest expects {m.digest}. "
+            + (f"Generators {unpinned} were trained on this machine (their training settings have no pinned "
+               "weights), which is reproducible on this machine only. " if unpinned else
+               "The build uses the pinned generator weights, so this should not happen: please report it with "
+               f"{out}/minigen.json and {out}/build_log.json. ")
+            + "If you changed the benchmark on purpose, set the new digest (or null) in params.yaml.")
+    console.print(f"minigen pixels digest {manifest['pixels_sha256']}"
+                  + (" (matches params.yaml)" if m.digest == manifest["pixels_sha256"] else
+                     " (no digest pinned in params.yaml)" if not m.digest else ""), highlight=False, soft_wrap=True)
     return manifest
 
 
@@ -152,6 +166,38 @@ data_app.command("get")(get_cmd)
 
 
 @app.command()
+def reconstruct(
+    detector: str = typer.Option(..., "--detector", "-d", help="Detector whose diffusion reconstructions to build."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    device: Optional[str] = typer.Option(None, help="torch device (default: cuda if available, else cpu)."),
+    tracking_uri: Optional[str] = TrackingOpt,
+    no_track: bool = NoTrackOpt,
+) -> None:
+    """The reconstruction stage (DIRE maps, DRCT reconstructions): once per image content, cached and resumable,
+    in data/recon/<profile>/<detector>; detectors without `model.reconstruct` get a 'not needed' manifest."""
+    import torch
+
+    from sep_bench.recon.command import reconstruct_detector
+
+    with user_errors():
+        p, prof_name = load(params, profile)
+
+        def tracker(spec):
+            return run_tracker(p, spec, "reconstruct", tracking_uri, no_track)
+
+        with progress() as update:
+            m = reconstruct_detector(p, prof_name, detector, device=torch.device(device) if device else None,
+                                     progress=update, tracker_factory=tracker)
+    if not m.get("needed"):
+        console.print(f"{detector}: no reconstruction needed", highlight=False)
+        return
+    r = m["this_run"]
+    console.print(f"[green]reconstruct {detector}[/]: {r['unique']} images, {r['computed']} computed, {r['cached']} "
+                  f"cached ({r['seconds']:.1f}s; {m['pipeline']})", highlight=False)
+
+
+@app.command()
 def train(
     detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name (see `sep-bench list`)."),
     params: Path = ParamsOpt,
@@ -162,12 +208,14 @@ def train(
     no_track: bool = NoTrackOpt,
 ) -> None:
     """Train a detector under the active profile; resumes from the folder's last checkpoint if it matches."""
-    from sep_bench.engine.train import train as run_train
     from sep_bench.protocol import resolve
 
     with user_errors():
-        p, prof_name = load(params, profile)
+        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        from sep_bench.engine.determinism import apply_torch
+        from sep_bench.engine.train import train as run_train
         spec = resolve(p, detector, prof_name, seed)
+        apply_torch(spec.profile.deterministic, spec.profile.threads)
         out = out or paths.train_dir(prof_name, detector, spec.seed)
         with run_tracker(p, spec, "train", tracking_uri, no_track) as tracker, progress() as update:
             result = run_train(spec, out, tracker=tracker, progress=update)
@@ -196,12 +244,8 @@ def evaluate(
 ) -> None:
     """Evaluate a training run, or released weights, on every test generator, clean and under the profile's
     perturbations; write predictions and metrics (results/metrics/<profile>/<row>/seed<s>.json)."""
-    from sep_bench.engine.evaluate import evaluate as run_eval
-    from sep_bench.engine.predict import load_model
     from sep_bench.io import write_json
     from sep_bench.protocol import ProtocolError, ReleasedEntry, resolve, resolve_released
-    from sep_bench.released import resolve_weights
-    from sep_bench.report.ablation import ablation_tags
 
     with user_errors():
         if (detector is None) == (released is None):
@@ -209,7 +253,13 @@ def evaluate(
                                 "or --released NAME (an entry of params.yaml's released:)")
         if weights is None and name is not None:
             raise ProtocolError("--name names an ad-hoc --weights evaluation; give --weights FILE too")
-        p, prof_name = load(params, profile)
+        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        from sep_bench.engine.determinism import apply_torch
+        from sep_bench.engine.evaluate import evaluate as run_eval
+        from sep_bench.engine.predict import load_model
+        from sep_bench.released import resolve_weights
+        from sep_bench.report.ablation import ablation_tags
+
         model, record = None, None
         if released is not None or weights is not None:
             if released is not None:
@@ -226,6 +276,7 @@ def evaluate(
         else:
             spec = resolve(p, detector, prof_name, seed)
             ckpt = checkpoint or paths.train_dir(prof_name, detector, spec.seed) / "best.safetensors"
+        apply_torch(spec.profile.deterministic, spec.profile.threads)
         row = record["name"] if record else spec.detector
         tags = {**ablation_tags(spec), **({"sep_bench.released": record["sha256"]} if record else {})}
         with run_tracker(p, spec, "evaluate", tracking_uri, no_track, tags, row=row) as tracker:
@@ -405,6 +456,51 @@ def explain(
         Console().print(table)
         with atomic_path(out / "explain.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def pipeline(
+    ctx: typer.Context,
+    params: Path = ParamsOpt,
+) -> None:
+    """Run the DVC pipeline (`dvc repro`, extra arguments are passed on) with a progress line per stage (k of N,
+    elapsed, estimated time left), then print the reproduced-vs-committed verdict. `make pipeline` runs this."""
+    from sep_bench.report.reproduced import write_tables
+    from sep_bench.runner import run_pipeline
+
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    result = run_pipeline(ctx.args, dvc=dvc)
+    if result.returncode != 0:
+        raise typer.Exit(result.returncode)
+    with user_errors():
+        _, prof_name = load(params, None)
+        line, _ = write_tables(prof_name)
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def reproduced(
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    update_reference: bool = typer.Option(False, "--update-reference",
+                                          help="Make this run's results the committed reference (maintainers)."),
+    spread: Optional[float] = typer.Option(None, "--spread",
+                                           help="With --update-reference: the stated cross-machine spread of every "
+                                                "row, in ACC points (default: keep the reference's; 0 = bit-identical)."),
+    note: str = typer.Option("", "--note", help="With --update-reference: how the spread was measured."),
+) -> None:
+    """Compare this run's results with the committed reference of the profile (results/reference/<profile>.json):
+    per row the reference and reproduced Mean, the difference, bit-identical / within / outside the stated spread
+    and the likely cause; writes results/tables/<profile>_reproduced.{md,csv} and prints the one-line verdict."""
+    from sep_bench.report.reproduced import snapshot, write_reference, write_tables
+
+    with user_errors():
+        _, prof_name = load(params, profile)
+        if update_reference:
+            spreads = None if spread is None else {row: spread for row in snapshot(prof_name)["rows"]}
+            console.print(f"reference written: {write_reference(prof_name, spreads, note)}", highlight=False)
+        line, _ = write_tables(prof_name)
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

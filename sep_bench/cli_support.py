@@ -72,7 +72,12 @@ def load(params: Path, profile: Optional[str]):
     from sep_bench.protocol import load_params
 
     p = load_params(params)
-    return p, profile or p.profile
+    name = profile or p.profile
+    if name in p.profiles:  # before anything imports torch (see engine.determinism)
+        from sep_bench.engine.determinism import apply_env
+
+        apply_env(p.profiles[name].deterministic)
+    return p, name
 
 
 def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, extra_tags: dict | None = None,

@@ -216,3 +216,37 @@ def test_unpinned_training_settings_train_here_and_are_recorded(tmp_path: Path) 
     cfg = replace(UNPINNED, generators=("vae8",), n_train_real=4, n_val_real=2, n_test_real=2)
     manifest = build_minigen(tmp_path / "mg", cfg, workers=1)
     assert manifest["generators"]["vae8"]["weights"].startswith("trained here")
+
+
+def test_tampered_build_is_rebuilt_and_a_foreign_digest_fails_loudly(built: tuple[Path, dict], tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+
+    out, manifest = built
+    copy = tmp_path / "data/prepared/tiny"
+    shutil.copytree(out, copy)
+    victim = next(copy.glob("tconv/val/ai/*.png"))
+    pixels = np.asarray(Image.open(victim)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(victim)
+    assert build_minigen(copy, TINY, workers=1)["pixels_sha256"] == manifest["pixels_sha256"]  # rebuilt, not reused
+    assert np.asarray(Image.open(victim))[0, 0].tolist() != pixels[0, 0].tolist()
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {"seed": 0, "image_size": TINY.image_size, "n_train_real": TINY.n_train_real,
+           "n_val_real": TINY.n_val_real, "n_test_real": TINY.n_test_real}
+    params = {"profile": "tiny", "run": {"detectors": ["npr"]}, "detectors": {"npr": {}}, "profiles": {"tiny": {
+        "data": {"source": "minigen", "layout": "genimage", "train_generators": ["vae8"],
+                 "test_generators": list(TINY.generators), "minigen": {**cfg, "digest": "0" * 64}}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    res = CliRunner().invoke(app, ["data", "prepare"])
+    assert res.exit_code != 0 and "not the pinned one" in res.output and manifest["pixels_sha256"] in res.output
+    params["profiles"]["tiny"]["data"]["minigen"]["digest"] = manifest["pixels_sha256"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    res = CliRunner().invoke(app, ["data", "prepare"])
+    assert res.exit_code == 0 and "matches params.yaml" in res.output, res.output

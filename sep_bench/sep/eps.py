@@ -275,6 +275,7 @@ def _numba_kernels(required: bool) -> SimpleNamespace | None:
         with _KERNELS_LOCK:
             if _KERNELS is None and _KERNELS_ERROR is None:
                 os.environ.setdefault("NUMBA_CACHE_DIR", str(_user_cache_dir() / "numba"))
+                _name_generic_cpu()
                 try:
                     import numba
                 except (ImportError, OSError) as err:  # not installed, built for another numpy, no LLVM
@@ -289,6 +290,35 @@ def _numba_kernels(required: bool) -> SimpleNamespace | None:
             f"the numba EPS backend is unavailable ({_KERNELS_ERROR}); install numba, or set {BACKEND_ENV}=numpy"
         )
     return _KERNELS
+
+
+def numba_target() -> str:
+    """The CPU name numba compiles the kernels for (``NUMBA_CPU_NAME`` or LLVM's name of this host)."""
+    if os.environ.get("NUMBA_CPU_NAME"):
+        return os.environ["NUMBA_CPU_NAME"]
+    try:
+        import llvmlite.binding as ll
+    except ImportError:
+        return "unknown"
+    return ll.get_host_cpu_name()
+
+
+def _name_generic_cpu() -> None:
+    """When LLVM cannot name this CPU (it says ``generic``: a CPU newer than its tables, or a hypervisor that masks
+    the CPU's identity) numba compiles baseline x86-64 code (SSE2): the kernels then run about 3x slower (measured:
+    exhaustive mode at 512x512, 6.6 ms generic vs 2.1 ms host / 1.2 ms haswell on an AMD EPYC with AVX-512).
+    Name the newest target the CPU's flags allow instead (the user's ``NUMBA_CPU_NAME`` always wins)."""
+    if os.environ.get("NUMBA_CPU_NAME") or numba_target() != "generic":
+        return
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(next((ln.split(":", 1)[1] for ln in fh if ln.startswith("flags")), "").split())
+    except OSError:
+        return
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        os.environ["NUMBA_CPU_NAME"] = "skylake-avx512"
+    elif {"avx2", "fma", "bmi2"} <= flags:
+        os.environ["NUMBA_CPU_NAME"] = "haswell"
 
 
 def _user_cache_dir():

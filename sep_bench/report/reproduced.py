@@ -1,0 +1,232 @@
+"""Reproduced vs committed: does this run give the committed reference results of the same profile?
+
+The committed reference (``results/reference/<profile>.json``, written by ``sep-bench reference update`` from a
+finished run) holds, per table row and seed: the Mean ACC, the protocol hash, the sha256 of the fake logits (so
+"bit-identical" is a fact, not a rounding coincidence), plus the data digest, the library versions and the
+machine (CPU model, instruction set) the results came from, and the stated cross-machine spread of each row.
+
+`compare` reads this run's metrics and predictions and classifies every row:
+
+- ``bit-identical``: the same logits, bit for bit;
+- ``within spread``: |this Mean - reference Mean| <= the row's stated spread (in ACC points);
+- ``outside spread``: with the likely cause, checked in order: the data differ (benchmark digest), the protocol
+  differs (protocol hash), the library versions differ, the CPU's instruction set differs;
+- ``missing``: in the reference but not in this run (or the other way round).
+
+The verdict line (`verdict_line`) is what ``make pipeline`` prints last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sep_bench import paths
+
+__all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
+           "write_tables"]
+
+REFERENCE_DIR = Path("results/reference")
+_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "scipy", "timm", "open-clip-torch", "transformers",
+             "diffusers", "numba")
+_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "asimd", "sve")
+#: Default stated spread (ACC points) of a row when the reference names none: 0 = expect bit-identical results.
+DEFAULT_SPREAD = 0.0
+
+
+def machine_info() -> dict:
+    """CPU model, instruction-set flags, the CPU capability torch dispatches to, threads and library versions."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {
+        "cpu": model,
+        "arch": platform.machine(),
+        "isa": sorted(f for f in _ISA_FLAGS if f in flags),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _data_digest(profile: str) -> str | None:
+    manifest = paths.prepared_dir(profile) / "minigen.json"
+    try:
+        return json.loads(manifest.read_text()).get("pixels_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _logits_sha256(predictions: Path) -> str | None:
+    try:
+        df = pd.read_parquet(predictions, columns=["path", "fake_logit"])
+    except (OSError, ValueError, KeyError):
+        return None
+    df = df.sort_values("path", kind="stable")
+    h = hashlib.sha256("\n".join(df["path"]).encode())
+    h.update(np.ascontiguousarray(df["fake_logit"].to_numpy(np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def snapshot(profile: str) -> dict:
+    """This run's results: {rows: {row: {seed: {mean_acc, protocol_hash, logits_sha256}}}, data_digest, machine}."""
+    rows: dict[str, dict[str, dict]] = {}
+    for metrics_file in sorted(paths.metrics_dir(profile).glob("*/seed*.json")):
+        m = json.loads(metrics_file.read_text())
+        row, seed = metrics_file.parent.name, metrics_file.stem.removeprefix("seed")
+        pred = paths.predictions_path(profile, row, int(seed))
+        rows.setdefault(row, {})[seed] = {
+            "mean_acc": round(100 * m["mean"]["acc"], 4),
+            "protocol_hash": m.get("protocol_hash"),
+            "logits_sha256": _logits_sha256(pred),
+        }
+    return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(), "rows": rows}
+
+
+def write_reference(profile: str, spreads: dict[str, float] | None = None, note: str = "") -> Path:
+    """Commit-ready reference of the current results (``results/reference/<profile>.json``)."""
+    snap = snapshot(profile)
+    old = _read(REFERENCE_DIR / f"{profile}.json") or {}
+    keep = old.get("spread_acc_points", {})
+    snap["spread_acc_points"] = {row: (spreads or {}).get(row, keep.get(row, DEFAULT_SPREAD)) for row in snap["rows"]}
+    snap["spread_note"] = note or old.get("spread_note", "")
+    out = REFERENCE_DIR / f"{profile}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(snap, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RowCheck:
+    row: str
+    seed: str
+    reference: float | None
+    reproduced: float | None
+    status: str  # bit-identical | within spread | outside spread | missing
+    cause: str = ""
+
+    @property
+    def diff(self) -> float | None:
+        if self.reference is None or self.reproduced is None:
+            return None
+        return round(self.reproduced - self.reference, 4)
+
+
+def _likely_cause(ref: dict, run: dict, ref_row: dict, run_row: dict) -> str:
+    if ref.get("data_digest") and run.get("data_digest") and ref["data_digest"] != run["data_digest"]:
+        return "different data (benchmark digest differs)"
+    if ref_row.get("protocol_hash") != run_row.get("protocol_hash"):
+        return "different protocol (protocol hash differs)"
+    rv, nv = ref.get("machine", {}).get("versions", {}), run.get("machine", {}).get("versions", {})
+    changed = [f"{p} {rv[p]} -> {nv.get(p)}" for p in rv if nv.get(p) != rv[p]]
+    if changed:
+        return "different library versions: " + ", ".join(changed)
+    rm, nm = ref.get("machine", {}), run.get("machine", {})
+    if (rm.get("isa"), rm.get("arch"), rm.get("threads")) != (nm.get("isa"), nm.get("arch"), nm.get("threads")):
+        return (f"different CPU (instruction set {'/'.join(rm.get('isa', []))} -> {'/'.join(nm.get('isa', []))}, "
+                f"threads {rm.get('threads')} -> {nm.get('threads')})")
+    return "unknown: same data, protocol, libraries and CPU type"
+
+
+def compare(reference: dict, run: dict) -> list[RowCheck]:
+    """Classify every (row, seed) of the reference and of this run (see the module docstring)."""
+    spreads = reference.get("spread_acc_points", {})
+    checks = []
+    ref_rows, run_rows = reference.get("rows", {}), run.get("rows", {})
+    for row in sorted(set(ref_rows) | set(run_rows)):
+        for seed in sorted(set(ref_rows.get(row, {})) | set(run_rows.get(row, {}))):
+            a, b = ref_rows.get(row, {}).get(seed), run_rows.get(row, {}).get(seed)
+            if a is None or b is None:
+                where = "this run" if b is None else "the reference"
+                checks.append(RowCheck(row, seed, a and a["mean_acc"], b and b["mean_acc"], "missing",
+                                       f"not in {where}"))
+                continue
+            check = RowCheck(row, seed, a["mean_acc"], b["mean_acc"], "")
+            if a.get("logits_sha256") and a["logits_sha256"] == b.get("logits_sha256"):
+                check.status = "bit-identical"
+            elif abs(check.diff) <= spreads.get(row, DEFAULT_SPREAD) + 1e-9:
+                check.status = "within spread"
+                check.cause = _likely_cause(reference, run, a, b) if check.diff else ""
+            else:
+                check.status = "outside spread"
+                check.cause = _likely_cause(reference, run, a, b)
+            checks.append(check)
+    return checks
+
+
+def verdict_line(profile: str, checks: list[RowCheck], reference_found: bool = True) -> str:
+    if not reference_found:
+        return (f"reproduced vs committed ({profile}): no committed reference (results/reference/{profile}.json); "
+                "nothing to compare")
+    n = len(checks)
+    bad = [c for c in checks if c.status in ("outside spread", "missing")]
+    same = sum(c.status == "bit-identical" for c in checks)
+    within = sum(c.status == "within spread" for c in checks)
+    if not bad:
+        detail = f"{same} of {n} rows bit-identical" + (f", {within} within the stated spread" if within else "")
+        return f"reproduced: {detail} (committed reference results/reference/{profile}.json)"
+    causes = sorted({c.cause for c in bad})
+    return (f"NOT reproduced: {len(bad)} of {n} rows differ from the committed reference "
+            f"({', '.join(f'{c.row}' for c in bad[:6])}{'...' if len(bad) > 6 else ''}); likely cause: "
+            f"{'; '.join(causes)}. Details: results/tables/{profile}_reproduced.md")
+
+
+def write_tables(profile: str) -> tuple[str, list[Path]]:
+    """``results/tables/<profile>_reproduced.{md,csv}`` and the verdict line."""
+    reference = _read(REFERENCE_DIR / f"{profile}.json")
+    run = snapshot(profile)
+    checks = compare(reference, run) if reference else []
+    line = verdict_line(profile, checks, reference is not None)
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    df = pd.DataFrame([{"row": c.row, "seed": c.seed, "reference Mean": fmt(c.reference),
+                        "this run Mean": fmt(c.reproduced), "diff": fmt(c.diff), "status": c.status,
+                        "likely cause": c.cause} for c in checks])
+    md = [f"# Reproduced vs committed ({profile})", "", line, ""]
+    if reference:
+        m = reference.get("machine", {})
+        md += [f"Reference machine: {m.get('cpu')} ({m.get('arch')}; {'/'.join(m.get('isa', []))}; torch dispatch "
+               f"{m.get('torch_cpu_capability')}; {m.get('threads')} threads); torch "
+               f"{m.get('versions', {}).get('torch')}; benchmark digest {reference.get('data_digest')}.",
+               f"This machine: {run['machine']['cpu']} ({run['machine']['arch']}; {'/'.join(run['machine']['isa'])};"
+               f" torch dispatch {run['machine']['torch_cpu_capability']}; {run['machine']['threads']} threads);"
+               f" benchmark digest {run['data_digest']}.", ""]
+        if reference.get("spread_note"):
+            md += [f"Stated spread: {reference['spread_note']}", ""]
+        md += [df.to_markdown(index=False) if len(df) else "(no rows)", ""]
+    out_md = paths.TABLES_DIR / f"{profile}_reproduced.md"
+    out_csv = paths.TABLES_DIR / f"{profile}_reproduced.csv"
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(md))
+    df.to_csv(out_csv, index=False)
+    return line, [out_md, out_csv]

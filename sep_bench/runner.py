@@ -1,0 +1,112 @@
+"""`sep-bench pipeline`: ``dvc repro`` with a progress line a person can read, per-stage timings and the verdict.
+
+DVC prints stage names only. This runs it as a child process, passes its output through, and after every stage
+DVC starts or skips prints ``[stage k/N] <name> · <elapsed> elapsed · ~<remaining> left``. The estimate of what
+remains uses each stage's duration in the previous run on this machine (``.dvc/tmp/sep-bench-stage-times.json``)
+where known, else the mean of the stages run so far. Per-stage seconds of this run are written back there (and
+returned), so `benchmarks/pipeline.py` can report them. Finally it prints the reproduced-vs-committed verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, TextIO
+
+__all__ = ["PipelineRun", "run_pipeline", "stage_names", "TIMES_FILE"]
+
+TIMES_FILE = Path(".dvc/tmp/sep-bench-stage-times.json")
+_RUNNING = re.compile(r"^Running stage '([^']+)'")
+_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+
+
+@dataclass
+class PipelineRun:
+    returncode: int
+    seconds: float
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds (run stages only)
+    skipped: list[str] = field(default_factory=list)
+
+
+def stage_names(dvc: str = "dvc") -> list[str]:
+    """Every stage of the pipeline (matrix stages expanded), as `dvc stage list` names them."""
+    out = subprocess.run([dvc, "stage", "list", "--name-only"], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _load_times(path: Path) -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def run_pipeline(
+    dvc_args: Sequence[str] = (),
+    *,
+    dvc: str = "dvc",
+    out: TextIO = sys.stdout,
+    clock: Callable[[], float] = time.perf_counter,
+    times_file: Path = TIMES_FILE,
+) -> PipelineRun:
+    """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds."""
+    names = stage_names(dvc)
+    history = _load_times(times_file)
+    total = len(names)
+    started = clock()
+    run = PipelineRun(returncode=0, seconds=0.0)
+    current: tuple[str, float] | None = None
+    done = 0
+
+    def finish_current(now: float) -> None:
+        nonlocal current
+        if current is not None:
+            run.stages[current[0]] = round(now - current[1], 2)
+            current = None
+
+    def progress(name: str, now: float) -> None:
+        remaining_names = [n for n in names if n not in run.stages and n not in run.skipped and n != name]
+        known = [history[n] for n in remaining_names if n in history]
+        mean = (sum(run.stages.values()) / len(run.stages)) if run.stages else 0.0
+        left = sum(known) + mean * (len(remaining_names) - len(known))
+        out.write(f"[stage {done}/{total}] {name} · {_fmt(now - started)} elapsed"
+                  f"{f' · ~{_fmt(left)} left' if left else ''}\n")
+        out.flush()
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([dvc, "repro", *dvc_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out.write(line)
+        now = clock()
+        if m := _RUNNING.match(line):
+            finish_current(now)
+            done += 1
+            current = (m.group(1), now)
+            progress(m.group(1), now)
+        elif m := _SKIPPED.match(line):
+            finish_current(now)
+            done += 1
+            run.skipped.append(m.group(1))
+    run.returncode = proc.wait()
+    now = clock()
+    if run.returncode == 0:
+        finish_current(now)
+    run.seconds = round(now - started, 2)
+    if run.stages:
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps({**history, **run.stages}, indent=1, sort_keys=True) + "\n")
+    out.write(f"pipeline: {len(run.stages)} stage(s) run, {len(run.skipped)} up to date, {_fmt(run.seconds)}\n")
+    return run
