@@ -38,6 +38,8 @@ from functools import cache, partial
 from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,7 @@ __all__ = [
     "train_generator_weights",
 ]
 
+log = logging.getLogger(__name__)
 MANIFEST_NAME = "minigen.json"
 BUILD_LOG_NAME = "build_log.json"
 VERSION = 2  # 2: hard-swish generators with pinned weights, exact integer-grid inference, pixel digest
@@ -638,6 +641,9 @@ def _reusable(out_dir: Path, cfg: MinigenConfig) -> dict | None:
         return None
     expected = sum(2 * n["nature"] for splits in manifest.get("counts", {}).values() for n in splits.values())
     if sum(1 for _ in out_dir.rglob("*.png")) != expected:
+        return None
+    if pixels_sha256(out_dir) != manifest.get("pixels_sha256"):
+        log.warning("%s: the images on disk differ from the build's manifest (pixels digest); rebuilding", out_dir)
         return None
     return manifest
 
