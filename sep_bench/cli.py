@@ -137,6 +137,21 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
     return manifest
 
 
+@data_app.command("minigen-weights")
+def data_minigen_weights(
+    out: Optional[Path] = typer.Option(None, help="Weights file (default: the committed sep_bench/data/minigen_generators.npz)."),
+) -> None:
+    """Maintainers: retrain minigen's generators with the default training settings and write their quantised
+    weights (commit the file, then update params.yaml's minigen digest: the benchmark's pixels change)."""
+    from sep_bench.data.minigen import GENERATOR_WEIGHTS, MinigenConfig, train_generator_weights
+
+    target = out or GENERATOR_WEIGHTS
+    with progress() as update:
+        train_generator_weights(MinigenConfig(), target, progress=update)
+    console.print(f"wrote {target}; rebuild with `sep-bench data build-mini --force` and pin the new digest",
+                  highlight=False)
+
+
 @data_app.command("prepare")
 def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """The pipeline's data stage: build minigen, or verify an external dataset (manifest, counts) and write its summary."""
@@ -159,6 +174,11 @@ def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) 
                       f"{sum(len(v) for v in summary['counts'].values())} generator/split folders", highlight=False)
 
 
+# `selection` (train with checkpoint selection on the test generators) lives in sep_bench/report/commands.py
+from sep_bench.report.commands import selection_cmd  # noqa: E402
+
+app.command("selection")(selection_cmd)
+
 # `data get` lives in sep_bench/data/acquire/commands.py
 from sep_bench.data.acquire.commands import get_cmd  # noqa: E402
 
@@ -176,8 +196,6 @@ def reconstruct(
 ) -> None:
     """The reconstruction stage (DIRE maps, DRCT reconstructions): once per image content, cached and resumable,
     in data/recon/<profile>/<detector>; detectors without `model.reconstruct` get a 'not needed' manifest."""
-    import torch
-
     from sep_bench.recon.command import reconstruct_detector
 
     with user_errors():
@@ -187,8 +205,7 @@ def reconstruct(
             return run_tracker(p, spec, "reconstruct", tracking_uri, no_track)
 
         with progress() as update:
-            m = reconstruct_detector(p, prof_name, detector, device=torch.device(device) if device else None,
-                                     progress=update, tracker_factory=tracker)
+            m = reconstruct_detector(p, prof_name, detector, device=device, progress=update, tracker_factory=tracker)
     if not m.get("needed"):
         console.print(f"{detector}: no reconstruction needed", highlight=False)
         return

@@ -78,6 +78,8 @@ class MinigenSpec(_Strict):
     n_val_real: int = Field(40, ge=2)
     n_test_real: int = Field(100, ge=2)
     ae_steps: int | None = Field(None, ge=1)
+    # sha256 of the build's pixels (minigen.json `pixels_sha256`): the data stage refuses a build that differs
+    digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class DataSpec(_Strict):
@@ -120,6 +122,30 @@ class TrainSpec(_Strict):
     grad_clip: float | None = Field(None, gt=0)
     # Frozen-backbone detectors only: compute backbone features once (see engine.feature_cache for the deviation).
     feature_cache: bool = False
+    # Checkpoint selection: `val` (the held-out slice of the training generators) or `test` (best Mean test ACC
+    # over epochs, as the SEP authors' code did; every epoch's test metrics are kept). See engine.selection.
+    select_on: Literal["val", "test"] = "val"
+    # Global batch (see engine.batching): `accumulate` forward/backward passes of `batch_size` images per
+    # optimiser step; with `global_batch` (an official multi-GPU recipe, e.g. AIDE 32 x 8 = 256) `batch_size` is
+    # per process and accumulate = global_batch / (batch_size x processes), derived at run time.
+    accumulate: int = Field(1, ge=1)
+    global_batch: int | None = Field(None, ge=1)
+    # Re-encode every training (and validation) image identically before the views: none, jpeg<quality>, or jpeg
+    # (the median quality of the real training JPEGs, read from their quantisation tables). See engine.align.
+    align: str = "none"
+
+    @field_validator("align")
+    @classmethod
+    def _align_syntax(cls, v: str) -> str:
+        from sep_bench.engine.align import check_alignment
+
+        return check_alignment(v)
+
+    @model_validator(mode="after")
+    def _one_batch_rule(self) -> "TrainSpec":
+        if self.global_batch is not None and self.accumulate != 1:
+            raise ValueError("give train.global_batch (accumulation derived from it) or train.accumulate, not both")
+        return self
 
 
 class EvalSpec(_Strict):
@@ -131,6 +157,25 @@ class EvalSpec(_Strict):
     # Batches of images of one size (read from the headers), for views that keep the image size (e.g. NPR on the
     # full image); logits are the same as with batch size 1. false: batches in sample order.
     bucket_by_size: bool = True
+    # Protocol axes (engine.protocol_axes): `align` re-encodes both classes identically (none, jpeg = the real
+    # test images' quality, jpeg<q>) as an extra `aligned` evaluation; `preprocess` adds one evaluation per rule
+    # (official, center_crop, resize, native) of how a test image is brought to the detector's input size.
+    align: str = "none"
+    preprocess: list[str] = []
+
+    @field_validator("align")
+    @classmethod
+    def _align_syntax(cls, v: str) -> str:
+        from sep_bench.engine.align import check_alignment
+
+        return check_alignment(v)
+
+    @field_validator("preprocess")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        from sep_bench.engine.protocol_axes import check_preprocess
+
+        return check_preprocess(v)
 
     @field_validator("perturbations")
     @classmethod
@@ -150,6 +195,10 @@ class OptimSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
+    # Recipes that scale the lr with the batch (AIDE, SAFE: lr = blr x batch / 256): `lr` is then the base lr and
+    # the optimiser gets lr x (effective batch / lr_base_batch) (linear) or its square root (sqrt).
+    lr_scale: Literal["none", "linear", "sqrt"] = "none"
+    lr_base_batch: int = Field(256, ge=1)
 
 
 class ScheduleSpec(_Strict):
@@ -208,6 +257,11 @@ class Profile(_Strict):
     amp: Literal["off", "bf16", "fp16"] = "bf16"  # CUDA only; CPU runs stay fp32 (bit-reproducible)
     channels_last: bool = True                    # CUDA only
     compile: bool = False                         # torch.compile the model for training
+    # CPU reproducibility across machines (see sep_bench.engine.determinism): oneDNN off, MKL's conditional
+    # numerical reproducibility, ATen's AVX2 kernels on x86; `threads` fixes torch's intra-op thread count,
+    # which changes float reductions (null: torch's default, i.e. the machine's core count)
+    deterministic: bool = False
+    threads: int | None = Field(None, ge=1)
 
 
 class DetectorBlock(_Strict):
@@ -397,14 +451,14 @@ class RunSpec(_Strict):
     def protocol_hash(self) -> str:
         """A short hash of every protocol value that changes a trained model or a metric (the data-loader settings,
         which change only speed, excluded)."""
-        d = self.model_dump(mode="json")
+        d = _drop_later_defaults(self.model_dump(mode="json"))
         d["profile"].pop("loader", None)
         return _hash(d)
 
     def training_hash(self) -> str:
         """A short hash of what changes the trained model (evaluation and loader settings excluded): resume checks
         it."""
-        d = self.model_dump(mode="json")
+        d = _drop_later_defaults(self.model_dump(mode="json"))
         d["recipe"].pop("eval")
         d["profile"].pop("eval")
         d["profile"].pop("loader", None)
@@ -423,6 +477,37 @@ class RunSpec(_Strict):
 
         walk("", self.model_dump(mode="json"))
         return flat
+
+
+# Keys added after results were published, with the default that reproduces the earlier behaviour: left out of the
+# hashes while at that default, so results computed before a key existed stay current (and resumable).
+_LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("train", "select_on"): {"default": "val"},
+    ("train", "accumulate"): {"default": 1},
+    ("train", "global_batch"): {"default": None},
+    ("train", "align"): {"default": "none"},
+    ("eval", "align"): {"default": "none"},
+    ("eval", "preprocess"): {"default": []},
+    ("optim", "lr_scale"): {"default": "none"},
+    ("optim", "lr_base_batch"): {"default": 256, "unless": ("lr_scale", "none")},
+    ("", "deterministic"): {"default": False},  # block "": a key of the profile itself
+    ("", "threads"): {"default": None},
+}
+
+
+def _drop_later_defaults(d: dict) -> dict:
+    drop = []
+    for part in ("profile", "recipe"):
+        for (block, key), rule in _LATER_DEFAULTS.items():
+            node = d.get(part, {}).get(block) if block else d.get(part)
+            if not isinstance(node, dict) or key not in node:
+                continue
+            other = rule.get("unless")  # (key, value): also dropped while that key has that value
+            if node[key] == rule["default"] or (other is not None and node.get(other[0]) == other[1]):
+                drop.append((node, key))
+    for node, key in drop:
+        node.pop(key)
+    return d
 
 
 def _hash(obj: Any) -> str:

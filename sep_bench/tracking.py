@@ -364,11 +364,17 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        """More params after the start, e.g. values derived at run time (effective batch, scaled lr)."""
+        self._log_params(params)
+
     def log_metrics(self, metrics: dict[str, float | None], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items() if v is not None]
+        # None (undefined, e.g. AUC of a one-class subset) and labels (one_class: "fake") are not metrics
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+                 if v is not None and not isinstance(v, str)]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 

@@ -30,8 +30,9 @@ from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
 from sep_bench.engine import efficiency
 from sep_bench.engine.checkpoint import load_detector
-from sep_bench.engine.inference import check_skips, infer_variants, inference_loader
+from sep_bench.engine.inference import check_skips, infer, infer_variants, inference_loader
 from sep_bench.engine.metrics import summarize_predictions
+from sep_bench.engine.protocol_axes import axis_variants
 from sep_bench.engine.runtime import pick_device
 from sep_bench.io import atomic_path, write_json
 from sep_bench.paths import data_root
@@ -66,6 +67,9 @@ def evaluate(
     `model`: evaluate this model (e.g. the authors' released weights) instead of loading `checkpoint`.
     `released`: the evaluation-only entry's record (`sep_bench.released.ResolvedWeights.record`); its name becomes
     the metrics' ``entry`` (the table row). Returns the clean metrics, with ``perturbed``: {p: metrics}.
+
+    ``eval.align`` and ``eval.preprocess`` add the variants ``aligned`` and ``preprocess-<rule>`` (see
+    engine.protocol_axes), written and tracked like the perturbations.
     """
     started = time.perf_counter()
     data = spec.profile.data
@@ -74,15 +78,23 @@ def evaluate(
         model, meta = load_detector(checkpoint, expect=spec.detector)
     else:  # released weights already loaded into `model` (see engine.predict.load_model); `checkpoint` is their file
         meta = {"model_config": spec.recipe.model}
-    if perturbations and robustness_dir is None:
-        raise ValueError("perturbations need a robustness_dir for their outputs")
     det = get_detector(spec.detector)
     cfg = det.make_config(meta.get("model_config", {}))
     device = pick_device(spec.profile.device)
     model.to(device)
     samples = evaluation_samples(data_root(spec.profile_name, data), data)
     row = released["name"] if released else spec.detector
-    variants = ["none", *perturbations]
+    # eval.align / eval.preprocess (engine.protocol_axes): more variants of the same pass; `native` needs a view of
+    # its own, hence its own pass
+    axes = axis_variants(spec, det, cfg, samples)
+    # an alignment that equals a listed perturbation (e.g. jpeg95) is that variant's result, not a second one
+    alias = {a.name: a.info["align"]["applied"] for a in axes
+             if a.name == "aligned" and a.info["align"]["applied"] in perturbations}
+    joint = [a for a in axes if a.supported and a.config is None and a.name not in alias]
+    separate = [a for a in axes if a.config is not None or not a.supported]
+    variants = ["none", *perturbations, *(a.name for a in joint)]
+    if len(variants) + len(separate) > 1 and robustness_dir is None:
+        raise ValueError("perturbations and protocol axes need a robustness_dir for their outputs")
     done = 0
 
     def on_batch(n: int) -> None:
@@ -99,10 +111,22 @@ def evaluate(
         samples, view, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
         num_workers=spec.recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels,
         bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
-        variants=[parse_perturbation(v) for v in variants],
+        variants=[parse_perturbation(v) for v in ["none", *perturbations]] + [a.post for a in joint],
     )
     results = infer_variants(model, loader, len(samples), len(variants), device=device, amp=spec.profile.amp,
                              on_batch=on_batch)
+    for a in (a for a in separate if a.supported):
+        view_a = det.views(det.make_config({**cfg.model_dump(mode="json"), **a.config}), False, False)
+        results.append(infer(model, inference_loader(
+            samples, view_a, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
+            num_workers=spec.recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels,
+            bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
+        ), len(samples), device=device, amp=spec.profile.amp))
+        variants.append(a.name)
+    n_views = len(samples) * len(variants)
+    for name, same in alias.items():
+        results.append(results[variants.index(same)])
+        variants.append(name)
     inference_seconds = time.perf_counter() - inference_started
     common = {
         "weights": model.weights.describe(),
@@ -111,19 +135,23 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "released_weights": model_given,  # the authors' weights, evaluated without training here
+        # a checkpoint chosen on the test generators is marked in every table (report.tables.TEST_SELECTED_MARK)
+        **({"select_on": "test"} if spec.recipe.train.select_on == "test" and not model_given else {}),
         **({"entry": row, "released": released} if released else {}),
         "device": str(device),
     }
     outputs = {}
+    info = {a.name: a.info for a in axes}
     for name, res in zip(variants, results):  # check every variant before writing anything
         outputs[name] = _variant_metrics(spec, samples, res, name, common)
+        outputs[name][0].update(info.get(name, {}))
     seconds = round(time.perf_counter() - started, 2)
     clean, clean_preds = outputs["none"]
     clean["seconds"] = seconds
     clean["efficiency"] = _efficiency(model, view, samples, results[0].kept, spec.seed, data.max_image_pixels,
-                                      device, inference_seconds, len(samples) * len(variants))
+                                      device, inference_seconds, n_views)
     if perturbations:
-        clean["efficiency"]["evaluation_variants"] = len(variants)
+        clean["efficiency"]["evaluation_variants"] = n_views // len(samples)
     _write(clean, clean_preds, metrics_out, predictions_out, tracker, results[0])
     clean["perturbed"] = {}
     for name, res in zip(variants[1:], results[1:]):
@@ -133,6 +161,10 @@ def evaluate(
         with ctx as child:
             _write(metrics, preds, robustness_dir / f"{name}.json", robustness_dir / f"{name}.parquet", child, res)
         clean["perturbed"][name] = metrics
+    for a in (a for a in separate if not a.supported):  # recorded, so the table can say why it is empty
+        write_json(robustness_dir / f"{a.name}.json", {"perturbation": a.name, "supported": False, **a.info,
+                                                       "detector": spec.detector, "row": row, "seed": spec.seed,
+                                                       "reason": "the eval view takes fixed-size inputs only"})
     return clean
 
 

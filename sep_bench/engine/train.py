@@ -6,6 +6,11 @@ same weights as an uninterrupted run on CPU. ``last`` is written at the end of e
 ``checkpoint_every_steps``); ``best`` whenever the validation metric improves. A checkpoint from a different
 protocol (hash mismatch) is never resumed, and neither is a finished run (being asked to train it again means
 code or data changed): training starts over and says so.
+
+The function `train` strings together its concerns, each in its own piece: resume (`_resume`, `_save_last`), the
+optimisation steps of one epoch with gradient accumulation (`_Steps`, engine.batching), and validation with
+checkpoint selection (`_Evaluator`, engine.selection; ``train.select_on: test`` adds a test pass per epoch).
+``train.align`` re-encodes every training and validation image before the views (engine.align).
 """
 
 from __future__ import annotations
@@ -14,22 +19,27 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sep_bench.data.dataset import EpochSampler, ViewDataset, epoch_order
-from sep_bench.data.splits import training_samples
+from sep_bench.data.splits import evaluation_samples, training_samples
 from sep_bench.detectors import Detector, get_detector
+from sep_bench.engine.align import Alignment, resolve_alignment
+from sep_bench.engine.batching import BatchPlan, plan_batches, step_weights
 from sep_bench.engine.checkpoint import load_checkpoint, model_state, optimizer_state, rng_state, save_checkpoint
 from sep_bench.engine.distributed import broadcast_flag, init_distributed, shard_order
 from sep_bench.engine.feature_cache import cached_features, preprocessing_key
 from sep_bench.engine.inference import check_skips, infer, inference_loader
-from sep_bench.engine.metrics import binary_metrics
+from sep_bench.engine.metrics import binary_metrics, summarize_predictions
+from sep_bench.engine.selection import Selection, val_better
 from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
 from sep_bench.paths import data_root
@@ -104,15 +114,7 @@ def _rng_restore(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _better(new: dict, old: dict | None, metric: str) -> bool:
-    if old is None:
-        return True
-    if metric == "loss":
-        return new["loss"] < old["loss"]
-    a, b = new.get(metric), old.get(metric)
-    if a is None or b is None:
-        return new["loss"] < old["loss"]
-    return a > b or (a == b and new["loss"] < old["loss"])
+_better = val_better  # kept for callers of the old name
 
 
 def _plateau_step(state: dict, improved: bool, recipe, base_lr: float) -> bool:
@@ -127,10 +129,13 @@ def _plateau_step(state: dict, improved: bool, recipe, base_lr: float) -> bool:
     return base_lr * state["scale"] < recipe.schedule.min_lr
 
 
-def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_view, eval_view, device, progress):
+def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_view, eval_view, device, progress,
+           align: Alignment | None = None):
     """Backbone features of the training (epoch-0 view) and validation samples, from or into the disk cache."""
     common = dict(detector=spec.detector, model=cfg.model_dump(mode="json"), weights=weights.describe(),
                   seed=spec.seed)
+    if align is not None and align.quality is not None:  # (absent when off: existing cache entries stay valid)
+        common["align"] = align.label
     cache_dir = Path("runs") / ".feature_cache" / spec.detector
     kwargs = dict(seed=spec.seed, batch_size=spec.recipe.eval.batch_size, num_workers=spec.recipe.eval.num_workers,
                   device=device, amp=spec.profile.amp, max_pixels=spec.profile.data.max_image_pixels,
@@ -161,6 +166,210 @@ def _validate(model: Detector, samples, loader, spec: RunSpec, device) -> dict:
     return {"acc": m["acc"], "ap": m["ap"], "auc": m["auc"], "loss": loss, "n": m["n"], "skipped": len(res.skipped)}
 
 
+def _test_metrics(model: Detector, samples, loader, spec: RunSpec, device) -> dict:
+    """Per-generator and Mean metrics on the test generators (``select_on: test`` only), as the clean evaluation
+    computes them."""
+    res = infer(model, loader, len(samples), device=device, amp=spec.profile.amp)
+    res.check(spec.profile.data.max_skip_fraction, "test-set selection")
+    keep = res.kept
+    preds = pd.DataFrame({"generator": [s.generator for s, k in zip(samples, keep) if k],
+                          "label": [s.label for s, k in zip(samples, keep) if k], "fake_logit": res.logits[keep]})
+    return summarize_predictions(preds, spec.profile.data.test_generators)
+
+
+def _aligned(view, align: Alignment):
+    """`view` applied to the aligned image (the alignment travels inside the view: loaders, caches, workers)."""
+    fn = align.function()
+    if fn is None:
+        return view
+    return lambda img, rng: view(fn(img), rng)
+
+
+# ---- resume ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """Everything ``last.safetensors`` carries besides the tensors: where training is and what it has seen."""
+
+    epoch: int = 0
+    step: int = 0  # optimiser steps done in `epoch`
+    history: list = field(default_factory=list)
+    selection: Selection = field(default_factory=Selection)
+    plateau: dict = field(default_factory=lambda: {"scale": 1.0, "bad_epochs": 0})  # plateau schedule state
+    skips: Counter = field(default_factory=Counter)
+    seen: int = 0
+    epoch_losses: list = field(default_factory=list)  # losses of the interrupted epoch's finished steps
+
+    def meta(self, epoch: int, step: int, losses: list[float]) -> dict:
+        sel = self.selection
+        return {"position": {"epoch": epoch, "step": step}, "best_val": sel.selected_val, "best_epoch": sel.epoch,
+                "history": self.history, "skipped": dict(self.skips), "seen": self.seen, "plateau": self.plateau,
+                "epoch_losses": list(losses) if step else [], "selection": sel.state()}
+
+
+def _resume(last: Path, model, optimizer, phash: str, epochs: int, selection: Selection, detector: str) -> _State:
+    """The state to continue from: `last`'s when it is an unfinished run of this protocol, else a fresh one."""
+    state = _State(selection=selection)
+    if not last.is_file():
+        return state
+    try:
+        tensors, meta = load_checkpoint(last)
+    except Exception as err:  # an unreadable checkpoint is not worth dying for: start over, loudly
+        log.warning("cannot resume from %s (%s); training from scratch", last, err)
+        return state
+    if meta.get("position", {}).get("epoch", 0) >= epochs:
+        # A complete run is never reused: being asked to train again means something outside the protocol
+        # changed (code, data, a DVC dependency), so its weights may be stale.
+        log.info("%s holds a finished run; training again from scratch", last)
+        return state
+    if meta.get("protocol_hash") != phash:
+        log.warning("%s belongs to another protocol (hash %s != %s); training from scratch",
+                    last, meta.get("protocol_hash"), phash)
+        return state
+    model.load_state_dict(model_state(tensors))
+    optimizer.load_state_dict(optimizer_state(tensors, meta))
+    _rng_restore(rng_state(tensors))
+    if "selection" in meta:
+        selection = Selection.from_state(meta["selection"])
+    else:  # a checkpoint written before select_on existed: validation selection
+        selection.val_best = selection.selected_val = meta.get("best_val")
+        selection.val_epoch = meta.get("best_epoch", -1)
+    state = _State(meta["position"]["epoch"], meta["position"]["step"], meta.get("history", []), selection,
+                   meta.get("plateau", state.plateau), Counter(meta.get("skipped", {})), meta.get("seen", 0),
+                   list(meta.get("epoch_losses", [])))
+    log.info("resuming %s at epoch %d step %d", detector, state.epoch, state.step)
+    return state
+
+
+# ---- optimisation steps ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Steps:
+    """One epoch's optimisation: `plan.accumulate` forward/backward passes per optimiser step (see engine.batching);
+    with one pass per step, exactly the plain loop (no loss weighting)."""
+
+    model: Detector
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: object
+    plan: BatchPlan
+    steps_per_epoch: int  # optimiser steps
+    passes_per_epoch: int
+    n_epoch: int  # images one epoch visits (all processes)
+    spec: RunSpec
+    device: torch.device
+    channels_last: bool
+    base_lrs: list[float]
+    progress: Progress | None = None
+
+    def pass_sizes(self) -> list[int]:
+        b = self.plan.pass_batch
+        return [min(b, self.n_epoch - i * b) for i in range(self.passes_per_epoch)]
+
+    def run(self, epoch: int, first: int, state: _State, on_step) -> list[float]:
+        """Steps `first`.. of `epoch` (the loader is positioned at step `first`); ``on_step(step, global_step,
+        losses)`` after each optimiser step. Returns the losses of the epoch's steps."""
+        recipe, k = self.spec.recipe, self.plan.accumulate
+        epochs, total = recipe.train.epochs, recipe.train.epochs * self.steps_per_epoch
+        sizes = self.pass_sizes() if k > 1 else []
+        losses = list(state.epoch_losses) if first else []
+        step, j, weights, step_loss, stepped = first, 0, [1.0], 0.0, False
+        n_passes = self.passes_per_epoch
+        for i, batch in enumerate(self.loader):
+            for s in batch.skipped:
+                state.skips[s["skip"]] += 1
+                log.warning("skipped %s: %s", s["path"], s["detail"])
+            global_step = epoch * self.steps_per_epoch + step
+            if j == 0:  # the step's first pass
+                factor = lr_factor(global_step, self.steps_per_epoch, epochs, recipe.schedule) * state.plateau["scale"]
+                for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+                    g["lr"] = base * factor
+                if k > 1:
+                    weights = step_weights(step, k, sizes)
+                    self.optimizer.zero_grad(set_to_none=True)
+                step_loss, stepped = 0.0, False
+            last_pass = j == len(weights) - 1 or first * k + i == n_passes - 1
+            if len(batch):
+                views = to_device(batch.views, self.device, self.channels_last)
+                labels = batch.labels.to(self.device)
+                sync = nullcontext() if last_pass or not hasattr(self.forward, "no_sync") else self.forward.no_sync()
+                with sync:
+                    with autocast(self.device, self.spec.profile.amp):
+                        outputs = self.forward(views)
+                    loss = self.model.train_loss(outputs, labels)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite training loss at epoch {epoch} step {step}")
+                    if k == 1:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                    else:
+                        (loss * weights[j]).backward()
+                step_loss += float(loss.detach()) * weights[j] if k > 1 else float(loss.detach())
+                stepped = True
+            if not last_pass:
+                j += 1
+                continue
+            if stepped:
+                if recipe.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), recipe.train.grad_clip)
+                self.optimizer.step()
+                losses.append(step_loss)
+            j = 0
+            step += 1
+            if self.progress:
+                self.progress(f"train {self.spec.detector}", global_step + 1, total)
+            on_step(step, global_step, losses)
+        return losses
+
+
+# ---- validation and selection ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Evaluator:
+    """After each epoch: validation metrics and, with ``select_on: test``, test metrics (rank 0 only)."""
+
+    model: Detector
+    spec: RunSpec
+    device: torch.device
+    val_set: list
+    val_loader: object | None
+    test_set: list
+    test_loader: object | None
+
+    def epoch_metrics(self) -> tuple[dict | None, dict | None]:
+        val = _validate(self.model, self.val_set, self.val_loader, self.spec, self.device) \
+            if self.val_loader is not None else None
+        test = _test_metrics(self.model, self.test_set, self.test_loader, self.spec, self.device) \
+            if self.test_loader is not None else None
+        return val, test
+
+
+def _record(epoch: int, losses: list[float], lr: float, val: dict | None, test: dict | None) -> dict:
+    record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, "lr": lr,
+              **({f"val_{k}": v for k, v in val.items()} if val else {})}
+    if test is not None:
+        record["test_mean_acc"] = test["mean"]["acc"]
+        record["test"] = test
+    return record
+
+
+def _loggable(record: dict) -> dict[str, float]:
+    """The MLflow metrics of an epoch record (the test block flattened: test.mean.acc, test.<generator>.acc)."""
+    out = {k: v for k, v in record.items() if k not in ("epoch", "test") and isinstance(v, (int, float))}
+    test = record.get("test")
+    if test:
+        out.update({f"test.mean.{k}": v for k, v in test["mean"].items() if isinstance(v, (int, float))})
+        out.update({f"test.{g}.{k}": v for g, m in test["generators"].items() for k, v in m.items()
+                    if k in ("acc", "ap", "auc") and isinstance(v, (int, float))})
+    return out
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
 def train(
     spec: RunSpec,
     out_dir: Path,
@@ -182,9 +391,14 @@ def train(
         device = torch.device("cuda", dinfo.local_rank)
         torch.cuda.set_device(device)
     channels_last = spec.profile.channels_last and device.type == "cuda"
+    plan = plan_batches(recipe.train, recipe.optim, dinfo.world)
 
-    train_set, val_set = training_samples(data_root(spec.profile_name, data), data)
-    log.info("train %s: %d training, %d validation images", spec.detector, len(train_set), len(val_set))
+    root = data_root(spec.profile_name, data)
+    train_set, val_set = training_samples(root, data)
+    test_set = evaluation_samples(root, data) if recipe.train.select_on == "test" else []
+    log.info("train %s: %d training, %d validation images%s", spec.detector, len(train_set), len(val_set),
+             f", {len(test_set)} test images (select_on: test)" if test_set else "")
+    align = resolve_alignment(recipe.train.align, [s.path for s in (*train_set, *val_set) if s.label == 0])
 
     torch.manual_seed(spec.seed)
     model = det.build(cfg, weights).to(device)
@@ -196,12 +410,15 @@ def train(
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     if spec.profile.compile:
         forward = torch.compile(forward)
-    bs = recipe.train.batch_size
-    steps_per_epoch = math.ceil(len(train_set) / bs)
+    passes_per_epoch = math.ceil(len(train_set) / plan.pass_batch)
+    steps_per_epoch = math.ceil(passes_per_epoch / plan.accumulate)
     if recipe.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.train.max_steps_per_epoch)
-    train_view = det.views(cfg, True, recipe.train.hflip)
-    eval_view = det.views(cfg, False, False)
+    passes_per_epoch = min(passes_per_epoch, steps_per_epoch * plan.accumulate)
+    n_epoch = min(len(train_set), passes_per_epoch * plan.pass_batch)  # images one epoch visits
+    step_images = plan.accumulate * plan.pass_batch  # images of one full optimiser step
+    train_view = _aligned(det.views(cfg, True, recipe.train.hflip), align)
+    eval_view = _aligned(det.views(cfg, False, False), align)
     phash = spec.training_hash()
     meta_base = {
         "detector": spec.detector,
@@ -211,49 +428,20 @@ def train(
         "profile": spec.profile_name,
         "seed": spec.seed,
     }
+    if recipe.train.select_on == "test":
+        meta_base["select_on"] = "test"
+    if tracker is not None and dinfo.is_main:
+        tracker.log_params({f"derived.{k}": v for k, v in {**plan.record(), "align": align.label,
+                                                            "align_source": align.source}.items()})
 
-    # ---- resume --------------------------------------------------------------------------------------------
-    start_epoch, start_step, best_val, best_epoch, history = 0, 0, None, -1, []
-    plateau = {"scale": 1.0, "bad_epochs": 0}  # plateau schedule state (see ScheduleSpec)
-    skips: Counter = Counter()
-    seen = 0
-    epoch_losses: list[float] = []  # losses of the interrupted epoch's finished steps (so train_loss is the same)
     last = out_dir / "last.safetensors"
-    if last.is_file():
-        try:
-            tensors, meta = load_checkpoint(last)
-        except Exception as err:  # an unreadable checkpoint is not worth dying for: start over, loudly
-            log.warning("cannot resume from %s (%s); training from scratch", last, err)
-            meta = None
-        finished = meta is not None and meta.get("position", {}).get("epoch", 0) >= recipe.train.epochs
-        if finished:
-            # A complete run is never reused: being asked to train again means something outside the protocol
-            # changed (code, data, a DVC dependency), so its weights may be stale.
-            log.info("%s holds a finished run; training again from scratch", last)
-            meta = None
-        if meta is not None and meta.get("protocol_hash") == phash:
-            model.load_state_dict(model_state(tensors))
-            optimizer.load_state_dict(optimizer_state(tensors, meta))
-            _rng_restore(rng_state(tensors))
-            start_epoch, start_step = meta["position"]["epoch"], meta["position"]["step"]
-            best_val, best_epoch, history = meta.get("best_val"), meta.get("best_epoch", -1), meta.get("history", [])
-            skips = Counter(meta.get("skipped", {}))
-            seen = meta.get("seen", 0)
-            plateau = meta.get("plateau", plateau)
-            epoch_losses = list(meta.get("epoch_losses", []))
-            log.info("resuming %s at epoch %d step %d", spec.detector, start_epoch, start_step)
-        elif meta is not None:
-            log.warning("%s belongs to another protocol (hash %s != %s); training from scratch",
-                        last, meta.get("protocol_hash"), phash)
+    state = _resume(last, model, optimizer, phash, recipe.train.epochs,
+                    Selection(on=recipe.train.select_on, metric=recipe.train.select_metric), spec.detector)
 
-    def save_last(epoch: int, step: int) -> None:
-        if not dinfo.is_main:
-            return
-        save_checkpoint(last, model, {
-            **meta_base, "position": {"epoch": epoch, "step": step}, "best_val": best_val,
-            "best_epoch": best_epoch, "history": history, "skipped": dict(skips), "seen": seen, "plateau": plateau,
-            "epoch_losses": list(losses) if step else [],
-        }, optimizer=optimizer, rng_state=_rng_snapshot())
+    def save_last(epoch: int, step: int, losses: list[float]) -> None:
+        if dinfo.is_main:
+            save_checkpoint(last, model, {**meta_base, **state.meta(epoch, step, losses)}, optimizer=optimizer,
+                            rng_state=_rng_snapshot())
 
     # ---- frozen-backbone feature cache -----------------------------------------------------------------------
     train_feats: dict | None = None
@@ -263,86 +451,70 @@ def train(
             raise ProtocolError(f"train.feature_cache: {spec.detector} has no frozen backbone (frozen_features is "
                                 "False); set train.feature_cache: false")
         train_feats, val_feats = _cache(model, det, cfg, weights, spec, train_set, val_set, train_view, eval_view,
-                                        device, progress)
+                                        device, progress, align)
 
     # ---- loaders: built once, so (persistent) workers start once for all epochs ------------------------------
-    rank_bs = bs // dinfo.world if dinfo.enabled else bs  # shard_order's per-rank batch size
+    rank_bs = plan.rank_batch
 
     def rank_order(epoch: int) -> np.ndarray:
-        """This rank's share of the epoch's order, cut after the epoch's last step (no batch prepared in vain)."""
-        order, _ = shard_order(epoch_order(len(train_set), spec.seed, epoch, shuffle=True), bs, dinfo)
-        return order[: steps_per_epoch * rank_bs]
+        """This rank's share of the epoch's order, cut after the epoch's last pass (no batch prepared in vain)."""
+        order, _ = shard_order(epoch_order(len(train_set), spec.seed, epoch, shuffle=True), plan.pass_batch, dinfo)
+        return order[: passes_per_epoch * rank_bs]
 
-    sampler = EpochSampler(rank_order, start_epoch)
+    sampler = EpochSampler(rank_order, state.epoch)
     dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels,
                           features=train_feats)
     loader = make_loader(dataset, rank_bs, recipe.train.num_workers, device, sampler, settings=spec.profile.loader)
-    val_loader = None
-    if val_set and dinfo.is_main:
-        val_loader = inference_loader(
-            val_set, eval_view, seed=spec.seed, batch_size=recipe.eval.batch_size,
-            num_workers=recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels, features=val_feats,
+
+    def eval_loader(samples, view, features=None):
+        return inference_loader(
+            samples, view, seed=spec.seed, batch_size=recipe.eval.batch_size, num_workers=recipe.eval.num_workers,
+            device=device, max_pixels=data.max_image_pixels, features=features,
             bucket_by_size=recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
         )
 
-    # ---- epochs --------------------------------------------------------------------------------------------
-    # the recipe's lr, not the optimiser's: a resumed optimiser state holds the scheduled lr of its last step
-    base_lrs = [recipe.optim.lr] * len(optimizer.param_groups)
-    epochs = recipe.train.epochs
-    total_steps = epochs * steps_per_epoch
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        first = start_step if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, first * rank_bs)
-        losses = list(epoch_losses) if first else []
-        step = first
-        for batch in loader:
-            for s in batch.skipped:
-                skips[s["skip"]] += 1
-                log.warning("skipped %s: %s", s["path"], s["detail"])
-            global_step = epoch * steps_per_epoch + step
-            factor = lr_factor(global_step, steps_per_epoch, epochs, recipe.schedule) * plateau["scale"]
-            for g, base in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = base * factor
-            if len(batch):
-                views = to_device(batch.views, device, channels_last)
-                labels = batch.labels.to(device)
-                with autocast(device, spec.profile.amp):
-                    outputs = forward(views)
-                loss = model.train_loss(outputs, labels)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss at epoch {epoch} step {step}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), recipe.train.grad_clip)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-            step += 1
-            if progress:
-                progress(f"train {spec.detector}", global_step + 1, total_steps)
-            every = recipe.train.checkpoint_every_steps
-            if every and (global_step + 1) % every == 0 and step < steps_per_epoch:
-                save_last(epoch, step)
-        start_step = 0
-        seen += min(len(train_set), steps_per_epoch * bs) - first * bs
-        check_skips(seen, skips, data.max_skip_fraction, "training")
+    evaluator = _Evaluator(
+        model, spec, device, val_set, eval_loader(val_set, eval_view, val_feats) if val_set and dinfo.is_main else None,
+        # the test pass sees the test images as the clean evaluation does (no training alignment)
+        test_set, eval_loader(test_set, det.views(cfg, False, False)) if test_set and dinfo.is_main else None,
+    )
 
-        val = None
-        if val_loader is not None:
-            val = _validate(model, val_set, val_loader, spec, device)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                  "lr": optimizer.param_groups[0]["lr"], **({f"val_{k}": v for k, v in val.items()} if val else {})}
-        history.append(record)
+    # ---- epochs --------------------------------------------------------------------------------------------
+    # the recipe's lr (scaled by the batch plan), not the optimiser's: a resumed optimiser state holds the
+    # scheduled lr of its last step
+    base_lrs = [plan.lr] * len(optimizer.param_groups)
+    steps = _Steps(model, forward, optimizer, loader, plan, steps_per_epoch, passes_per_epoch, n_epoch, spec, device,
+                   channels_last, base_lrs, progress)
+    epochs = recipe.train.epochs
+    every = recipe.train.checkpoint_every_steps
+    for epoch in range(state.epoch, epochs):
+        model.train()
+        first = state.step if epoch == state.epoch else 0
+        sampler.set_epoch(epoch, first * plan.accumulate * rank_bs)
+
+        def on_step(step: int, global_step: int, losses: list[float], epoch: int = epoch) -> None:
+            if every and (global_step + 1) % every == 0 and step < steps_per_epoch:
+                save_last(epoch, step, losses)
+
+        losses = steps.run(epoch, first, state, on_step)
+        state.step, state.epoch_losses = 0, []
+        state.seen += n_epoch - first * step_images
+        check_skips(state.seen, state.skips, data.max_skip_fraction, "training")
+
+        val, test = evaluator.epoch_metrics()
+        record = _record(epoch, losses, optimizer.param_groups[0]["lr"], val, test)
+        state.history.append(record)
         if tracker is not None and dinfo.is_main:
-            tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-        improved = broadcast_flag(val is None or _better(val, best_val, recipe.train.select_metric), dinfo)
-        if improved:
-            best_val, best_epoch = val, epoch
-            if dinfo.is_main:
-                save_checkpoint(out_dir / "best.safetensors", model, {**meta_base, "epoch": epoch, "val": val})
-        stop = recipe.schedule.name == "plateau" and _plateau_step(plateau, improved, recipe, base_lrs[0])
-        save_last(epochs if stop else epoch + 1, 0)
+            tracker.log_metrics(_loggable(record), step=epoch)
+        val_improved = broadcast_flag(val is None or val_better(val, state.selection.val_best,
+                                                                recipe.train.select_metric), dinfo)
+        keep, _ = state.selection.update(epoch, val, test["mean"]["acc"] if test else None, val_improved)
+        if broadcast_flag(keep, dinfo) and dinfo.is_main:
+            save_checkpoint(out_dir / "best.safetensors", model, {**meta_base, "epoch": epoch, "val": val,
+                                                                  **({"test_mean_acc": test["mean"]["acc"]}
+                                                                     if test else {})})
+        stop = recipe.schedule.name == "plateau" and _plateau_step(state.plateau, val_improved, recipe, base_lrs[0])
+        save_last(epochs if stop else epoch + 1, 0, losses)
         log.info("epoch %d/%d: %s", epoch + 1, epochs, "  ".join(
             f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, float)))
         if stop:
@@ -350,20 +522,31 @@ def train(
             break
 
     seconds = time.perf_counter() - started
+    sel = state.selection
     summary = {
         "detector": spec.detector, "profile": spec.profile_name, "protocol_hash": phash,
         "weights": weights.describe(), "pretrained": weights.pretrained,
         "n_train": len(train_set), "n_val": len(val_set), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-        "best_epoch": best_epoch, "best_val": best_val, "history": history,
-        "skipped": {"count": sum(skips.values()), "by_reason": dict(skips)}, "seconds": round(seconds, 2),
+        "best_epoch": sel.epoch, "best_val": sel.selected_val, "history": state.history,
+        "skipped": {"count": sum(state.skips.values()), "by_reason": dict(state.skips)}, "seconds": round(seconds, 2),
         "device": str(device), "processes": dinfo.world,
     }
+    if plan.accumulate > 1 or recipe.optim.lr_scale != "none" or recipe.train.global_batch is not None:
+        summary["batch"] = plan.record()
+    if align.quality is not None:
+        summary["align"] = align.describe()
+    if recipe.train.select_on == "test":
+        summary.update({"seed": spec.seed, "select_on": "test", "select_metric": recipe.train.select_metric,
+                        "n_test": len(test_set), "val_best_epoch": sel.val_epoch})
     if dinfo.is_main:
         write_json(out_dir / "train.json", summary)
     if tracker is not None and dinfo.is_main:  # skip events summed over epochs (each epoch decodes again)
+        skips = state.skips
         tracker.log_metrics({"skipped": sum(skips.values()), **{f"skipped.{r}": n for r, n in skips.items()}})
         tracker.set_tags({"sep_bench.skipped": sum(skips.values()),
-                          "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(skips.items())) or "none"})
+                          "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(skips.items())) or "none",
+                          "sep_bench.select_on": recipe.train.select_on})
     if dinfo.enabled:
         torch.distributed.barrier()
-    return TrainResult(out_dir / "best.safetensors", best_epoch, best_val or {}, epochs, seconds, summary["skipped"])
+    return TrainResult(out_dir / "best.safetensors", sel.epoch, sel.selected_val or {}, epochs, seconds,
+                       summary["skipped"])

@@ -13,6 +13,7 @@ params.yaml for the caption facts. Outputs (paths relative to the working direct
 ``results/tables/<p>_reported.{md,csv}``       reported vs reproduced (profiles with reported figures)
 ``results/tables/<p>_robustness.{md,csv}``     Mean ACC/AP under each perturbation (report.robustness)
 ``results/tables/<p>_efficiency.{md,csv,tex}`` accuracy and cost (report.efficiency)
+``results/tables/<p>_{selection,format,preprocess}.{md,csv}`` how much is protocol (report.protocol_tables)
 ``results/plots/<p>_robustness``, ``_acc_vs_cost`` (.png and .svg)
 ``results/plots/<p>_acc_heatmap``, ``_acc_bars``, ``_roc``, ``_reported_vs_reproduced`` (.png and .svg), and
 ``results/plots/<p>_acc_bars.csv`` (the bars' data, a DVC plot).
@@ -28,7 +29,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import write_text
-from sep_bench.report import efficiency, plots, reported, robustness, stats, tables
+from sep_bench.report import efficiency, plots, protocol_tables, reported, robustness, stats, tables
 
 __all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
 
@@ -205,6 +206,10 @@ def build_report(
                                              Path(plots_dir) / f"{profile}_robustness")
     rep.files += efficiency.write_efficiency(metrics, acc, ap, profile, stem("efficiency"),
                                              Path(plots_dir) / f"{profile}_acc_vs_cost")
+    rep.files += protocol_tables.write_selection(profile, list(p.run.detectors), seeds, stem("selection"), metrics)
+    rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
+    rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}
+    rep.files += protocol_tables.write_preprocess(metrics, row_of, rules, seeds, profile, stem("preprocess"))
 
     # plots
     pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731

@@ -3,6 +3,11 @@
 `report` is the pipeline's last stage: every table and plot of the active profile (see sep_bench.report.build);
 inside a pipeline execution it also logs them to the execution's MLflow parent run and ends that run.
 
+`selection --detector NAME` measures checkpoint selection on the test generators (the SEP authors' way): it
+trains NAME with ``train.select_on: test`` into ``runs/<profile>/<NAME>/seed<s>/train_select_on_test`` (every
+epoch evaluated on the test generators) and writes ``results/selection/<profile>/<NAME>/seed<s>.json``, which the
+report's ``<profile>_selection.md`` reads (see sep_bench.engine.selection).
+
 `ablation --detector sep` tabulates the tracked evaluations of a detector's ablation variants (see
 sep_bench.report.ablation), e.g. after ``dvc exp run -S detectors.sep.model.gbcsa=false``.
 
@@ -28,9 +33,23 @@ from rich.console import Console
 from rich.table import Table
 
 from sep_bench import paths
-from sep_bench.cli_support import NoTrackOpt, ParamsOpt, ProfileOpt, TrackingOpt, console, load, user_errors
+from sep_bench.cli_support import (
+    NoTrackOpt,
+    ParamsOpt,
+    ProfileOpt,
+    SeedOpt,
+    TrackingOpt,
+    console,
+    load,
+    progress,
+    run_tracker,
+    user_errors,
+)
 
-__all__ = ["report_cmd", "compare_cmd", "ablation_cmd"]
+__all__ = ["report_cmd", "compare_cmd", "ablation_cmd", "selection_cmd", "selection_spec", "SELECTION_TRAIN_DIR"]
+
+#: the training folder of a select_on: test run, beside the pipeline's own (runs/<p>/<detector>/seed<s>/)
+SELECTION_TRAIN_DIR = "train_select_on_test"
 
 NBootOpt = typer.Option(10_000, "--n-boot", min=100, help="Bootstrap replicates for CIs and paired tests.")
 
@@ -146,7 +165,7 @@ def _log_report(p, prof_name: str, rep, tracking_uri: Optional[str]) -> None:
         f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
         f"{TAG_PREFIX}test_generators": ",".join(rep.generators),
     })
-    metrics = {f"{str(row).rstrip('†‡')}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100 for row in rep.acc.index}
+    metrics = {f"{str(row).rstrip('†‡§')}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100 for row in rep.acc.index}
     arts = [(f, "report/plots" if f.parent == paths.PLOTS_DIR else "report/tables") for f in rep.files]
     run_id = finish_parent(uri, experiment, artifacts=arts, metrics=metrics)
     if run_id:
@@ -408,3 +427,49 @@ def ablation_cmd(
             table.add_row(str(name), *(_fmt(v) if c != "Δ Mean" else f"{v:+.2f}" for c, v in row.items()))
         Console().print(table)
         console.print(f"wrote {', '.join(map(str, files))}", highlight=False)
+
+
+# ---- selection ----------------------------------------------------------------------------------------------
+
+
+def selection_spec(spec):
+    """`spec` with ``train.select_on: test`` (everything else, hence the training trajectory, unchanged)."""
+    train = spec.recipe.train.model_copy(update={"select_on": "test"})
+    return spec.model_copy(update={"recipe": spec.recipe.model_copy(update={"train": train})})
+
+
+def selection_cmd(
+    detector: str = typer.Option(..., "--detector", "-d", help="Registered detector name."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    seed: Optional[int] = SeedOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    no_track: bool = NoTrackOpt,
+) -> None:
+    """Train with checkpoint selection on the test generators (train.select_on: test) and record, per epoch, the
+    validation and test metrics and the epoch each selection keeps (results/selection/<profile>/<NAME>/seed<s>.json)."""
+    from sep_bench.engine.selection import selection_record
+    from sep_bench.engine.train import train as run_train
+    from sep_bench.io import read_json, write_json
+    from sep_bench.protocol import resolve
+    from sep_bench.report.protocol_tables import selection_path
+
+    with user_errors():
+        p, prof_name = load(params, profile)
+        spec = selection_spec(resolve(p, detector, prof_name, seed))
+        out = paths.train_dir(prof_name, detector, spec.seed).parent / SELECTION_TRAIN_DIR
+        with run_tracker(p, spec, "train-select-on-test", tracking_uri, no_track) as tracker, progress() as update:
+            result = run_train(spec, out, tracker=tracker, progress=update)
+            if tracker is not None:
+                tracker.log_artifact(out / "train.json")
+        if os.environ.get("RANK", "0") != "0":
+            return
+        record = selection_record(read_json(out / "train.json"))
+        target = selection_path(prof_name, detector, spec.seed)
+        write_json(target, record)
+        v, t = record["val_selected"], record["test_selected"]
+        console.print(
+            f"[green]{detector}[/] seed {spec.seed}: validation keeps epoch {v['epoch'] + 1 if v else '-'} "
+            f"(Mean test ACC {100 * v['mean']['acc']:.2f}%), test selection keeps epoch {t['epoch'] + 1} "
+            f"({100 * t['mean']['acc']:.2f}%) of {result.epochs}; {target}" if v else
+            f"[green]{detector}[/]: test selection keeps epoch {t['epoch'] + 1}; {target}", highlight=False)

@@ -49,15 +49,20 @@ __all__ = [
     "write_summary_csv",
     "NOT_PRETRAINED_MARK",
     "RELEASED_MARK",
+    "TEST_SELECTED_MARK",
     "METRIC_TITLES",
 ]
 
 NOT_PRETRAINED_MARK = "†"
 RELEASED_MARK = "‡"
+TEST_SELECTED_MARK = "§"
 DECIMALS = 2
 METRIC_TITLES = {"acc": "ACC", "ap": "AP", "auc": "AUC", "real_acc": "real ACC", "fake_acc": "fake ACC"}
 NOT_PRETRAINED_NOTE = (f"{NOT_PRETRAINED_MARK} trained without the pretrained weights its recipe intends "
                        "(pretrained: false): not comparable to the paper's numbers.")
+TEST_SELECTED_NOTE = (f"{TEST_SELECTED_MARK} checkpoint selected on the test generators (train.select_on: test, the "
+                      "best Mean test ACC over epochs): an optimistic number, not a protocol result; "
+                      "see the selection table.")
 RELEASED_NOTE = (f"{RELEASED_MARK} released weights (an evaluation-only entry of params.yaml `released:`), "
                  "evaluated under this protocol without training here; the file's sha256 is in its caption line.")
 
@@ -83,7 +88,8 @@ def row_name(m: dict) -> str:
     """A table row's name: its key, with the double dagger for released weights and the dagger when it lacks its
     intended pretrained weights."""
     untrained = m.get("intended_pretrained") and not m.get("pretrained")
-    return run_key(m) + (RELEASED_MARK if m.get("released") else "") + (NOT_PRETRAINED_MARK if untrained else "")
+    return (run_key(m) + (RELEASED_MARK if m.get("released") else "") + (NOT_PRETRAINED_MARK if untrained else "")
+            + (TEST_SELECTED_MARK if m.get("select_on") == "test" else ""))
 
 
 def common_generators(metrics: list[dict]) -> list[str]:
@@ -276,7 +282,7 @@ def render_markdown(mean: pd.DataFrame, std: pd.DataFrame | None = None, marks: 
 
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", NOT_PRETRAINED_MARK: r"\textsuperscript{\dag}",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", NOT_PRETRAINED_MARK: r"\textsuperscript{\dag}", TEST_SELECTED_MARK: r"\textsuperscript{\S}",
     "±": r"$\pm$", "—": "---", "–": "--", "<": r"\textless{}", ">": r"\textgreater{}", "Δ": r"$\Delta$",
 }
 _TEX_RX = re.compile("|".join(re.escape(k) for k in _TEX_SPECIAL))
@@ -377,6 +383,9 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
     notes = [NOT_PRETRAINED_NOTE] if any(NOT_PRETRAINED_MARK in row_name(m) for m in metrics) else []
     if any(m.get("released") for m in metrics):
         notes.append(RELEASED_NOTE)
+    if any(m.get("select_on") == "test" for m in metrics):
+        notes.append(TEST_SELECTED_NOTE)
+    notes.append(f"Protocol card of `{m0['profile']}`: docs/protocols.md#{m0['profile']}.")
     return lines, notes
 
 

@@ -1,0 +1,123 @@
+"""Format alignment: re-encode real and fake images identically, so a detector cannot tell them apart by format.
+
+GenImage's real images are JPEGs (ImageNet) and its fakes PNGs, so a detector can score by reading compression
+traces instead of generation traces (Grommelt et al., "Fake or JPEG? Revealing Common Biases in Generated Image
+Detection Datasets", the UnbiasedGenImage protocol). Alignment removes that shortcut: every image of both classes
+is decoded and re-encoded as JPEG at one quality before the detector's views.
+
+An alignment is written as a name (params.yaml ``train.align`` for the training split, ``eval.align`` for the
+test split):
+
+- ``none``: the images as stored;
+- ``jpeg<q>`` (e.g. ``jpeg96``): JPEG round trip at quality ``q`` (the same function as the ``jpeg<q>``
+  perturbation of data.perturb);
+- ``jpeg``: JPEG at the real images' own quality, read from their quantisation tables (the median over the real
+  JPEGs of the split, IJG quality scale): the fakes get the compression the reals already have, and the reals are
+  re-encoded at (nearly) their own quality, which changes them little. A split without any real JPEG has no
+  quality to read: give ``jpeg<q>`` instead.
+
+A PNG re-encoding is not offered: PNG is lossless, so it changes no pixel and removes no JPEG trace from the reals.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["check_alignment", "resolve_alignment", "Alignment", "jpeg_quality", "IJG_LUMA"]
+
+_NAME = re.compile(r"^(none|jpeg)(\d+)?$")
+
+#: The IJG (libjpeg) base luminance table, row-major; quality q scales it (see `_ijg_table`).
+IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+], dtype=np.int64)
+
+
+def check_alignment(name: str) -> str:
+    """`name` if it is a valid alignment (see the module docstring), else a ValueError with the syntax."""
+    m = _NAME.match(name.strip())
+    if not m or (m.group(1) == "none" and m.group(2)):
+        raise ValueError(f"unknown alignment {name!r}; use none, jpeg (the real images' quality) or jpeg<quality>, "
+                         "e.g. jpeg96")
+    if m.group(2) is not None and not 1 <= int(m.group(2)) <= 100:
+        raise ValueError(f"alignment {name!r}: JPEG quality must be an integer in 1..100")
+    return name.strip()
+
+
+def _ijg_table(quality: int) -> np.ndarray:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((IJG_LUMA * scale + 50) // 100, 1, 255)
+
+
+def jpeg_quality(path: str) -> int | None:
+    """The IJG quality whose luminance table is closest to the file's (None for a file that is not a JPEG).
+
+    Reads the header only (no decode). Pillow returns the tables in natural (row-major) order.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return None
+            tables = getattr(im, "quantization", None) or {}
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    if 0 not in tables:
+        return None
+    luma = np.asarray(tables[0], dtype=np.int64)
+    if luma.size != 64:
+        return None
+    errors = [np.abs(_ijg_table(q) - luma).sum() for q in range(1, 101)]
+    return int(np.argmin(errors)) + 1
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A resolved alignment: the name asked for, the quality used and where it comes from."""
+
+    name: str
+    quality: int | None
+    source: str  # e.g. "params" or "median of 812 real JPEGs (qualities 75..100)"
+
+    @property
+    def label(self) -> str:
+        return "none" if self.quality is None else f"jpeg{self.quality}"
+
+    def describe(self) -> dict:
+        return {"align": self.name, "applied": self.label, "source": self.source}
+
+    def function(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        if self.quality is None:
+            return None
+        from sep_bench.data.perturb import jpeg
+
+        q = self.quality
+        return lambda img: jpeg(img, q)
+
+
+def resolve_alignment(name: str, real_paths: Sequence[str] = (), max_files: int = 500) -> Alignment:
+    """The `Alignment` that `name` stands for; ``jpeg`` reads the quality of up to `max_files` of `real_paths`
+    (evenly spread, deterministic)."""
+    name = check_alignment(name)
+    m = _NAME.match(name)
+    if m.group(1) == "none":
+        return Alignment(name, None, "params")
+    if m.group(2) is not None:
+        return Alignment(name, int(m.group(2)), "params")
+    paths = list(real_paths)
+    if len(paths) > max_files:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_files).round().astype(int)]
+    qualities = [q for q in (jpeg_quality(p) for p in paths) if q is not None]
+    if not qualities:
+        from sep_bench.protocol import ProtocolError
+
+        raise ProtocolError(f"align: jpeg reads the quality of the real JPEG images, but none of the {len(paths)} "
+                            "real images looked at is a JPEG; give the quality instead, e.g. align: jpeg95")
+    q = int(np.median(qualities))
+    return Alignment(name, q, f"median of {len(qualities)} real JPEGs (qualities {min(qualities)}..{max(qualities)})")
