@@ -162,6 +162,10 @@ class EvalSpec(_Strict):
     # (official, center_crop, resize, native) of how a test image is brought to the detector's input size.
     align: str = "none"
     preprocess: list[str] = []
+    # The extra evaluations (perturbations, align, preprocess) on a fixed subset of the test images: this many per
+    # (generator, class), the first by sha1 of "<generator>/<class>/<file name>", the same on every machine;
+    # the clean evaluation always sees every image. null: every image (the genimage and aigcbench profiles).
+    variant_subset: int | None = Field(None, ge=1)
 
     @field_validator("align")
     @classmethod
@@ -277,6 +281,9 @@ class RunSelection(_Strict):
     detectors: list[str] = Field(min_length=1)
     # Every detector is trained and evaluated once per seed; tables report mean +- std over seeds.
     seeds: list[int] = Field([0], min_length=1)
+    # Detectors the pipeline also trains with the checkpoint chosen on the test generators (train.select_on: test;
+    # DVC stage selection@<detector>-<seed>) for the selection table: how much test selection inflates the Mean.
+    selection: list[str] = []
 
 
 class TrackingSpec(_Strict):
@@ -332,6 +339,9 @@ class Params(_Strict):
                 )
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined; defined: {', '.join(self.profiles)}")
+        unknown_sel = [d for d in self.run.selection if d not in self.run.detectors]
+        if unknown_sel:
+            raise ValueError(f"run.selection names {unknown_sel}, which are not in run.detectors")
         missing = [d for d in self.run.detectors if d not in self.detectors]
         if missing:
             raise ValueError(
@@ -488,6 +498,7 @@ _LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("train", "align"): {"default": "none"},
     ("eval", "align"): {"default": "none"},
     ("eval", "preprocess"): {"default": []},
+    ("eval", "variant_subset"): {"default": None},
     ("optim", "lr_scale"): {"default": "none"},
     ("optim", "lr_base_batch"): {"default": 256, "unless": ("lr_scale", "none")},
     ("", "deterministic"): {"default": False},  # block "": a key of the profile itself

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,36 @@ def test_report_has_a_robustness_table_and_plot(workdir):
     jpeg = json.loads((workdir / "results/robustness/tiny/npr/seed0/jpeg95.json").read_text())["mean"]["acc"]
     assert row["jpeg95"] == pytest.approx(100 * jpeg, abs=0.01)
     assert (workdir / "results/plots/tiny_robustness.png").stat().st_size > 1000
+
+
+def test_variant_subset_is_fixed_and_the_clean_pass_sees_every_image(workdir):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+    from sep_bench.data.splits import evaluation_samples
+    from sep_bench.engine.evaluate import variant_subset
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["profiles"]["tiny"]["eval"].update(perturbations=["jpeg75"], variant_subset=1)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    res = runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"])
+    assert res.exit_code == 0, res.output
+    clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
+    folder = workdir / "results/robustness/tiny/npr/seed0"
+    pert = json.loads((folder / "jpeg75.json").read_text())
+    base = json.loads((folder / "clean_subset.json").read_text())
+    n_groups = 2 * len(clean["generators"])  # one image per (generator, class)
+    assert pert["n_images"] == base["n_images"] == n_groups < clean["n_images"]
+    assert pert["variant_subset"] == {"per_generator_and_class": 1, "n_images": n_groups}
+    # the subset depends on generator, class and file name only, not on where the files are
+    from sep_bench.protocol import load_params
+
+    data = load_params(workdir / "params.yaml").profiles["tiny"].data
+    samples = evaluation_samples(Path(data.root), data)
+    moved = [type(s)(s.path.replace(str(data.root), "/elsewhere"), s.label, s.generator, s.split) for s in samples]
+    assert variant_subset(samples, 1) == variant_subset(moved, 1)

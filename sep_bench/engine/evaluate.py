@@ -16,6 +16,7 @@ the ``skipped`` metric, one ``skipped.<reason>`` metric per reason, and the ``se
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -30,10 +31,12 @@ from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
 from sep_bench.engine import efficiency
 from sep_bench.engine.checkpoint import load_detector
-from sep_bench.engine.inference import check_skips, infer, infer_variants, inference_loader
+from sep_bench.engine.inference import InferenceResult, check_skips, infer, infer_variants, inference_loader
 from sep_bench.engine.metrics import summarize_predictions
 from sep_bench.engine.protocol_axes import axis_variants
 from sep_bench.engine.runtime import pick_device
+from sep_bench.recon.samples import apply as recon_samples
+from sep_bench.recon.samples import source_path
 from sep_bench.io import atomic_path, write_json
 from sep_bench.paths import data_root
 from sep_bench.protocol import RunSpec
@@ -83,6 +86,7 @@ def evaluate(
     device = pick_device(spec.profile.device)
     model.to(device)
     samples = evaluation_samples(data_root(spec.profile_name, data), data)
+    samples = recon_samples(spec.detector, cfg, samples, "test", spec.profile_name)  # DIRE reads its maps
     row = released["name"] if released else spec.detector
     # eval.align / eval.preprocess (engine.protocol_axes): more variants of the same pass; `native` needs a view of
     # its own, hence its own pass
@@ -95,35 +99,47 @@ def evaluate(
     variants = ["none", *perturbations, *(a.name for a in joint)]
     if len(variants) + len(separate) > 1 and robustness_dir is None:
         raise ValueError("perturbations and protocol axes need a robustness_dir for their outputs")
+    subset = variant_subset(samples, spec.recipe.eval.variant_subset)
+    extra = [parse_perturbation(v) for v in perturbations] + [a.post for a in joint]
+    sub_samples = samples if subset is None else [samples[i] for i in subset]
+    total = len(samples) + (len(sub_samples) if subset is not None and (extra or separate) else 0)
     done = 0
 
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            suffix = f" (+{len(perturbations)} perturbations)" if perturbations else ""
-            progress(f"evaluate {row}{suffix}", done, len(samples))
+            suffix = f" (+{len(variants) - 1} variants)" if len(variants) > 1 else ""
+            progress(f"evaluate {row}{suffix}", done, total)
 
     efficiency.reset_peak_memory(device)
     inference_started = time.perf_counter()
     view = det.views(cfg, False, False)
-    loader = inference_loader(
-        samples, view, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
-        num_workers=spec.recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels,
-        bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
-        variants=[parse_perturbation(v) for v in ["none", *perturbations]] + [a.post for a in joint],
-    )
-    results = infer_variants(model, loader, len(samples), len(variants), device=device, amp=spec.profile.amp,
-                             on_batch=on_batch)
+    ev = spec.recipe.eval
+
+    def loader_for(view_, variants_=None, on_subset=False):
+        return inference_loader(
+            sub_samples if on_subset else samples, view_, seed=spec.seed, batch_size=ev.batch_size,
+            num_workers=ev.num_workers, device=device, max_pixels=data.max_image_pixels,
+            bucket_by_size=ev.bucket_by_size, loader_settings=spec.profile.loader, variants=variants_,
+            index_offset=subset if on_subset else None,
+        )
+
+    if subset is None:  # one pass: the clean image and every variant from one decode
+        results = infer_variants(model, loader_for(view, [None, *extra]), len(samples), len(variants),
+                                 device=device, amp=spec.profile.amp, on_batch=on_batch)
+    else:  # the clean pass over every image, then the variants over the fixed subset (one decode each)
+        results = [infer(model, loader_for(view), len(samples), device=device, amp=spec.profile.amp,
+                         on_batch=on_batch)]
+        if extra:
+            results += infer_variants(model, loader_for(view, extra, on_subset=True), len(samples), len(extra),
+                                      device=device, amp=spec.profile.amp, on_batch=on_batch)
     for a in (a for a in separate if a.supported):
         view_a = det.views(det.make_config({**cfg.model_dump(mode="json"), **a.config}), False, False)
-        results.append(infer(model, inference_loader(
-            samples, view_a, seed=spec.seed, batch_size=spec.recipe.eval.batch_size,
-            num_workers=spec.recipe.eval.num_workers, device=device, max_pixels=data.max_image_pixels,
-            bucket_by_size=spec.recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
-        ), len(samples), device=device, amp=spec.profile.amp))
+        results.append(infer(model, loader_for(view_a, on_subset=subset is not None), len(samples),
+                             device=device, amp=spec.profile.amp))
         variants.append(a.name)
-    n_views = len(samples) * len(variants)
+    n_views = len(samples) + len(sub_samples) * (len(variants) - 1)
     for name, same in alias.items():
         results.append(results[variants.index(same)])
         variants.append(name)
@@ -143,7 +159,13 @@ def evaluate(
     outputs = {}
     info = {a.name: a.info for a in axes}
     for name, res in zip(variants, results):  # check every variant before writing anything
-        outputs[name] = _variant_metrics(spec, samples, res, name, common)
+        if name != "none" and subset is not None:
+            res = InferenceResult(res.logits[subset], res.skipped)
+            outputs[name] = _variant_metrics(spec, sub_samples, res, name, common)
+            outputs[name][0]["variant_subset"] = {"per_generator_and_class": ev.variant_subset,
+                                                  "n_images": len(sub_samples)}
+        else:
+            outputs[name] = _variant_metrics(spec, samples, res, name, common)
         outputs[name][0].update(info.get(name, {}))
     seconds = round(time.perf_counter() - started, 2)
     clean, clean_preds = outputs["none"]
@@ -154,8 +176,17 @@ def evaluate(
         clean["efficiency"]["evaluation_variants"] = n_views // len(samples)
     _write(clean, clean_preds, metrics_out, predictions_out, tracker, results[0])
     clean["perturbed"] = {}
+    if subset is not None and len(variants) > 1:  # the clean result on the variants' subset: their baseline
+        chosen = set(subset)
+        res0 = InferenceResult(results[0].logits[subset], [r for r in results[0].skipped if r["index"] in chosen])
+        base, base_preds = _variant_metrics(spec, sub_samples, res0, "none", common)
+        base["variant_subset"] = {"per_generator_and_class": ev.variant_subset, "n_images": len(sub_samples)}
+        _write(base, base_preds, robustness_dir / "clean_subset.json", robustness_dir / "clean_subset.parquet",
+               None, res0)
     for name, res in zip(variants[1:], results[1:]):
         metrics, preds = outputs[name]
+        if subset is not None:
+            res = InferenceResult(res.logits[subset], res.skipped)
         metrics["seconds"] = seconds
         ctx = child_tracker(name) if child_tracker is not None else nullcontext(None)
         with ctx as child:
@@ -166,6 +197,20 @@ def evaluate(
                                                        "detector": spec.detector, "row": row, "seed": spec.seed,
                                                        "reason": "the eval view takes fixed-size inputs only"})
     return clean
+
+
+def variant_subset(samples, per_group: int | None) -> list[int] | None:
+    """Indices of the fixed subset the extra variants are evaluated on: per (generator, label) the `per_group`
+    samples whose sha1 of "<generator>/<label>/<file name>" is smallest (machine- and path-independent), in sample
+    order; None when `per_group` is None or the subset would be every sample."""
+    if per_group is None:
+        return None
+    groups: dict[tuple, list[tuple[str, int]]] = {}
+    for i, s in enumerate(samples):
+        key = hashlib.sha1(f"{s.generator}/{s.label}/{Path(source_path(s)).name}".encode()).hexdigest()
+        groups.setdefault((s.generator, s.label), []).append((key, i))
+    chosen = sorted(i for members in groups.values() for _, i in sorted(members)[:per_group])
+    return None if len(chosen) == len(samples) else chosen
 
 
 def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dict) -> tuple[dict, pd.DataFrame]:
@@ -182,7 +227,7 @@ def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dic
                     data.max_skip_fraction, f"{what} on {g}", skipped_g[0]["path"] if skipped_g else "")
     keep = res.kept
     preds = pd.DataFrame({
-        "path": [s.path for s, k in zip(samples, keep) if k],
+        "path": [source_path(s) for s, k in zip(samples, keep) if k],  # the image, not a reconstruction
         "generator": [s.generator for s, k in zip(samples, keep) if k],
         "label": [s.label for s, k in zip(samples, keep) if k],
         "fake_logit": res.logits[keep],

@@ -78,14 +78,16 @@ def inference_loader(
     bucket_by_size: bool = True,
     loader_settings: LoaderSpec | None = None,
     variants: Sequence[Callable | None] | None = None,
+    index_offset: Sequence[int] | None = None,
 ) -> DataLoader:
     """The loader `infer` reads: views seeded per (seed, sample index), epoch 0; each item a list of same-shape
     batches. Build it once to evaluate the same samples repeatedly (persistent workers then start once).
 
     With `variants` (k post-processing functions, None = clean) each loader batch holds ceil(batch_size / k)
-    images, so it carries about `batch_size` views, as a single-variant batch does."""
+    images, so it carries about `batch_size` views, as a single-variant batch does. `index_offset`: the samples'
+    indices in the full list (a subset keeps each image's RNG stream and its place in the results)."""
     dataset = ViewDataset(samples, view, seed=seed, max_pixels=max_pixels, epoch=0, features=features,
-                          perturb=perturb, variants=variants)
+                          perturb=perturb, variants=variants, index_offset=index_offset)
     images_per_batch = max(1, -(-batch_size // len(variants))) if variants else batch_size
     batches = None
     if bucket_by_size:

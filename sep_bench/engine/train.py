@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from sep_bench.data.dataset import EpochSampler, ViewDataset, epoch_order
 from sep_bench.data.splits import evaluation_samples, training_samples
+from sep_bench.recon.samples import apply as recon_samples
 from sep_bench.detectors import Detector, get_detector
 from sep_bench.engine.align import Alignment, resolve_alignment
 from sep_bench.engine.batching import BatchPlan, plan_batches, step_weights
@@ -396,6 +397,9 @@ def train(
     root = data_root(spec.profile_name, data)
     train_set, val_set = training_samples(root, data)
     test_set = evaluation_samples(root, data) if recipe.train.select_on == "test" else []
+    # detectors that read diffusion reconstructions (DIRE: instead of the image; DRCT: added to training)
+    train_set, val_set, test_set = (recon_samples(spec.detector, cfg, s, role, spec.profile_name)
+                                    for s, role in ((train_set, "train"), (val_set, "val"), (test_set, "test")))
     log.info("train %s: %d training, %d validation images%s", spec.detector, len(train_set), len(val_set),
              f", {len(test_set)} test images (select_on: test)" if test_set else "")
     align = resolve_alignment(recipe.train.align, [s.path for s in (*train_set, *val_set) if s.label == 0])

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["dct_matrix", "dct2", "idct2"]
+__all__ = ["dct_matrix", "dct2", "idct2", "diagonal_band_mask", "sliding_block_dct"]
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -36,3 +37,31 @@ def idct2(x: torch.Tensor) -> torch.Tensor:
     dh = dct_matrix(h, x.dtype, x.device)
     dw = dct_matrix(w, x.dtype, x.device)
     return dh.T @ x @ dw
+
+
+def diagonal_band_mask(size: int, start: float, end: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(size, size) 0/1 mask of the DCT coefficients (i, j) with ``start < i + j <= end`` (F3Net's band filters).
+
+    The band is half-open at its low end, so a band starting at 0 excludes the DC coefficient (as in the F3Net
+    implementations this follows).
+    """
+    s = torch.arange(size, dtype=torch.float64)
+    d = s[:, None] + s[None, :]
+    return ((d > start) & (d <= end)).to(dtype)
+
+
+def sliding_block_dct(x: torch.Tensor, window: int, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """2-D orthonormal DCT of every ``window`` x ``window`` block of a sliding window (zero padding).
+
+    Args:
+        x: (N, C, H, W).
+        window, stride, padding: of the sliding window (``torch.nn.Unfold`` semantics).
+
+    Returns:
+        (N, L, C, window, window): ``L = H' * W'`` blocks in raster order, each block's `dct2`.
+    """
+    n, c = x.shape[:2]
+    cols = F.unfold(x, kernel_size=window, stride=stride, padding=padding)  # (N, C * S * S, L)
+    blocks = cols.transpose(1, 2).reshape(n, -1, c, window, window)
+    d = dct_matrix(window, x.dtype, x.device)
+    return d @ blocks @ d.T

@@ -23,11 +23,33 @@ from typing import Mapping
 
 import pandas as pd
 
-__all__ = ["REPORTED_TABLES", "SPREAD_K", "load_reported", "reported_name", "reported_vs_reproduced", "render_reported"]
+__all__ = ["REPORTED_TABLES", "SPREAD_K", "NOT_REPRODUCIBLE", "load_reported", "reported_name", "reported_vs_reproduced",
+           "render_reported", "not_reproducible"]
 
 REPORTED_TABLES = {"genimage": "genimage_sdv14_reported.csv"}
 SPREAD_K = 2.0
 _PAPER = {"genimage": "SEP paper, GenImage table (train SD v1.4)"}
+
+#: Reported rows that no run can reproduce from public material (method name -> what is missing). They stay in
+#: the reported table and are marked "not reproducible from public material" wherever it is rendered.
+NOT_REPRODUCIBLE = {
+    "GenDet": "no official code, weights or training recipe (arXiv 2312.08880; GenImage links only the paper); the "
+              "frozen encoder, the teacher/student/augmenter architectures and sizes, the adversarial and "
+              "discrepancy losses and their weights are not published; the public notebooks "
+              "(e.g. amartya-kotla/GenDet-AI-Image-Detection) are unofficial CLIP-based guesses",
+}
+
+
+def not_reproducible(profile: str) -> dict[str, str]:
+    """Methods of `profile`'s reported table that are marked not reproducible from public material."""
+    reported = load_reported(profile)
+    return {} if reported is None else {m: why for m, why in NOT_REPRODUCIBLE.items() if m in reported.index}
+
+
+def _not_reproducible_note(profile: str) -> str:
+    marked = not_reproducible(profile)
+    return "".join(f"\n- {m}: reported only, **not reproducible from public material** ({why}).\n"
+                   for m, why in marked.items())
 
 
 def load_reported(profile: str) -> pd.DataFrame | None:
@@ -108,7 +130,7 @@ def render_reported(profile: str, table: pd.DataFrame | None) -> str:
                 "nothing to compare.\n")
     if table.empty:
         return (f"No detector of this run appears in the reported table of profile `{profile}` "
-                f"({_PAPER.get(profile, '')}): nothing to compare.\n")
+                f"({_PAPER.get(profile, '')}): nothing to compare.\n") + _not_reproducible_note(profile)
     from tabulate import tabulate
 
     body = []
@@ -128,4 +150,4 @@ def render_reported(profile: str, table: pd.DataFrame | None) -> str:
         + (" With one seed the run-to-run spread is unknown and nothing is flagged; run several seeds "
            "(`run.seeds`) to know whether a difference exceeds it." if single else ""),
     ]
-    return md + "\n\n" + "\n".join(notes) + "\n"
+    return md + "\n\n" + "\n".join(notes) + "\n" + _not_reproducible_note(profile)

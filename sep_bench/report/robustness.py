@@ -35,7 +35,12 @@ def robustness_frame(clean: list[dict], row_of: dict[str, str], perturbations: d
         vals: dict[str, float | None] = {}
         for col in columns:
             if col == "clean":
-                ms = [m for m in clean if tables.run_key(m) == det]
+                # with eval.variant_subset the perturbations saw a fixed subset: compare with clean on that subset
+                subset_files = [paths.robustness_dir(profile, det, s) / "clean_subset.json" for s in seeds]
+                if perts and all(f.exists() for f in subset_files):
+                    ms = [read_json(f) for f in subset_files]
+                else:
+                    ms = [m for m in clean if tables.run_key(m) == det]
             elif col in perts:
                 ms = [read_json(paths.robustness_dir(profile, det, s) / f"{col}.json") for s in seeds]
             else:
@@ -82,6 +87,19 @@ def _plot(acc: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     return plots.save_figure(fig, out_stem)  # deterministic bytes (no dates, fixed SVG ids)
 
 
+def _subset_note(perturbations: dict[str, list[str]], seeds: list[int], profile: str) -> str:
+    for det, perts in perturbations.items():
+        for p in perts:
+            f = paths.robustness_dir(profile, det, seeds[0]) / f"{p}.json"
+            sub = read_json(f).get("variant_subset") if f.exists() else None
+            if sub:
+                return (f"Perturbed evaluations (and the clean column beside them) use a fixed subset of the test "
+                        f"images: {sub['per_generator_and_class']} per generator and class ({sub['n_images']} "
+                        "images; params.yaml eval.variant_subset), the same on every machine; the main tables use "
+                        "every test image.")
+    return ""
+
+
 def write_robustness(clean: list[dict], row_of: dict[str, str], perturbations: dict[str, list[str]],
                      seeds: list[int], profile: str, table_stem: Path, plot_stem: Path) -> list[Path]:
     """Write ``<table_stem>.md`` / ``.csv`` and the plot; return the files written."""
@@ -92,6 +110,9 @@ def write_robustness(clean: list[dict], row_of: dict[str, str], perturbations: d
     note = ("Mean over test generators (%), mean over seeds; each perturbation is applied identically to real and "
             "fake test images before the detector's preprocessing (sep_bench.data.perturb). `jpeg<q>` is also the "
             "format-aligned evaluation. Columns left empty were not evaluated for that detector.")
+    subset = _subset_note(perturbations, seeds, profile)
+    if subset:
+        note += " " + subset
     if len(acc.columns) == 1:
         note = "No perturbation was evaluated (params.yaml eval.perturbations is empty): clean results only. " + note
     md = ("### Mean ACC\n\n" + acc.to_markdown(floatfmt=".2f") + "\n\n### Mean AP\n\n" + ap.to_markdown(floatfmt=".2f")
