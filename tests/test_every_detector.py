@@ -38,12 +38,17 @@ def test_mini_recipe_builds_and_trains_one_step(name):
         views = {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
         assert all(torch.isfinite(v).all() for v in views.values()), name
         if train:
-            model.train()
-            out = model.train_forward(views)
-            assert out["logits"].shape == (2,), name
-            loss = model.train_loss(out, torch.tensor([0, 1]))
-            assert torch.isfinite(loss), name
-            loss.backward()
+            # two steps with a mode switch between them: a detector may spend its first pass fitting input
+            # statistics (FreDect's DCT mean/variance), which freeze at the next train()/eval()
+            for _ in range(2):
+                model.eval()
+                model.train()
+                model.zero_grad(set_to_none=True)
+                out = model.train_forward(views)
+                assert out["logits"].shape == (2,), name
+                loss = model.train_loss(out, torch.tensor([0, 1]))
+                assert torch.isfinite(loss), name
+                loss.backward()
             grads = [p.grad for p in model.trainable_parameters()]
             assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
         else:
