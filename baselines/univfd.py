@@ -20,8 +20,10 @@ CLIP normalisation. Released weights: ``pretrained_weights/fc_weights.pth``, the
 ``{'weight': [1, 768], 'bias': [1]}`` saved on cuda:0; `_load_official` maps it to CPU and into ``fc``.
 
 Small architectures for tests and the CPU mini profile: ``arch`` is any open_clip built-in name, or one of
-`LOCAL_CLIP_ARCHS` defined here (``tiny-vit-768``: a 2-layer, 64-wide ViT with 16 px patches, 112 px input and a
-768-d embedding so the official head shape still applies), built with ``open_clip.CLIP`` from that config.
+`LOCAL_CLIP_ARCHS` (``sep_bench.layers.clip.OPEN_CLIP_LOCAL_ARCHS``; ``tiny-vit-768``: a 2-layer, 64-wide ViT
+with 16 px patches, 112 px input and a 768-d embedding so the official head shape still applies), built with
+``open_clip.CLIP`` from that config. The CLIP tower comes from `sep_bench.layers.clip` (`create_clip` is its
+``create_open_clip``), shared with the other CLIP-based detectors.
 
 Documented deviations: the JPEG encoder is always PIL (see `baselines._common`); the official validation during
 training also applies the augmentation at the mid values (sigma 1.5, quality 65, each with p 0.5); this harness
@@ -30,32 +32,24 @@ validates on the plain evaluation view. Only the image tower is kept (the text t
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from baselines._common import CropViewConfig, PretrainedUnavailableError, crop_view, hub_failure
+from baselines._common import CropViewConfig, PretrainedUnavailableError, crop_view
 from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD
 from sep_bench.detectors import Detector, DetectorSpec
+from sep_bench.layers.clip import OPEN_CLIP_LOCAL_ARCHS as LOCAL_CLIP_ARCHS
+from sep_bench.layers.clip import create_open_clip as create_clip
+from sep_bench.layers.clip import open_clip_from_weights
 from sep_bench.weights import WeightsSource, load_state_dict
 
 __all__ = ["UnivFDConfig", "UnivFD", "LOCAL_CLIP_ARCHS", "create_clip", "SPEC"]
 
 OFFICIAL_FEATURE_DIM = 768
-
-#: Extra open_clip architectures (``open_clip.CLIP`` keyword arguments), for tests and the CPU mini profile.
-LOCAL_CLIP_ARCHS: dict[str, dict[str, Any]] = {
-    "tiny-vit-768": {
-        "embed_dim": OFFICIAL_FEATURE_DIM,
-        "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
-    },
-}
-
 
 class UnivFDConfig(CropViewConfig):
     """``detectors.univfd.model`` (defaults: the official recipe)."""
@@ -64,44 +58,6 @@ class UnivFDConfig(CropViewConfig):
     image_size: int | None = Field(None, ge=16, description="override of the encoder input size; null: the architecture's")
     quick_gelu: bool | None = Field(None, description="QuickGELU activation; null: as the pretrained tag needs (openai: true)")
     fc_init_std: float = Field(0.02, gt=0.0, description="std of the N(0, std) init of fc.weight")
-
-
-def create_clip(
-    arch: str, pretrained: str | None = None, image_size: int | None = None, quick_gelu: bool | None = None
-) -> nn.Module:
-    """An open_clip CLIP model.
-
-    Args:
-        arch: an open_clip built-in architecture (built with ``open_clip.create_model``) or a `LOCAL_CLIP_ARCHS`
-            name (built with ``open_clip.CLIP``).
-        pretrained: an open_clip tag (``openai``; built-in archs only) or a local checkpoint file; None: random.
-        image_size: override of the encoder input size.
-        quick_gelu: activation; None follows the pretrained tag (``openai``: QuickGELU, as the original CLIP),
-            else the architecture's default. open_clip 3.x only *warns* about a QuickGELU mismatch, so this matters.
-
-    Returns:
-        The CLIP model (both towers).
-
-    Example:
-        >>> clip = create_clip("tiny-vit-768", image_size=64)
-    """
-    import open_clip
-
-    if arch in LOCAL_CLIP_ARCHS:
-        cfg = copy.deepcopy(LOCAL_CLIP_ARCHS[arch])
-        if image_size is not None:
-            cfg["vision_cfg"]["image_size"] = image_size
-        if quick_gelu is not None:
-            cfg["quick_gelu"] = quick_gelu
-        model = open_clip.CLIP(**cfg)
-        if pretrained is not None:
-            open_clip.load_checkpoint(model, pretrained, strict=True, weights_only=True)
-        return model
-    if arch not in open_clip.list_models():
-        raise ValueError(f"unknown CLIP arch {arch!r}; use an open_clip built-in name or one of {sorted(LOCAL_CLIP_ARCHS)}")
-    if quick_gelu is None and pretrained is not None:
-        quick_gelu = bool((open_clip.get_pretrained_cfg(arch, pretrained) or {}).get("quick_gelu", False))
-    return open_clip.create_model(arch, pretrained=pretrained, force_image_size=image_size, force_quick_gelu=bool(quick_gelu))
 
 
 class UnivFD(Detector):
@@ -141,27 +97,9 @@ class UnivFD(Detector):
         return self.fc(features)
 
 
-def _clip_from_weights(cfg: UnivFDConfig, weights: WeightsSource) -> nn.Module:
-    if weights.kind == "none":
-        return create_clip(cfg.arch, None, cfg.image_size, cfg.quick_gelu)
-    if weights.kind == "file":
-        return create_clip(cfg.arch, weights.ref, cfg.image_size, cfg.quick_gelu)
-    if not weights.ref.startswith("open_clip:"):
-        raise ValueError(f"UnivFD takes hub weights as 'open_clip:<arch>/<tag>', got {weights.ref!r}")
-    arch, _, tag = weights.ref[len("open_clip:"):].partition("/")
-    if arch != cfg.arch or not tag:
-        raise ValueError(
-            f"pretrained {weights.ref!r} does not match arch {cfg.arch!r}; name weights for this arch as "
-            f"'open_clip:{cfg.arch}/<tag>' or use pretrained: false"
-        )
-    try:
-        return create_clip(arch, tag, cfg.image_size, cfg.quick_gelu)
-    except Exception as err:  # open_clip wraps hub failures in RuntimeError
-        raise hub_failure(weights.ref, err) from err
-
-
 def _build(cfg: UnivFDConfig, weights: WeightsSource) -> UnivFD:
-    visual = _clip_from_weights(cfg, weights).visual  # the text tower is dropped here
+    visual = open_clip_from_weights(cfg.arch, weights, cfg.image_size, cfg.quick_gelu, owner="UnivFD").visual
+    # (the text tower is dropped here)
     model = UnivFD(visual, fc_init_std=cfg.fc_init_std)
     if model.image_size != (cfg.crop_size, cfg.crop_size):
         raise ValueError(
