@@ -50,9 +50,10 @@ def clone(tmp_path_factory):
     _clone_worktree(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["run"]["detectors"] = ["npr"]
+    params["run"]["selection"] = ["npr"]
     mini = params["profiles"]["mini"]
-    mini["data"]["minigen"] = {"seed": 0, "image_size": 48, "n_train_real": 24, "n_val_real": 8, "n_test_real": 8,
-                               "ae_steps": 5}
+    # the pinned generator weights with fewer, smaller images (no digest: this is not the pinned build)
+    mini["data"]["minigen"] = {"seed": 0, "image_size": 48, "n_train_real": 24, "n_val_real": 8, "n_test_real": 8}
     mini["train"].update(epochs=1, batch_size=16)
     params["detectors"]["npr"]["overrides"]["mini"]["model"] = {"crop_size": 32, "train_resize": None, "layers": [1, 1]}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -72,7 +73,7 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     dest, env = clone
     assert (dest / "data.dvc").is_file() and not (dest / "data" / "external").exists()
     out = _run(["dvc", "repro"], dest, env)
-    for stage in ("data", "train@npr-0", "evaluate@npr-0", "report"):
+    for stage in ("data", "reconstruct@npr", "train@npr-0", "evaluate@npr-0", "selection@npr-0", "report"):
         assert f"Running stage '{stage}'" in out
 
     table = (dest / "results/tables/mini_acc.md").read_text()
@@ -85,12 +86,20 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     client = MlflowClient(tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sep-bench/mini")
     runs = client.search_runs([exp.experiment_id])
-    stage_runs = [r for r in runs if r.data.tags.get("sep_bench.kind") in ("train", "evaluate")]
+    stage_runs = [r for r in runs if r.data.tags.get("sep_bench.kind") in ("train", "evaluate")
+                  and r.data.tags.get("dvc.stage") in ("train@npr-0", "evaluate@npr-0")]
+    # one run per extra evaluation variant (perturbations, the aligned evaluation, preprocessing rules)
+    import json
+
+    folder = dest / "results/robustness/mini/npr/seed0"
+    variants = sorted(f.stem for f in folder.glob("*.json") if f.stem not in ("index", "clean_subset")
+                      and json.loads(f.read_text()).get("supported", True))
     perturbations = yaml.safe_load((dest / "params.yaml").read_text())["profiles"]["mini"]["eval"]["perturbations"]
-    expected = ["evaluate@npr-0"] * (1 + len(perturbations)) + ["train@npr-0"]  # one run per perturbed evaluation
+    assert set(perturbations) <= set(variants)
+    expected = ["evaluate@npr-0"] * (1 + len(variants)) + ["train@npr-0"]
     assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == expected
     assert sorted(r.data.tags.get("sep_bench.perturbation", "none") for r in stage_runs
-                  if r.data.tags["sep_bench.kind"] == "evaluate") == sorted(["none", *perturbations])
+                  if r.data.tags["sep_bench.kind"] == "evaluate") == sorted(["none", *variants])
     assert (dest / "results/tables/mini_robustness.md").is_file()
     (parent,) = [r for r in runs if r.data.tags.get("sep_bench.kind") == "pipeline"]
     clean = {r.info.run_id for r in stage_runs if "sep_bench.perturbation" not in r.data.tags
