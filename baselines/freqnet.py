@@ -46,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torchvision.models.resnet import Bottleneck, conv1x1
+from torchvision.models.resnet import conv1x1
 
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
+from sep_bench.layers.resnet import bottleneck_stage, init_resnet_
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource, load_state_dict
 
@@ -119,28 +120,12 @@ class FreqNet(Detector):
             self.register_parameter(f"bias{k}", nn.Parameter(torch.randn(cout)))
             self.add_module(f"realconv{k}", conv1x1(cout, cout))
             self.add_module(f"imagconv{k}", conv1x1(cout, cout))
-        self.inplanes = 64
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
+        self.layer1, width = bottleneck_stage(64, 64, layers[0])
+        self.layer2, width = bottleneck_stage(width, 128, layers[1], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Linear(512, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
-                                       nn.BatchNorm2d(planes * Bottleneck.expansion))
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        self.fc1 = nn.Linear(width, 1)
+        init_resnet_(self)
 
     def _pointwise(self, x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
         return F.relu(F.conv2d(x, getattr(self, f"weight{k}"), getattr(self, f"bias{k}"), stride=stride))

@@ -59,11 +59,11 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torchvision.models.resnet import Bottleneck, conv1x1
 
 from sep_bench.data.transforms import center_crop, maybe_hflip, random_crop, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.dwt import dwt_bands, dwt_forward
+from sep_bench.layers.resnet import add_stem_and_stages, init_resnet_, stem_stage_features
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource, load_state_dict
 
@@ -114,38 +114,12 @@ class SAFE(Detector):
         super().__init__()
         self.label_smoothing = label_smoothing
         self.hh = HHBand(wave, mode)
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, layers[0])
-        self.layer2 = self._make_layer(128, layers[1], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Linear(512, 2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * Bottleneck.expansion, stride),
-                nn.BatchNorm2d(planes * Bottleneck.expansion),
-            )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        width = add_stem_and_stages(self, layers)  # conv1 3x3/2, bn1, relu, maxpool, layer1, layer2, avgpool
+        self.fc1 = nn.Linear(width, 2)
+        init_resnet_(self)
 
     def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.hh(views["image"])))))
-        x = self.layer2(self.layer1(x))
-        return torch.flatten(self.avgpool(x), 1)
+        return stem_stage_features(self, self.hh(views["image"]))
 
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The official two logits (index 0 real, 1 fake)."""

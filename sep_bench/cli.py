@@ -76,15 +76,18 @@ def list_cmd() -> None:
     from sep_bench.detectors import get_detector, list_detectors
 
     table = Table(title="sep-bench detectors")
-    for col in ("name", "summary", "paper", "official weights"):
+    for col in ("name", "provenance", "summary", "paper", "official weights"):
         table.add_column(col)
     for name in list_detectors():
         try:
             s = get_detector(name)
-            table.add_row(name, s.summary, s.paper, "yes" if s.load_official else "-")
+            table.add_row(name, s.provenance, s.summary, s.paper, "yes" if s.load_official else "-")
         except Exception as err:  # one broken plugin must not hide the others
-            table.add_row(name, f"[red]failed to load: {err}[/]", "", "")
+            table.add_row(name, "", f"[red]failed to load: {err}[/]", "", "")
     Console().print(table)
+    console.print("provenance: official = the authors' model and training code ported; official-inference = their "
+                  "model/inference code, training recipe reconstructed; paper = no usable official code, "
+                  "re-implemented from the paper (guesses listed in the module docstring).", highlight=False)
 
 
 @data_app.command("build-mini")

@@ -75,9 +75,12 @@ def test_failed_run_ends_failed_not_running(workdir):
     assert run.info.status == "FAILED" and "missing_gen" in run.data.tags["sep_bench.error"]
 
 
-def test_list_shows_registered_detectors():
+def test_list_shows_registered_detectors_with_provenance(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
     res = _ok(["list"])
-    assert "npr" in res.output
+    rows = {line.split("│")[1].strip(): line for line in res.output.splitlines() if line.count("│") > 3}
+    assert "official" in rows["npr"] and "official-inference" in rows["fatformer"] and "paper" in rows["f3net"]
+    assert "failed to load" not in res.output
 
 
 def test_ui_serves_the_project_db_on_loopback(workdir, monkeypatch):
