@@ -258,3 +258,12 @@ def test_dvc_plots_show_renders_the_declared_plots(synth):
         assert data[f"results/plots/{plot}"][0]["type"] == "image", plot
     bars = data["ACC per detector and generator (%)"][0]
     assert bars["type"] == "vega" and "sep / Mean" in json.dumps(bars["content"])
+
+
+def test_rows_are_marked_by_provenance():
+    from sep_bench.report.tables import row_name
+
+    assert row_name({"detector": "npr", "provenance": "official"}) == "npr"
+    assert row_name({"detector": "fatformer", "provenance": "official-inference"}) == "fatformer°"
+    assert row_name({"detector": "f3net"}) == "f3net¶"  # older metrics files: the registry's provenance
+    assert row_name({"detector": "f3net", "intended_pretrained": True, "pretrained": False}) == "f3net¶†"

@@ -148,6 +148,7 @@ def evaluate(
         "weights": model.weights.describe(),
         "pretrained": model.weights.pretrained,
         "intended_pretrained": det.default_weights is not None,
+        "provenance": det.provenance,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "released_weights": model_given,  # the authors' weights, evaluated without training here

@@ -50,12 +50,22 @@ __all__ = [
     "NOT_PRETRAINED_MARK",
     "RELEASED_MARK",
     "TEST_SELECTED_MARK",
+    "PROVENANCE_MARKS",
     "METRIC_TITLES",
 ]
 
 NOT_PRETRAINED_MARK = "†"
 RELEASED_MARK = "‡"
 TEST_SELECTED_MARK = "§"
+#: Provenance marks (DetectorSpec.provenance): the official model code with a reconstructed training recipe, and a
+#: re-implementation from the paper alone. Rows built from the official training code carry none.
+PROVENANCE_MARKS = {"official-inference": "°", "paper": "¶"}
+PROVENANCE_NOTE = {
+    "official-inference": "° the authors' model/inference code, training recipe reconstructed (see the detector's "
+                          "module docstring).",
+    "paper": "¶ no usable official code: re-implemented from the paper; guessed hyperparameters listed in the "
+             "detector's module docstring.",
+}
 DECIMALS = 2
 METRIC_TITLES = {"acc": "ACC", "ap": "AP", "auc": "AUC", "real_acc": "real ACC", "fake_acc": "fake ACC"}
 NOT_PRETRAINED_NOTE = (f"{NOT_PRETRAINED_MARK} trained without the pretrained weights its recipe intends "
@@ -84,11 +94,24 @@ def run_key(m: dict) -> str:
     return m.get("entry") or m["detector"]
 
 
+def provenance(m: dict) -> str:
+    """What a row's detector is built from: recorded in the metrics, else the registry's (older metrics files)."""
+    if m.get("provenance"):
+        return m["provenance"]
+    from sep_bench.detectors import UnknownDetectorError, get_detector
+
+    try:
+        return get_detector(m["detector"]).provenance
+    except (UnknownDetectorError, ImportError):
+        return "official"
+
+
 def row_name(m: dict) -> str:
     """A table row's name: its key, with the double dagger for released weights and the dagger when it lacks its
     intended pretrained weights."""
     untrained = m.get("intended_pretrained") and not m.get("pretrained")
-    return (run_key(m) + (RELEASED_MARK if m.get("released") else "") + (NOT_PRETRAINED_MARK if untrained else "")
+    return (run_key(m) + PROVENANCE_MARKS.get(provenance(m), "")
+            + (RELEASED_MARK if m.get("released") else "") + (NOT_PRETRAINED_MARK if untrained else "")
             + (TEST_SELECTED_MARK if m.get("select_on") == "test" else ""))
 
 
@@ -282,7 +305,7 @@ def render_markdown(mean: pd.DataFrame, std: pd.DataFrame | None = None, marks: 
 
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", NOT_PRETRAINED_MARK: r"\textsuperscript{\dag}", TEST_SELECTED_MARK: r"\textsuperscript{\S}",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", NOT_PRETRAINED_MARK: r"\textsuperscript{\dag}", TEST_SELECTED_MARK: r"\textsuperscript{\S}", "°": r"\textsuperscript{o}", "¶": r"\textsuperscript{\P}",
     "±": r"$\pm$", "—": "---", "–": "--", "<": r"\textless{}", ">": r"\textgreater{}", "Δ": r"$\Delta$",
 }
 _TEX_RX = re.compile("|".join(re.escape(k) for k in _TEX_SPECIAL))
@@ -385,6 +408,9 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
         notes.append(RELEASED_NOTE)
     if any(m.get("select_on") == "test" for m in metrics):
         notes.append(TEST_SELECTED_NOTE)
+    for kind, note in PROVENANCE_NOTE.items():
+        if any(provenance(m) == kind for m in metrics):
+            notes.append(note)
     notes.append(f"Protocol card of `{m0['profile']}`: docs/protocols.md#{m0['profile']}.")
     return lines, notes
 
