@@ -1,0 +1,41 @@
+"""The profile's `deterministic` switch sets what torch reads when it loads, before it loads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from sep_bench.engine.determinism import deterministic_env
+
+PROBE = (
+    "import json, os, sys; from pathlib import Path; from sep_bench.cli_support import load; "
+    "load(Path(sys.argv[1]), None); import torch; "
+    "print(json.dumps([torch.backends.cpu.get_cpu_capability(), os.environ.get('MKL_CBWR')]))"
+)
+
+
+def _probe(tmp_path, deterministic: bool) -> list:
+    from tests.conftest import tiny_params
+
+    params = tiny_params(tmp_path)
+    params["profiles"]["tiny"]["deterministic"] = deterministic
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_deterministic_profile_pins_mkl_and_aten_before_torch_loads(tmp_path):
+    capability, cbwr = _probe(tmp_path, True)
+    assert cbwr == "COMPATIBLE"
+    if "ATEN_CPU_CAPABILITY" in deterministic_env():  # x86 with AVX2
+        assert capability == "AVX2"
+
+
+def test_default_profile_leaves_torch_alone(tmp_path):
+    _, cbwr = _probe(tmp_path, False)
+    assert cbwr is None
