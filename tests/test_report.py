@@ -267,3 +267,15 @@ def test_rows_are_marked_by_provenance():
     assert row_name({"detector": "fatformer", "provenance": "official-inference"}) == "fatformer°"
     assert row_name({"detector": "f3net"}) == "f3net¶"  # older metrics files: the registry's provenance
     assert row_name({"detector": "f3net", "intended_pretrained": True, "pretrained": False}) == "f3net¶†"
+
+
+def test_shared_reals_data_is_said_in_the_caption():
+    from sep_bench.data.acquire.verify import SHARED_REALS_CAPTION
+    from sep_bench.report.tables import caption_lines
+
+    m = {"detector": "npr", "profile": "aigcbench", "seed": 0, "protocol_hash": "h", "weights": "none",
+         "data_pairing": "shared-reals", "generators": {}, "mean": {}}
+    _, notes = caption_lines([m], "ACC")
+    assert SHARED_REALS_CAPTION in notes
+    _, notes = caption_lines([{**m, "data_pairing": "benchmark"}], "ACC")
+    assert SHARED_REALS_CAPTION not in notes

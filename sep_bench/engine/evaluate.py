@@ -149,6 +149,7 @@ def evaluate(
         "pretrained": model.weights.pretrained,
         "intended_pretrained": det.default_weights is not None,
         "provenance": det.provenance,
+        **_pairing(spec),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "released_weights": model_given,  # the authors' weights, evaluated without training here
@@ -198,6 +199,19 @@ def evaluate(
                                                        "detector": spec.detector, "row": row, "seed": spec.seed,
                                                        "reason": "the eval view takes fixed-size inputs only"})
     return clean
+
+
+def _pairing(spec: RunSpec) -> dict:
+    """How the test data's real images are paired with generators, when its manifest says (downloaded copies):
+    ``{"data_pairing": "shared-reals"}`` marks a third-party copy whose reals carry no generator."""
+    data = spec.profile.data
+    if data.source != "external":
+        return {}
+    from sep_bench.data.acquire.verify import data_pairing
+
+    folder_of = {shown: folder for folder, shown in (data.generator_aliases or {}).items()}
+    pairing = data_pairing(data_root(spec.profile_name, data), [folder_of.get(g, g) for g in data.test_generators])
+    return {"data_pairing": pairing} if pairing else {}
 
 
 def variant_subset(samples, per_group: int | None) -> list[int] | None:
@@ -268,6 +282,7 @@ def _write(metrics: dict, preds: pd.DataFrame, metrics_out: Path, predictions_ou
                  if isinstance(v, (int, float))})
     tracker.log_metrics(flat)
     tracker.set_tags({
+        **({"sep_bench.data_pairing": metrics["data_pairing"]} if metrics.get("data_pairing") else {}),
         "sep_bench.skipped": len(res.skipped),
         "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(res.skip_reasons.items())) or "none",
     })
