@@ -40,17 +40,16 @@ OpenCV (PNG, lossless): same pixels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view, resnet_pooled_features
+from baselines.cnnspot import CNNSpot
+from baselines.cnnspot import _load_official as load_cnnspot_official
+from baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.recon.config import ReconConfig
-from sep_bench.weights import WeightsSource, load_state_dict
+from sep_bench.weights import WeightsSource
 
 __all__ = ["DIREConfig", "DIRE", "DEFAULT_RECONSTRUCT", "SPEC"]
 
@@ -69,19 +68,8 @@ class DIREConfig(CropViewConfig):
     reconstruct: ReconConfig = Field(DEFAULT_RECONSTRUCT, description="the DIRE reconstructor (DVC reconstruct@dire)")
 
 
-class DIRE(Detector):
-    """A torchvision ResNet on DIRE maps; its children are this module's, so the keys are torchvision's."""
-
-    def __init__(self, resnet: nn.Module) -> None:
-        super().__init__()
-        for name, child in resnet.named_children():  # conv1, bn1, relu, maxpool, layer1..4, avgpool, fc
-            self.add_module(name, child)
-
-    def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return resnet_pooled_features(self, views["image"])
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
+class DIRE(CNNSpot):
+    """The CNNDetection ResNet (DIRE trains with CNNSpot's code) on DIRE maps; torchvision state-dict keys."""
 
 
 def _build(cfg: DIREConfig, weights: WeightsSource) -> DIRE:
@@ -92,7 +80,7 @@ def _build(cfg: DIREConfig, weights: WeightsSource) -> DIRE:
 
 def _load_official(model: Detector, path: Path) -> None:
     """A released DIRE checkpoint (``{'model': sd}``, torchvision ResNet keys, ``fc`` [1, 2048]), strict."""
-    model.load_state_dict(load_state_dict(path), strict=True)
+    load_cnnspot_official(model, path)
 
 
 def _views(cfg: DIREConfig, train: bool, hflip: bool):
