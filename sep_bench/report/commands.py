@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -165,7 +166,9 @@ def _log_report(p, prof_name: str, rep, tracking_uri: Optional[str]) -> None:
         f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
         f"{TAG_PREFIX}test_generators": ",".join(rep.generators),
     })
-    metrics = {f"{str(row).rstrip('†‡§')}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100 for row in rep.acc.index}
+    # metric names: the row key without the table marks (†, ‡, §, provenance), which MLflow does not accept
+    metrics = {f"{re.sub(r'[^A-Za-z0-9_./: -]', '', str(row))}.mean.acc": float(rep.acc.loc[row, MEAN]) / 100
+               for row in rep.acc.index}
     arts = [(f, "report/plots" if f.parent == paths.PLOTS_DIR else "report/tables") for f in rep.files]
     run_id = finish_parent(uri, experiment, artifacts=arts, metrics=metrics)
     if run_id:
