@@ -175,4 +175,5 @@ SPEC = DetectorSpec(
     load_official=_load_official,
     default_weights="hf-hub:openai/clip-vit-large-patch14",
     provenance="official-inference",
+    extra={"reported_name": "C2CLIP"},  # the SEP paper's table calls it C2CLIP
 )

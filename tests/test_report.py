@@ -279,3 +279,12 @@ def test_shared_reals_data_is_said_in_the_caption():
     assert SHARED_REALS_CAPTION in notes
     _, notes = caption_lines([{**m, "data_pairing": "benchmark"}], "ACC")
     assert SHARED_REALS_CAPTION not in notes
+
+
+def test_every_paper_row_maps_to_a_detector_or_is_marked_not_reproducible():
+    from sep_bench.detectors import list_detectors
+    from sep_bench.report.reported import load_reported, not_reproducible, reported_name
+
+    methods = list(load_reported("genimage").index)
+    covered = {reported_name(d, methods) for d in list_detectors()} - {None}
+    assert set(methods) - covered <= set(not_reproducible("genimage")), set(methods) - covered

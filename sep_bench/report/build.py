@@ -206,7 +206,7 @@ def build_report(
                                              Path(plots_dir) / f"{profile}_robustness")
     rep.files += efficiency.write_efficiency(metrics, acc, ap, profile, stem("efficiency"),
                                              Path(plots_dir) / f"{profile}_acc_vs_cost")
-    rep.files += protocol_tables.write_selection(profile, list(p.run.detectors), seeds, stem("selection"), metrics)
+    rep.files += protocol_tables.write_selection(profile, list(p.run.selection), seeds, stem("selection"), metrics)
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
     rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}
     rep.files += protocol_tables.write_preprocess(metrics, row_of, rules, seeds, profile, stem("preprocess"))

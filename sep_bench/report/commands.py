@@ -127,6 +127,8 @@ def _print_reported(rep, out: Console) -> None:
     """Reported vs reproduced as a detectors x generators table: diff (reproduced - reported) per cell."""
     from sep_bench.report.reported import SPREAD_K
 
+    from sep_bench.report.tables import strip_marks
+
     t = rep.reported
     if t is None or t.empty:
         console.print(rep.reported_md.strip(), highlight=False, markup=False)
@@ -136,7 +138,7 @@ def _print_reported(rep, out: Console) -> None:
     table = Table(title=f"Reported vs reproduced ACC (%) — profile {rep.profile}")
     table.add_column("generator")
     for det, method in dets:
-        table.add_column(det if det.rstrip("†").lower() == method.lower() else f"{det} ({method})", justify="right")
+        table.add_column(det if strip_marks(det).lower() == method.lower() else f"{det} ({method})", justify="right")
     cells = {}
     for r in t.itertuples():
         color = {True: "red", False: "green", None: "default"}[r.outside_spread]

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import read_json, write_text
-from sep_bench.report.tables import run_key
+from sep_bench.report.tables import run_key, strip_marks
 
 __all__ = ["selection_path", "write_selection", "write_format", "write_preprocess", "protocol_card_link",
            "FORMAT_CONTROL"]
@@ -167,7 +167,7 @@ def write_format(clean: Sequence[dict], row_of: Mapping[str, str], seeds: Sequen
              "as stored; aligned = every test image of both classes re-encoded identically before the detector "
              f"(eval.align: {', '.join(sorted(aligned_desc)) or 'not set'}; engine.align). A detector that reads "
              "format instead of generation traces loses accuracy under alignment, typically on one class."]
-    ctrl = next((r for r in long if r["detector"].rstrip("†‡§") == FORMAT_CONTROL), None)
+    ctrl = next((r for r in long if strip_marks(r["detector"]) == FORMAT_CONTROL), None)
     if ctrl is not None and not math.isnan(ctrl["clean acc"]):
         leak = ctrl["clean acc"] - 50.0
         notes.append(

@@ -23,6 +23,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from sep_bench.report.tables import strip_marks
+
 __all__ = ["REPORTED_TABLES", "SPREAD_K", "NOT_REPRODUCIBLE", "load_reported", "reported_name", "reported_vs_reproduced",
            "render_reported", "not_reproducible"]
 
@@ -103,7 +105,7 @@ def reported_vs_reproduced(
     rows = []
     methods = list(reported.index)
     for row in mean.index:
-        key = (detectors or {}).get(row, str(row).rstrip("†"))
+        key = (detectors or {}).get(row, strip_marks(row))
         method = reported_name(key, methods)
         if method is None:
             continue

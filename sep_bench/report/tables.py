@@ -51,6 +51,7 @@ __all__ = [
     "RELEASED_MARK",
     "TEST_SELECTED_MARK",
     "PROVENANCE_MARKS",
+    "strip_marks",
     "METRIC_TITLES",
 ]
 
@@ -92,6 +93,14 @@ def load_metrics(folder: str | Path, detectors: Iterable[str], seeds: Iterable[i
 def run_key(m: dict) -> str:
     """Which row a metrics file belongs to: the evaluation-only entry's name, else the detector's."""
     return m.get("entry") or m["detector"]
+
+
+ALL_MARKS = NOT_PRETRAINED_MARK + RELEASED_MARK + TEST_SELECTED_MARK + "".join(PROVENANCE_MARKS.values())
+
+
+def strip_marks(row: str) -> str:
+    """A table row's key without its marks (†, ‡, §, °, ¶)."""
+    return str(row).rstrip(ALL_MARKS)
 
 
 def provenance(m: dict) -> str:
