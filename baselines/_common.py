@@ -43,6 +43,7 @@ __all__ = [
     "jpeg_roundtrip",
     "build_resnet",
     "resnet_pooled_features",
+    "negate_logits",
     "hub_failure",
 ]
 
@@ -128,6 +129,17 @@ def crop_view(cfg: CropViewConfig, train: bool, hflip: bool, mean: Sequence[floa
 
     return transforms.crop_view(cfg.crop_size, cfg.train_resize, cfg.eval_resize, mean, std, train=train,
                                 hflip=hflip, augment=augment)
+
+
+def negate_logits(sd: dict[str, torch.Tensor], keys: Sequence[str], what: str) -> dict[str, torch.Tensor]:
+    """A copy of an official state dict whose single logit has the opposite sign convention (a *real* logit, as
+    in SSP and LOTA) with the head's `keys` negated, so the model's logit is the fake one."""
+    sd = dict(sd)
+    for key in keys:
+        if key not in sd:
+            raise KeyError(f"not {what}: {key!r} missing")
+        sd[key] = -sd[key]
+    return sd
 
 
 def resnet_pooled_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from baselines._common import ResNetName, build_resnet, resnet_pooled_features
+from baselines._common import ResNetName, build_resnet, negate_logits, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.sep.eps import ensure_min_size
@@ -164,12 +164,7 @@ def _build(cfg: LOTAConfig, weights: WeightsSource) -> LOTA:
 
 def official_to_fake(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map an official LOTA state dict (one *real* logit) to this model (one *fake* logit)."""
-    sd = dict(sd)
-    for key in ("disc.fc.weight", "disc.fc.bias"):
-        if key not in sd:
-            raise KeyError(f"not a LOTA checkpoint: {key!r} missing")
-        sd[key] = -sd[key]
-    return sd
+    return negate_logits(sd, ("disc.fc.weight", "disc.fc.bias"), "a LOTA checkpoint")
 
 
 def _load_official(model: Detector, path: Path) -> None:

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from baselines._common import BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, resnet_pooled_features
+from baselines._common import (BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, negate_logits,
+                               resnet_pooled_features)
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.srm import SRMConv2d
@@ -89,12 +90,7 @@ def _build(cfg: SSPConfig, weights: WeightsSource) -> SSP:
 
 def official_to_fake(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map an official SSP state dict (single *nature* logit) to this model (single *fake* logit)."""
-    sd = dict(sd)
-    for key in ("disc.fc.weight", "disc.fc.bias"):
-        if key not in sd:
-            raise KeyError(f"not an SSP checkpoint: {key!r} missing")
-        sd[key] = -sd[key]
-    return sd
+    return negate_logits(sd, ("disc.fc.weight", "disc.fc.bias"), "an SSP checkpoint")
 
 
 def _load_official(model: Detector, path: Path) -> None:

@@ -297,13 +297,9 @@ def rate(n: float, seconds: float) -> float:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from sep_bench.hostinfo import cpu_model
+
+    return cpu_model()
 
 
 def _git_commit() -> dict:

@@ -103,13 +103,9 @@ def env_times(workdir: Path) -> dict:
 
 
 def machine() -> dict:
-    model = platform.processor()
-    try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()}
+    from sep_bench.hostinfo import cpu_model
+
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()}
 
 
 def readme_sentence(result: dict) -> str:

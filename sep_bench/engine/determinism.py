@@ -22,23 +22,17 @@ import os
 import platform
 import sys
 
+from sep_bench.hostinfo import cpu_flags
+
 __all__ = ["deterministic_env", "apply_env", "apply_torch"]
 
 log = logging.getLogger(__name__)
 
 
-def _has_avx2() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " avx2" in line for line in fh)
-    except OSError:
-        return False
-
-
 def deterministic_env() -> dict[str, str]:
     """The environment variables `deterministic: true` sets (before torch loads)."""
     env = {"MKL_CBWR": "COMPATIBLE"}
-    if platform.machine().lower() in ("x86_64", "amd64") and _has_avx2():
+    if platform.machine().lower() in ("x86_64", "amd64") and "avx2" in cpu_flags():
         env["ATEN_CPU_CAPABILITY"] = "avx2"
     return env
 

@@ -160,9 +160,10 @@ def evaluate(
     }
     outputs = {}
     info = {a.name: a.info for a in axes}
+    if subset is not None:  # the variants' results over their subset, in subset order (the clean pass: all)
+        results = results[:1] + [InferenceResult(r.logits[subset], r.skipped) for r in results[1:]]
     for name, res in zip(variants, results):  # check every variant before writing anything
         if name != "none" and subset is not None:
-            res = InferenceResult(res.logits[subset], res.skipped)
             outputs[name] = _variant_metrics(spec, sub_samples, res, name, common)
             outputs[name][0]["variant_subset"] = {"per_generator_and_class": ev.variant_subset,
                                                   "n_images": len(sub_samples)}
@@ -187,8 +188,6 @@ def evaluate(
                None, res0)
     for name, res in zip(variants[1:], results[1:]):
         metrics, preds = outputs[name]
-        if subset is not None:
-            res = InferenceResult(res.logits[subset], res.skipped)
         metrics["seconds"] = seconds
         ctx = child_tracker(name) if child_tracker is not None else nullcontext(None)
         with ctx as child:

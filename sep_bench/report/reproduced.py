@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from sep_bench import paths
+from sep_bench.hostinfo import cpu_flags, cpu_model
 
 __all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
            "write_tables"]
@@ -45,17 +46,7 @@ def machine_info() -> dict:
     """CPU model, instruction-set flags, the CPU capability torch dispatches to, threads and library versions."""
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key in ("flags", "Features"):
-                flags |= set(value.split())
-    except OSError:
-        pass
+    flags = cpu_flags()
     versions = {}
     for pkg in _PACKAGES:
         try:
@@ -63,7 +54,7 @@ def machine_info() -> dict:
         except PackageNotFoundError:
             pass
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "arch": platform.machine(),
         "isa": sorted(f for f in _ISA_FLAGS if f in flags),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

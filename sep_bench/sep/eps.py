@@ -310,11 +310,9 @@ def _name_generic_cpu() -> None:
     Name the newest target the CPU's flags allow instead (the user's ``NUMBA_CPU_NAME`` always wins)."""
     if os.environ.get("NUMBA_CPU_NAME") or numba_target() != "generic":
         return
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = set(next((ln.split(":", 1)[1] for ln in fh if ln.startswith("flags")), "").split())
-    except OSError:
-        return
+    from sep_bench.hostinfo import cpu_flags
+
+    flags = cpu_flags()
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
         os.environ["NUMBA_CPU_NAME"] = "skylake-avx512"
     elif {"avx2", "fma", "bmi2"} <= flags:

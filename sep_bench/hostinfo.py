@@ -1,0 +1,36 @@
+"""This machine's CPU, read once: model name and instruction-set flags (Linux /proc/cpuinfo; empty elsewhere).
+
+Used where results or speed depend on the CPU: the deterministic switch (engine.determinism), numba's compile
+target (sep.eps) and the reproduced-vs-committed record (report.reproduced)."""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from pathlib import Path
+
+__all__ = ["cpu_model", "cpu_flags"]
+
+
+@cache
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key in ("flags", "Features"):  # x86 / ARM
+                flags |= set(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), frozenset(flags)
+
+
+def cpu_model() -> str:
+    return _cpuinfo()[0]
+
+
+def cpu_flags() -> frozenset[str]:
+    return _cpuinfo()[1]
