@@ -151,17 +151,11 @@ def _check_sequence(base: str, sep: str, parts: dict[int, Path], start: int) -> 
 # ---- a read-only file over several parts -------------------------------------------------------------------
 
 
-class MultiFile(io.RawIOBase):
-    """The concatenation of `parts` as one seekable, read-only binary file."""
+class ReadOnlyFile(io.RawIOBase):
+    """The position plumbing of a seekable, read-only file of `length` bytes; subclasses implement `readinto`."""
 
-    def __init__(self, parts: list[Path]):
-        super().__init__()
-        self.parts = [Path(p) for p in parts]
-        self.sizes = [p.stat().st_size for p in self.parts]
-        self.starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
-        self.length = sum(self.sizes)
-        self._pos = 0
-        self._handles: dict[int, BinaryIO] = {}
+    length: int
+    _pos: int = 0
 
     def readable(self) -> bool:
         return True
@@ -176,6 +170,19 @@ class MultiFile(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
+
+
+class MultiFile(ReadOnlyFile):
+    """The concatenation of `parts` as one seekable, read-only binary file."""
+
+    def __init__(self, parts: list[Path]):
+        super().__init__()
+        self.parts = [Path(p) for p in parts]
+        self.sizes = [p.stat().st_size for p in self.parts]
+        self.starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self.length = sum(self.sizes)
+        self._pos = 0
+        self._handles: dict[int, BinaryIO] = {}
 
     def readinto(self, b) -> int:
         n, view = 0, memoryview(b).cast("B")

@@ -32,7 +32,8 @@ import requests
 
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark
 from sep_bench.data.acquire.download import Progress, Slice, fetch_span
-from sep_bench.data.acquire.extract import ArchiveError, Limits, Select, ZipEntry, ZipReader, extract_zip_reader
+from sep_bench.data.acquire.extract import (ArchiveError, Limits, ReadOnlyFile, Select, ZipEntry, ZipReader,
+                                            extract_zip_reader)
 
 __all__ = ["SparseFile", "SlicedArchive", "RemoteZip", "member_selector", "plan_spans", "human_bytes",
            "SLICE_RE", "find_slice_sets"]
@@ -94,7 +95,7 @@ def member_selector(bench: Benchmark, wanted: set[str], splits: set[str] | None 
     return select
 
 
-class SparseFile(io.RawIOBase):
+class SparseFile(ReadOnlyFile):
     """A read-only file of `length` bytes of which some ranges are on disk (span files). Reading a range that is
     not there calls `fetch(start, end) -> Path` while `allow_fetch` is set, else raises `ArchiveError`."""
 
@@ -121,20 +122,6 @@ class SparseFile(io.RawIOBase):
             if pos >= end:
                 return True
         return pos >= end
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def readinto(self, b) -> int:
         view = memoryview(b).cast("B")
