@@ -8,7 +8,7 @@ checkpoint format).
 
 Two parts:
 
-1. The DIRE map (`sep_bench.recon`, the ``reconstruct@dire`` DVC stage, run once per image and cached): the image is
+1. The DIRE map (`sep_bench.recon`, the ``reconstruct`` DVC stage, run once per image and cached): the image is
    centre-cropped/bicubic-resized to 256 (``center_crop_arr``), inverted by deterministic DDIM over 20 respaced
    steps (``--timestep_respacing ddim20``, ``clip_denoised``), reconstructed by DDIM from that latent, and
    ``|x - x_rec| * 255 / 2`` is saved as an 8-bit PNG. The reconstructor is a protocol choice that changes the
@@ -65,7 +65,7 @@ class DIREConfig(CropViewConfig):
     eval_resize: int | None = Field(256, ge=8, description="demo.py: Resize(256) before CenterCrop(224)")
     backbone: ResNetName = Field("resnet50", description="torchvision ResNet; resnet18 for the CPU mini profile")
     fc_init_std: float = Field(0.02, gt=0.0, description="std of the N(0, std) init of fc.weight (init_gain)")
-    reconstruct: ReconConfig = Field(DEFAULT_RECONSTRUCT, description="the DIRE reconstructor (DVC reconstruct@dire)")
+    reconstruct: ReconConfig = Field(DEFAULT_RECONSTRUCT, description="the DIRE reconstructor (DVC stage reconstruct)")
 
 
 class DIRE(CNNSpot):

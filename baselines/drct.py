@@ -150,7 +150,7 @@ class DRCTConfig(BaseModel):
     crop_size: int = Field(224, ge=8)
     augment: bool = Field(True, description="the official albumentations training pipeline (false: pad + random crop only)")
     reconstruct: ReconConfig = Field(
-        DRCT_RECONSTRUCT, description="DRCT's diffusion reconstructions of the training images (DVC reconstruct@drct; "
+        DRCT_RECONSTRUCT, description="DRCT's diffusion reconstructions of the training images (DVC stage reconstruct; "
         "real -> real, fake and every reconstruction -> fake: drct_label)")
 
     @property

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,13 +137,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="store_true", help="also time the environment set-up (uv vs pip)")
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/pipeline.json")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the clone (results/, dvc.lock, logs) in this folder instead of deleting it")
     parser.add_argument("--readme", action="store_true", help="only regenerate the README sentence from --out")
     args = parser.parse_args()
     if args.readme:
         ok = write_readme(json.loads(args.out.read_text()))
         print("README updated" if ok else f"README has no {README_MARK[0]} marker")
         return
-    with tempfile.TemporaryDirectory(prefix="sep-bench-pipeline-") as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+    with (nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="sep-bench-pipeline-")) as tmp:
         result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "goals": GOALS,
                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                            text=True).stdout.strip(),

@@ -190,7 +190,9 @@ data_app.command("get")(get_cmd)
 
 @app.command()
 def reconstruct(
-    detector: str = typer.Option(..., "--detector", "-d", help="Detector whose diffusion reconstructions to build."),
+    detector: Optional[list[str]] = typer.Option(
+        None, "--detector", "-d", help="Detector whose diffusion reconstructions to build (repeatable; default: "
+        "every detector of run.detectors, as the DVC stage runs it)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if available, else cpu)."),
@@ -203,18 +205,20 @@ def reconstruct(
 
     with user_errors():
         p, prof_name = load(params, profile)
+        names = detector or list(p.run.detectors)
 
         def tracker(spec):
             return run_tracker(p, spec, "reconstruct", tracking_uri, no_track)
 
-        with progress() as update:
-            m = reconstruct_detector(p, prof_name, detector, device=device, progress=update, tracker_factory=tracker)
-    if not m.get("needed"):
-        console.print(f"{detector}: no reconstruction needed", highlight=False)
-        return
-    r = m["this_run"]
-    console.print(f"[green]reconstruct {detector}[/]: {r['unique']} images, {r['computed']} computed, {r['cached']} "
-                  f"cached ({r['seconds']:.1f}s; {m['pipeline']})", highlight=False)
+        for name in names:
+            with progress() as update:
+                m = reconstruct_detector(p, prof_name, name, device=device, progress=update, tracker_factory=tracker)
+            if not m.get("needed"):
+                console.print(f"{name}: no reconstruction needed", highlight=False)
+                continue
+            r = m["this_run"]
+            console.print(f"[green]reconstruct {name}[/]: {r['unique']} images, {r['computed']} computed, "
+                          f"{r['cached']} cached ({r['seconds']:.1f}s; {m['pipeline']})", highlight=False)
 
 
 @app.command()

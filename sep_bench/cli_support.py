@@ -8,6 +8,7 @@ rich progress bar, and every run is tracked the same way.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -28,20 +29,32 @@ TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (de
 NoTrackOpt = typer.Option(False, "--no-track", help="Do not log to MLflow.")
 
 
+#: Errors a user can fix, as module:class. Looked up only in modules already imported (an error can only come from
+#: one), so entering `user_errors` imports nothing: torch must not load before `load` has applied the profile's
+#: deterministic environment.
+USER_ERRORS = ("sep_bench.data.layouts:LayoutError", "sep_bench.detectors:UnknownDetectorError",
+               "sep_bench.engine.checkpoint:CheckpointError", "sep_bench.engine.inference:SkipBudgetError",
+               "sep_bench.protocol:ProtocolError", "sep_bench.weights:WeightsFileError",
+               "sep_bench.weights:PretrainedUnavailableError")  # WeightsFileError includes UnsafeCheckpointError
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for ref in USER_ERRORS:
+        module, name = ref.split(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn errors a user can fix into one red line and exit code 2."""
-    from sep_bench.data.layouts import LayoutError
-    from sep_bench.detectors import UnknownDetectorError
-    from sep_bench.engine.checkpoint import CheckpointError
-    from sep_bench.engine.inference import SkipBudgetError
-    from sep_bench.protocol import ProtocolError
-    from sep_bench.weights import PretrainedUnavailableError, WeightsFileError  # includes UnsafeCheckpointError
-
     try:
         yield
-    except (ProtocolError, LayoutError, UnknownDetectorError, CheckpointError, SkipBudgetError,
-            WeightsFileError, PretrainedUnavailableError, FileNotFoundError) as err:
+    except Exception as err:
+        if not isinstance(err, _user_error_types()):
+            raise
         # soft_wrap: the message stays one line (rich would otherwise break it at the console width), and
         # markup=False: file names and keys with [brackets] are printed as they are.
         console.print("[bold red]error:[/] ", end="", highlight=False)

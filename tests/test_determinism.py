@@ -39,3 +39,14 @@ def test_deterministic_profile_pins_mkl_and_aten_before_torch_loads(tmp_path):
 def test_default_profile_leaves_torch_alone(tmp_path):
     _, cbwr = _probe(tmp_path, False)
     assert cbwr is None
+
+
+def test_the_cli_reads_the_real_params_before_anything_imports_torch():
+    """Every command enters `user_errors` and validates params.yaml (all profiles, every detector block) first:
+    neither may import torch, or the deterministic environment would come too late."""
+    code = ("import sys\nfrom pathlib import Path\nimport sep_bench.cli\nfrom sep_bench.cli_support import load, "
+            "user_errors\nwith user_errors():\n    load(Path('params.yaml'), 'genimage')\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sep_bench.data.transforms import center_crop, pad_to, resize
 from sep_bench.engine.align import resolve_alignment
 
 __all__ = ["PREPROCESS_RULES", "Variant", "input_size", "preprocess_function", "native_config", "axis_variants",
@@ -65,6 +64,9 @@ def input_size(det, cfg) -> int:
 
 
 def preprocess_function(rule: str, size: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    # imported here: params validation imports this module (check_preprocess) before torch may load
+    from sep_bench.data.transforms import center_crop, pad_to, resize
+
     if rule == "center_crop":
         return lambda img: np.ascontiguousarray(center_crop(pad_to(img, size), size))
     if rule == "resize":

@@ -1,9 +1,9 @@
-"""``sep-bench reconstruct --detector <name>`` (DVC stage ``reconstruct@<name>``): a thin, pure entry point.
+"""``sep-bench reconstruct [--detector <name>]`` (the DVC stage ``reconstruct``): a thin, pure entry point.
 
 For a detector whose model config has a ``reconstruct`` field (DIRE, DRCT) it reconstructs the images the
 detector needs (`images_needed`) into ``data/recon/<profile>/<detector>`` (see `sep_bench.recon.stage`) and writes
-the manifest; every other detector (or one not in params.yaml) gets a one-line manifest ``{"needed": false}`` so the
-DVC matrix can run over ``run.detectors``. The manifest is rewritten only when something was computed or the
+the manifest; every other detector (or one not in params.yaml) gets a one-line manifest ``{"needed": false}``, so
+each train@/evaluate@ stage has its folder. The manifest is rewritten only when something was computed or the
 settings changed, so a run that computes nothing leaves the stage output byte-identical.
 """
 

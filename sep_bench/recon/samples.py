@@ -80,7 +80,7 @@ def apply(detector: str, model_cfg: Any, samples: list[Sample], role: Role, prof
         if not p.exists():
             raise ReconstructionMissingError(
                 f"{detector}: no reconstruction of {s.path} in {out} (config {cfg.key()}); run "
-                f"`sep-bench reconstruct --detector {detector}` (DVC stage reconstruct@{detector}) first")
+                f"`sep-bench reconstruct --detector {detector}` (the DVC stage reconstruct) first")
         return str(p)
 
     if cfg.use == "replace":
