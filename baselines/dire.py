@@ -15,9 +15,10 @@ Two parts:
    numbers; it is ``model.reconstruct`` (a `ReconConfig`), recorded in the run and the stage manifest:
    ``arch: adm-256-uncond`` (official: guided-diffusion ``256x256_diffusion_uncond.pt``) or ``arch: sd-v1``
    (Stable Diffusion v1 in its latent space, empty prompt: what DRCT's authors used for their GenImage DIRE row,
-   beibuwandeluori/DRCT issue #13). Default here: ``sd-v1`` with ``CompVis/stable-diffusion-v1-4``, because the
-   ADM checkpoint's guided-diffusion key names are not ported (see `sep_bench.recon.models.load_adm_unet`: a
-   diffusers-format ADM folder loads; the original ``.pt`` is refused with what the port needs).
+   beibuwandeluori/DRCT issue #13). Default here: ``sd-v1`` with ``CompVis/stable-diffusion-v1-4``. For
+   ``adm-256-uncond``, ``weights`` is the original ``256x256_diffusion_uncond.pt`` (its guided-diffusion keys are
+   converted on load, `sep_bench.recon.adm_port`; checked against the official UNetModel) or a diffusers-format
+   ``UNet2DModel`` folder (see `sep_bench.recon.models.load_adm_unet`).
 2. The classifier (this module): the engine reads the DIRE map instead of the image (hook
    `sep_bench.recon.samples.apply`, ``use: replace``); an ImageNet ResNet-50 (torchvision keys, ``fc = Linear(2048,
    1)``, ``fc.weight`` ~ N(0, 0.02)) gives the fake logit. The released checkpoints (``{'model': state_dict}``,

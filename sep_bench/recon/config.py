@@ -15,7 +15,8 @@ recipe, its DVC params and its MLflow run. Two methods:
   of 8, the output cropped back (``use: augment``: the reconstructions are added to the training set only).
 
 Models (``arch``): ``adm-256-uncond`` (guided-diffusion ``256x256_diffusion_uncond.pt`` as a diffusers
-``UNet2DModel``; see `sep_bench.recon.models` for how its weights are loaded), ``sd-v1`` (a Stable Diffusion v1
+``UNet2DModel``: ``weights`` is the original ``.pt``, converted on load, or a diffusers-format folder; see
+`sep_bench.recon.models`), ``sd-v1`` (a Stable Diffusion v1
 pipeline folder or hub id: DIRE in SD's latent space, what DRCT's authors used for their GenImage DIRE row),
 ``sd-inpaint`` (``runwayml/stable-diffusion-inpainting`` or a local copy), and the ``tiny-*`` variants: the same
 diffusers classes with tiny widths and random weights seeded by ``seed`` (tests and the CPU ``mini`` profile;
@@ -33,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = ["ReconConfig", "Arch", "Method", "TINY_ARCHS", "ARCH_FAMILY", "ALGORITHM_VERSION"]
 
 #: Part of every result key: bump it when a code change alters the reconstructions (cached results then recompute).
-ALGORITHM_VERSION = 1
+#: 2: UNet2DModel's ADM configuration got ResNet up/down-sampling blocks and the middle attention's GroupNorm
+#: (the official architecture; TINY_UNET follows), so the tiny reconstructions changed.
+ALGORITHM_VERSION = 2
 
 Method = Literal["ddim-inversion", "sd-inpaint"]
 Arch = Literal["adm-256-uncond", "sd-v1", "sd-inpaint", "tiny-unet", "tiny-sd", "tiny-sd-inpaint"]

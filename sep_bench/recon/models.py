@@ -4,10 +4,13 @@
   --diffusion_steps 1000 --image_size 256 --learn_sigma True --noise_schedule linear --num_channels 256
   --num_head_channels 64 --num_res_blocks 2 --resblock_updown True --use_scale_shift_norm True``,
   ZhendongWang6/DIRE ``guided-diffusion/compute_dire.sh``) expressed as a diffusers ``UNet2DModel``
-  (`ADM_256_UNCOND`): channel_mult (1, 1, 2, 2, 4, 4), attention at 32/16/8 px, head dim 64, scale-shift norm,
-  ResBlock up/down-sampling, 6 output channels (eps and the learned variance; only eps is used). Weights:
-  a diffusers-format ``UNet2DModel`` folder. The original ``.pt`` (guided-diffusion key names) is NOT loaded:
-  `load_adm_unet` says what a port needs (a key map plus a per-head reorder of the legacy fused ``qkv``).
+  (`ADM_256_UNCOND`): channel_mult (1, 1, 2, 2, 4, 4), attention at 32/16/8 px (also in the middle block, with its
+  GroupNorm), head dim 64, scale-shift norm, ResBlock up/down-sampling (``ResnetDownsampleBlock2D`` /
+  ``ResnetUpsampleBlock2D``, ``downsample_type``/``upsample_type="resnet"``), [cos, sin] timestep embedding,
+  6 output channels (eps and the learned variance; only eps is used); 552,814,086 parameters, as the official
+  model. Weights: the original ``256x256_diffusion_uncond.pt`` (guided-diffusion key names, loaded with
+  ``weights_only=True`` and converted by `sep_bench.recon.adm_port`, legacy fused ``qkv`` split per head) or a
+  diffusers-format ``UNet2DModel`` folder of the same architecture (`load_adm_unet`).
 - ``sd-v1`` / ``sd-inpaint``: ``StableDiffusionPipeline`` / ``StableDiffusionInpaintPipeline`` components from a
   local folder or hub id (``from_pretrained``; offline a hub id raises).
 - ``tiny-*``: the same classes with tiny widths and random weights drawn from ``torch.manual_seed(seed)``.
@@ -19,6 +22,7 @@ ADM; SD's scaled-linear 0.00085..0.012 for SD), ``timestep_spacing="leading"`` (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,26 +30,31 @@ from typing import Any
 import torch
 from torch import nn
 
+from sep_bench.recon.adm_port import AdmArch, AdmCheckpointError, convert_adm_state_dict
 from sep_bench.recon.config import ReconConfig
 
 __all__ = ["ADM_256_UNCOND", "TINY_UNET", "DiffusionModel", "build_model", "describe", "load_adm_unet",
            "empty_prompt_ids"]
 
-#: guided-diffusion 256x256_diffusion_uncond as UNet2DModel keyword arguments (architecture only).
+#: guided-diffusion 256x256_diffusion_uncond as UNet2DModel keyword arguments (architecture only; equal to
+#: ``AdmArch.from_flags(image_size=256, ...).unet_config(256)`` of DIRE's flags, see `sep_bench.recon.adm_port`).
 ADM_256_UNCOND: dict[str, Any] = {
     "sample_size": 256, "in_channels": 3, "out_channels": 6,
     "block_out_channels": (256, 256, 512, 512, 1024, 1024), "layers_per_block": 2,
-    "down_block_types": ("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
-                         "AttnDownBlock2D"),
-    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    "attention_head_dim": 64, "norm_num_groups": 32, "resnet_time_scale_shift": "scale_shift",
-    "downsample_type": "resnet", "upsample_type": "resnet", "dropout": 0.1, "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D",
+                         "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D",
+                       "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
+    "attention_head_dim": 64, "norm_num_groups": 32, "attn_norm_num_groups": 32,
+    "resnet_time_scale_shift": "scale_shift", "downsample_type": "resnet", "upsample_type": "resnet",
+    "dropout": 0.1, "flip_sin_to_cos": True, "freq_shift": 0,
 }
 #: The same UNet2DModel code path at toy size (tests, CPU mini profile).
 TINY_UNET: dict[str, Any] = {
     **ADM_256_UNCOND, "sample_size": 32, "block_out_channels": (8, 16), "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
-    "attention_head_dim": 8, "norm_num_groups": 4, "dropout": 0.0,
+    "down_block_types": ("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+    "attention_head_dim": 8, "norm_num_groups": 4, "attn_norm_num_groups": 4, "dropout": 0.0,
 }
 ADM_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 SD_SCHEDULE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -90,29 +99,40 @@ def _encode_prompt(text_encoder: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return text_encoder(ids)[0]
 
 
-def load_adm_unet(ref: str) -> nn.Module:
-    """ADM 256x256 unconditional as ``UNet2DModel`` from a diffusers-format folder (config.json + weights).
+def load_adm_unet(ref: str | Path, arch: Mapping[str, Any] | None = None) -> nn.Module:
+    """ADM as ``UNet2DModel`` (`arch`: its keyword arguments, default `ADM_256_UNCOND`) from the original
+    guided-diffusion checkpoint or a diffusers-format folder (config.json + weights), in float32 on CPU.
 
-    The original guided-diffusion ``256x256_diffusion_uncond.pt`` is refused with what a port needs: its keys
-    (``input_blocks.N.0.in_layers.0.weight`` ...) must be mapped to UNet2DModel's (``down_blocks.i.resnets.j``,
-    ``downsamplers``, ``mid_block``, ``up_blocks``, ``conv_norm_out``), as diffusers'
-    ``scripts/convert_consistency_to_diffusers.py`` does for the same UNet family, and each attention block's
-    fused ``qkv`` (conv1d, legacy head order: per head [q, k, v]) must be reshaped to (heads, 3, 64, C), split into
-    ``to_q/to_k/to_v`` (Linear) and ``proj_out`` mapped to ``to_out.0``.
+    A file (``.pt``/``.pth``, e.g. ``256x256_diffusion_uncond.pt``) is read by `sep_bench.weights.load_state_dict`,
+    its guided-diffusion keys (``input_blocks.N.0.in_layers.0.weight`` ...) converted by
+    `sep_bench.recon.adm_port.convert_adm_state_dict` (missing, unexpected or misshapen keys are named in the error)
+    and loaded strictly. A folder must hold the same architecture.
     """
     from diffusers import UNet2DModel
 
+    cfg = dict(ADM_256_UNCOND if arch is None else arch)
+    adm = AdmArch.from_unet_config(cfg)
     path = Path(ref)
     if path.is_file():
-        raise NotImplementedError(
-            f"{ref}: the original guided-diffusion checkpoint format is not ported; convert it to a diffusers "
-            "UNet2DModel folder first (see sep_bench.recon.models.load_adm_unet for the exact key mapping needed)")
+        from sep_bench.weights import load_state_dict
+
+        if path.suffix not in (".pt", ".pth", ".safetensors"):
+            raise ValueError(f"{ref}: expected a guided-diffusion checkpoint (.pt/.pth) or a diffusers folder")
+        state = load_state_dict(path)  # weights_only (a pickle that would run code is refused), wrappers unwrapped
+        if not all(torch.is_tensor(v) for v in state.values()):
+            raise AdmCheckpointError(f"{ref}: not a guided-diffusion UNetModel state dict (a flat name -> tensor map)")
+        converted = {k: v.float() for k, v in convert_adm_state_dict(state, adm).items()}
+        with torch.device("meta"):  # no random init of the 553M parameters: the checkpoint's tensors are assigned
+            unet = UNet2DModel(**cfg)
+        unet.load_state_dict(converted, strict=True, assign=True)
+        left = [n for n, t in [*unet.named_parameters(), *unet.named_buffers()] if t.is_meta]
+        if left:
+            raise AdmCheckpointError(f"{ref}: tensors not set by the checkpoint: {left}")
+        return unet
     unet = UNet2DModel.from_pretrained(ref)
-    got = {k: unet.config[k] for k in ("block_out_channels", "out_channels", "resnet_time_scale_shift")}
-    want = {k: ADM_256_UNCOND[k] for k in got}
-    if tuple(got["block_out_channels"]) != want["block_out_channels"] or got["out_channels"] != 6 \
-            or got["resnet_time_scale_shift"] != "scale_shift":
-        raise ValueError(f"{ref}: not the ADM 256x256 unconditional UNet ({got} != {want})")
+    got = AdmArch.from_unet_config(unet.config)
+    if got != adm:
+        raise ValueError(f"{ref}: not the expected ADM UNet ({got} != {adm})")
     return unet
 
 
