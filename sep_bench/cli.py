@@ -486,6 +486,8 @@ def explain(
 def pipeline(
     ctx: typer.Context,
     params: Path = ParamsOpt,
+    cold: bool = typer.Option(False, "--cold", help="Start every stage command normally, without the warm "
+                                                    "server (sep_bench.warm) that imports torch & co. once."),
 ) -> None:
     """Run the DVC pipeline (`dvc repro`, extra arguments are passed on) with a progress line per stage (k of N,
     elapsed, estimated time left), then print the reproduced-vs-committed verdict. `make pipeline` runs this."""
@@ -493,7 +495,9 @@ def pipeline(
     from sep_bench.runner import run_pipeline
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    result = run_pipeline(ctx.args, dvc=dvc)
+    with user_errors():
+        load(params, None)  # the profile's deterministic environment, for dvc and the warm server alike
+    result = run_pipeline(ctx.args, dvc=dvc, warm=not cold)
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     with user_errors():

@@ -5,6 +5,9 @@ DVC starts or skips prints ``[stage k/N] <name> · <elapsed> elapsed · ~<remain
 remains uses each stage's duration in the previous run on this machine (``.dvc/tmp/sep-bench-stage-times.json``)
 where known, else the mean of the stages run so far. Per-stage seconds of this run are written back there (and
 returned), so `benchmarks/pipeline.py` can report them. Finally it prints the reproduced-vs-committed verdict.
+
+Stage commands start warm (`sep_bench.warm`): a server started here imports the scientific stack once and each
+stage's ``sep-bench`` runs in a fork of it; ``warm=False`` (``sep-bench pipeline --cold``) starts each normally.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Callable, Sequence, TextIO
 __all__ = ["PipelineRun", "run_pipeline", "stage_names", "TIMES_FILE"]
 
 TIMES_FILE = Path(".dvc/tmp/sep-bench-stage-times.json")
+WARM_LOG = Path(".dvc/tmp/sep-bench-warm.log")
 _RUNNING = re.compile(r"^Running stage '([^']+)'")
 _SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 
@@ -32,6 +36,7 @@ class PipelineRun:
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds (run stages only)
     skipped: list[str] = field(default_factory=list)
+    warm: dict = field(default_factory=dict)  # sep_bench.warm.summary, when a warm server ran
 
 
 def stage_names(dvc: str = "dvc") -> list[str]:
@@ -59,8 +64,30 @@ def run_pipeline(
     out: TextIO = sys.stdout,
     clock: Callable[[], float] = time.perf_counter,
     times_file: Path = TIMES_FILE,
+    warm: bool = True,
 ) -> PipelineRun:
     """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds."""
+    from sep_bench.warm import WarmServer, summary
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = WarmServer(env, WARM_LOG) if warm else None
+    try:
+        run = _run_dvc(dvc_args, dvc=dvc, out=out, clock=clock, times_file=times_file,
+                       env=server.env if server else env, first_stage=server.start if server else None)
+    finally:
+        if server:
+            server.stop()
+    if server and server.proc is not None:
+        run.warm = summary(WARM_LOG)
+        if run.warm["warm"] is not None:
+            once = f"imports {run.warm['import_seconds']:.1f} s once; " if run.warm["import_seconds"] else ""
+            out.write(f"warm start: {run.warm['warm']} of {len(run.stages)} stage command(s) ({once}"
+                      f"{run.warm['declined']} declined, see {WARM_LOG})\n")
+    return run
+
+
+def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[], float], times_file: Path,
+             env: dict[str, str], first_stage: Callable[[], None] | None) -> PipelineRun:
     names = stage_names(dvc)
     history = _load_times(times_file)
     total = len(names)
@@ -84,7 +111,6 @@ def run_pipeline(
                   f"{f' · ~{_fmt(left)} left' if left else ''}\n")
         out.flush()
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([dvc, "repro", *dvc_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, env=env)
     assert proc.stdout is not None
@@ -92,6 +118,8 @@ def run_pipeline(
         out.write(line)
         now = clock()
         if m := _RUNNING.match(line):
+            if first_stage is not None:
+                first_stage()  # idempotent: the warm server starts with the first stage DVC runs, not before
             finish_current(now)
             done += 1
             current = (m.group(1), now)

@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` in a temporary clone of the repository, on a shrunken mini profile.
+"""End to end: `sep-bench pipeline` (`dvc repro` with warm starts) in a temporary clone, on a shrunken mini profile.
 
 Checks what a newcomer gets from README command 1: the data stage builds minigen, train@/evaluate@ run per
 detector, the report writes the table and heatmap, MLflow has the runs, `data.dvc` (no remote, no data) does
@@ -72,9 +72,13 @@ def clone(tmp_path_factory):
 def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     dest, env = clone
     assert (dest / "data.dvc").is_file() and not (dest / "data" / "external").exists()
-    out = _run(["dvc", "repro"], dest, env)
+    out = _run(["sep-bench", "pipeline"], dest, env)  # README command 1 (make pipeline) without the set-up
     for stage in ("data", "reconstruct", "train@npr-0", "evaluate@npr-0", "selection@npr-0", "report"):
         assert f"Running stage '{stage}'" in out
+    # stage commands after the first start warm (sep_bench.warm); test_released_entry_is_evaluated_without_training
+    # compares this warm evaluation with a normal start's
+    assert "warm start: " in out
+    assert "warm start of `sep-bench evaluate --detector npr --seed 0`" in (dest / ".dvc/tmp/sep-bench-warm.log").read_text()
 
     table = (dest / "results/tables/mini_acc.md").read_text()
     header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
@@ -145,12 +149,12 @@ def test_released_entry_is_evaluated_without_training(clone):
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["released"] = {"npr-official": {"detector": "npr", "weights": "weights/npr_official.pth"}}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _run(["dvc", "repro"], dest, env)
+    out = _run(["dvc", "repro"], dest, env)  # no warm server: every command starts normally
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"released@npr-official", "evaluate_released@npr-official-0", "report"}
     trained = pd.read_parquet(dest / "results/predictions/mini/npr/seed0.parquet")
     released = pd.read_parquet(dest / "results/predictions/mini/npr-official/seed0.parquet")
-    assert released.equals(trained)
+    assert released.equals(trained)  # a normal start reproduces the warm-started evaluation
     m = json.loads((dest / "results/metrics/mini/npr-official/seed0.json").read_text())
     digest = m["released"]["sha256"]
     table = (dest / "results/tables/mini_acc.md").read_text()

@@ -29,7 +29,7 @@ def test_progress_lines_count_stages_and_estimate_from_history(tmp_path):
     times.write_text(json.dumps({"evaluate@a-0": 30.0, "report": 5.0}))
     ticks = iter(range(0, 1000, 10))
     out = io.StringIO()
-    run = run_pipeline(dvc=_fake(tmp_path), out=out, clock=lambda: float(next(ticks)), times_file=times)
+    run = run_pipeline(dvc=_fake(tmp_path), out=out, clock=lambda: float(next(ticks)), times_file=times, warm=False)
     text = out.getvalue()
     assert run.returncode == 0 and run.skipped == ["data"]
     assert set(run.stages) == {"train@a-0", "evaluate@a-0", "report"}
@@ -40,5 +40,5 @@ def test_progress_lines_count_stages_and_estimate_from_history(tmp_path):
 
 def test_failure_is_passed_on(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_RC", "3")
-    run = run_pipeline(dvc=_fake(tmp_path), out=io.StringIO(), times_file=tmp_path / "t.json")
+    run = run_pipeline(dvc=_fake(tmp_path), out=io.StringIO(), times_file=tmp_path / "t.json", warm=False)
     assert run.returncode == 3
