@@ -21,66 +21,21 @@ the caps, the spread of the Mean ACC (max - min, points) and the cost of the mod
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _mini import ROOT, train_and_evaluate, workdir  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CAPS = {
     "native": {},
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
     "sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"},
 }
-CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "SEP_BENCH_WARM")
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _workdir(base: Path, deterministic: bool, detectors: list[str]) -> Path:
-    work = base / f"det-{'on' if deterministic else 'off'}"
-    for sub in ("data/prepared/mini", "data/recon/mini"):
-        (work / sub).parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / sub).exists():
-            (work / sub).symlink_to(ROOT / sub)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    mini = params["profiles"]["mini"]
-    mini["deterministic"] = deterministic
-    mini["eval"].update(perturbations=[], align="none", preprocess=[], variant_subset=None)
-    params["run"].update(detectors=detectors, selection=[])
-    params["tracking"]["uri"] = f"sqlite:///{work / 'mlflow.db'}"
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return work
-
-
-def run_case(work: Path, cap: str, detector: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in CAP_VARS} | CAPS[cap] | {"HF_HUB_OFFLINE": "1"}
-    sep_bench = str(Path(sys.executable).with_name("sep-bench"))
-    train = work / "runs/mini" / detector / "seed0/train"
-    shutil.rmtree(train, ignore_errors=True)
-    t0 = time.perf_counter()
-    subprocess.run([sep_bench, "train", "--detector", detector, "--seed", "0", "--no-track"], cwd=work, env=env,
-                   check=True, capture_output=True)
-    train_s = time.perf_counter() - t0
-    subprocess.run([sep_bench, "evaluate", "--detector", detector, "--seed", "0", "--no-track"], cwd=work, env=env,
-                   check=True, capture_output=True)
-    metrics = json.loads((work / f"results/metrics/mini/{detector}/seed0.json").read_text())
-    import pandas as pd
-
-    pred = pd.read_parquet(work / f"results/predictions/mini/{detector}/seed0.parquet")
-    logits = pred.sort_values("path")["fake_logit"].to_numpy(dtype="float32").tobytes()
-    return {"train_seconds": round(train_s, 1), "weights_sha256": _sha(train / "best.safetensors"),
-            "logits_sha256": hashlib.sha256(logits).hexdigest(), "mean_acc": metrics["mean"]["acc"]}
 
 
 def summarise(cases: dict) -> dict:
@@ -108,16 +63,16 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/cross_isa.json")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from sep_bench.hostinfo import cpu_flags, cpu_model
 
     cases: dict = {d: {} for d in args.detectors}
     with tempfile.TemporaryDirectory(prefix="sep-bench-isa-") as tmp:
         for mode in args.modes:
-            work = _workdir(Path(tmp), mode == "on", args.detectors)
+            work = workdir(Path(tmp) / f"det-{mode}", args.detectors,
+                           {"profiles.mini.deterministic": mode == "on"})
             for cap in args.caps:
                 for detector in args.detectors:
-                    case = run_case(work, cap, detector)
+                    case = train_and_evaluate(work, detector, CAPS[cap])
                     cases[detector].setdefault(mode, {})[cap] = case
                     print(f"{detector:10s} deterministic {mode:3s} {cap:7s} {case['train_seconds']:7.1f} s  "
                           f"Mean {100 * case['mean_acc']:6.2f}  weights {case['weights_sha256'][:12]}  "

@@ -6,6 +6,7 @@ remains uses each stage's duration in the previous run on this machine (``.dvc/t
 where known, else the mean of the stages run so far. Per-stage seconds of this run are written back there (and
 returned), so `benchmarks/pipeline.py` can report them. Finally it prints the reproduced-vs-committed verdict.
 
+When nothing DVC tracks changed since the last complete run (`sep_bench.fingerprint`), DVC is not started at all.
 Stage commands start warm (`sep_bench.warm`): a server started here imports the scientific stack once and each
 stage's ``sep-bench`` runs in a fork of it; ``warm=False`` (``sep-bench pipeline --cold``) starts each normally.
 """
@@ -41,8 +42,12 @@ class PipelineRun:
 
 def stage_names(dvc: str = "dvc") -> list[str]:
     """Every stage of the pipeline (matrix stages expanded), as `dvc stage list` names them."""
-    out = subprocess.run([dvc, "stage", "list", "--name-only"], capture_output=True, text=True, check=True).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    return _names(subprocess.run([dvc, "stage", "list", "--name-only"], capture_output=True, text=True,
+                                 check=True).stdout)
+
+
+def _names(listing: str) -> list[str]:
+    return [line.strip() for line in listing.splitlines() if line.strip()]
 
 
 def _fmt(seconds: float) -> str:
@@ -66,9 +71,19 @@ def run_pipeline(
     times_file: Path = TIMES_FILE,
     warm: bool = True,
 ) -> PipelineRun:
-    """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds."""
+    """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds.
+
+    Without `dvc_args`, a run whose `sep_bench.fingerprint` equals the last complete run's does not start DVC.
+    """
+    from sep_bench import fingerprint as fp
     from sep_bench.warm import WarmServer, summary
 
+    started = clock()
+    before = fp.fingerprint() if not dvc_args else None
+    if before is not None and before == fp.recorded():
+        out.write("pipeline: 0 stage(s) run: nothing DVC tracks changed since the last complete run (same sizes, "
+                  "modification times and inodes: sep_bench/fingerprint.py; `dvc repro` asks DVC itself)\n")
+        return PipelineRun(returncode=0, seconds=round(clock() - started, 2))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = WarmServer(env, WARM_LOG) if warm else None
     try:
@@ -77,6 +92,7 @@ def run_pipeline(
     finally:
         if server:
             server.stop()
+    fp.record(fp.fingerprint() if run.returncode == 0 and not dvc_args else None)
     if server and server.proc is not None:
         run.warm = summary(WARM_LOG)
         if run.warm["warm"] is not None:
@@ -88,9 +104,13 @@ def run_pipeline(
 
 def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[], float], times_file: Path,
              env: dict[str, str], first_stage: Callable[[], None] | None) -> PipelineRun:
-    names = stage_names(dvc)
+    # the stage list (for "k of N") is read while dvc repro starts, not before: a run with nothing to do costs
+    # one DVC start-up, not two
+    lister = subprocess.Popen([dvc, "stage", "list", "--name-only"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=env)
+    names: list[str] = []
+    listed = False
     history = _load_times(times_file)
-    total = len(names)
     started = clock()
     run = PipelineRun(returncode=0, seconds=0.0)
     current: tuple[str, float] | None = None
@@ -103,6 +123,11 @@ def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[
             current = None
 
     def progress(name: str, now: float) -> None:
+        nonlocal listed
+        if not listed:
+            names.extend(_names(lister.communicate()[0]))
+            listed = True
+        total = max(len(names), done)
         remaining_names = [n for n in names if n not in run.stages and n not in run.skipped and n != name]
         known = [history[n] for n in remaining_names if n in history]
         mean = (sum(run.stages.values()) / len(run.stages)) if run.stages else 0.0
@@ -129,6 +154,9 @@ def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[
             done += 1
             run.skipped.append(m.group(1))
     run.returncode = proc.wait()
+    if lister.poll() is None:
+        lister.kill()
+    lister.wait()
     now = clock()
     if run.returncode == 0:
         finish_current(now)

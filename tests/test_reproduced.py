@@ -12,8 +12,8 @@ def _machine(isa=("avx2", "avx512f"), torch="2.14.1"):
             "versions": {"torch": torch, "numpy": "2.3"}}
 
 
-def _run(rows, digest="d1", machine=None):
-    return {"data_digest": digest, "machine": machine or _machine(), "rows": rows}
+def _run(rows, digest="d1", machine=None, code="c1"):
+    return {"data_digest": digest, "machine": machine or _machine(), "rows": rows, "code": code}
 
 
 def _row(mean, phash="p1", logits="L"):
@@ -35,10 +35,11 @@ def test_bit_identical_within_and_outside_spread_with_causes():
     assert line.startswith("NOT reproduced: 3 of 5 rows") and "c" in line
 
 
-def test_cause_order_data_then_protocol_then_versions():
+def test_cause_order_data_then_protocol_then_code_then_versions():
     ref = _run({"a": _row(80.0, logits="A")})
     assert "different data" in rp.compare(ref, _run({"a": _row(81.0, logits="X")}, digest="d2"))[0].cause
     assert "different protocol" in rp.compare(ref, _run({"a": _row(81.0, "p2", "X")}))[0].cause
+    assert "commit c1, this run from c2" in rp.compare(ref, _run({"a": _row(81.0, logits="X")}, code="c2"))[0].cause
     other = _run({"a": _row(81.0, logits="X")}, machine=_machine(torch="2.15.0"))
     assert "torch 2.14.1 -> 2.15.0" in rp.compare(ref, other)[0].cause
 

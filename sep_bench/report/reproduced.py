@@ -1,16 +1,18 @@
 """Reproduced vs committed: does this run give the committed reference results of the same profile?
 
-The committed reference (``results/reference/<profile>.json``, written by ``sep-bench reference update`` from a
-finished run) holds, per table row and seed: the Mean ACC, the protocol hash, the sha256 of the fake logits (so
-"bit-identical" is a fact, not a rounding coincidence), plus the data digest, the library versions and the
-machine (CPU model, instruction set) the results came from, and the stated cross-machine spread of each row.
+The committed reference (``results/reference/<profile>.json``, written by ``sep-bench reproduced
+--update-reference`` from a finished run) holds, per table row and seed: the Mean ACC, the protocol hash, the
+sha256 of the fake logits (so "bit-identical" is a fact, not a rounding coincidence), plus the data digest, the
+commit of the code, the library versions and the machine (CPU model, instruction set) the results came from, and
+the stated cross-machine spread of each row.
 
 `compare` reads this run's metrics and predictions and classifies every row:
 
 - ``bit-identical``: the same logits, bit for bit;
 - ``within spread``: |this Mean - reference Mean| <= the row's stated spread (in ACC points);
 - ``outside spread``: with the likely cause, checked in order: the data differ (benchmark digest), the protocol
-  differs (protocol hash), the library versions differ, the CPU's instruction set differs;
+  differs (protocol hash), the code differs (commit), the library versions differ, the CPU's instruction set
+  differs;
 - ``missing``: in the reference but not in this run (or the other way round).
 
 The verdict line (`verdict_line`) is what ``make pipeline`` prints last.
@@ -95,7 +97,12 @@ def snapshot(profile: str) -> dict:
             "protocol_hash": m.get("protocol_hash"),
             "logits_sha256": _logits_sha256(pred),
         }
-    return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(), "rows": rows}
+    from sep_bench.tracking import git_state
+
+    git = git_state(Path("."))
+    code = git["git.commit"][:12] + ("+changes" if git["git.dirty"] == "true" else "")
+    return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(), "code": code,
+            "rows": rows}
 
 
 def write_reference(profile: str, spreads: dict[str, float] | None = None, note: str = "") -> Path:
@@ -139,6 +146,8 @@ def _likely_cause(ref: dict, run: dict, ref_row: dict, run_row: dict) -> str:
         return "different data (benchmark digest differs)"
     if ref_row.get("protocol_hash") != run_row.get("protocol_hash"):
         return "different protocol (protocol hash differs)"
+    if ref.get("code") and run.get("code") and ref["code"] != run["code"]:
+        return f"different code (the reference is from commit {ref['code']}, this run from {run['code']})"
     rv, nv = ref.get("machine", {}).get("versions", {}), run.get("machine", {}).get("versions", {})
     changed = [f"{p} {rv[p]} -> {nv.get(p)}" for p in rv if nv.get(p) != rv[p]]
     if changed:
