@@ -149,9 +149,9 @@ class DRCTConfig(BaseModel):
     neg_margin: float = 1.0
     crop_size: int = Field(224, ge=8)
     augment: bool = Field(True, description="the official albumentations training pipeline (false: pad + random crop only)")
-    reconstruct: ReconConfig = Field(
+    reconstruct: ReconConfig | None = Field(
         DRCT_RECONSTRUCT, description="DRCT's diffusion reconstructions of the training images (DVC stage reconstruct; "
-        "real -> real, fake and every reconstruction -> fake: drct_label)")
+        "real -> real, fake and every reconstruction -> fake: drct_label); null: the images alone (a deviation)")
 
     @property
     def frozen(self) -> bool:

@@ -26,6 +26,7 @@ __all__ = [
     "ProtocolError",
     "Params",
     "Profile",
+    "LearningCheck",
     "DataSpec",
     "TrainSpec",
     "EvalSpec",
@@ -251,6 +252,14 @@ class LoaderSpec(_Strict):
         return device_type == "cuda" if self.pin_memory == "auto" else self.pin_memory
 
 
+class LearningCheck(_Strict):
+    """The smoke benchmark's check that training works (report: ``<profile>_learning.md``): every detector reaches
+    `min_acc` on its own training generators, unless `exempt` names it with the reason it cannot."""
+
+    min_acc: float = Field(0.85, gt=0.0, le=1.0)
+    exempt: dict[str, str] = {}
+
+
 class Profile(_Strict):
     description: str = ""
     data: DataSpec
@@ -266,6 +275,8 @@ class Profile(_Strict):
     # which changes float reductions (null: torch's default, i.e. the machine's core count)
     deterministic: bool = False
     threads: int | None = Field(None, ge=1)
+    # a report setting (changes no number, so it is left out of the protocol hash)
+    learning_check: LearningCheck | None = None
 
 
 class DetectorBlock(_Strict):
@@ -347,6 +358,11 @@ class Params(_Strict):
             raise ValueError(
                 f"run.detectors names {missing} without a block under detectors:; defined: {', '.join(self.detectors)}"
             )
+        for prof_name, prof in self.profiles.items():
+            stray = sorted(set(prof.learning_check.exempt) - set(self.detectors)) if prof.learning_check else []
+            if stray:
+                raise ValueError(f"profiles.{prof_name}.learning_check.exempt names {stray}, which have no block "
+                                 f"under detectors:; defined: {', '.join(self.detectors)}")
         for name, block in self.detectors.items():
             unknown = set(block.overrides) - set(self.profiles)
             if unknown:
@@ -463,6 +479,7 @@ class RunSpec(_Strict):
         which change only speed, excluded)."""
         d = _drop_later_defaults(self.model_dump(mode="json"))
         d["profile"].pop("loader", None)
+        d["profile"].pop("learning_check", None)
         return _hash(d)
 
     def training_hash(self) -> str:
@@ -472,6 +489,7 @@ class RunSpec(_Strict):
         d["recipe"].pop("eval")
         d["profile"].pop("eval")
         d["profile"].pop("loader", None)
+        d["profile"].pop("learning_check", None)
         return _hash(d)
 
     def flat_params(self) -> dict[str, str]:

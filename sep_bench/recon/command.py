@@ -28,8 +28,8 @@ def detector_recon_config(p, profile: str, detector: str) -> tuple[object | None
     if detector not in p.detectors:
         return None, None
     spec = resolve(p, detector, profile)
-    if "reconstruct" not in spec.recipe.model:  # decided from params alone: no detector import, no torch
-        return spec, None
+    # from the detector's config, not params alone: a recipe may leave `reconstruct` at its class default (DRCT's
+    # genimage block does), and `reconstruct: null` turns it off
     from sep_bench.detectors import get_detector
     from sep_bench.recon.samples import recon_config
 

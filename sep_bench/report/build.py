@@ -14,6 +14,7 @@ params.yaml for the caption facts. Outputs (paths relative to the working direct
 ``results/tables/<p>_robustness.{md,csv}``     Mean ACC/AP under each perturbation (report.robustness)
 ``results/tables/<p>_efficiency.{md,csv,tex}`` accuracy and cost (report.efficiency)
 ``results/tables/<p>_{selection,format,preprocess}.{md,csv}`` how much is protocol (report.protocol_tables)
+``results/tables/<p>_learning.{md,csv}``       ACC on the training generator: the learning check (report.learning)
 ``results/plots/<p>_robustness``, ``_acc_vs_cost`` (.png and .svg)
 ``results/plots/<p>_acc_heatmap``, ``_acc_bars``, ``_roc``, ``_reported_vs_reproduced`` (.png and .svg), and
 ``results/plots/<p>_acc_bars.csv`` (the bars' data, a DVC plot).
@@ -29,7 +30,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import write_text
-from sep_bench.report import efficiency, plots, protocol_tables, reported, robustness, stats, tables
+from sep_bench.report import efficiency, learning, plots, protocol_tables, reported, robustness, stats, tables
 
 __all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
 
@@ -54,6 +55,7 @@ class Report:
     roc_detector: str
     stale: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    learning: str = ""  # the learning check's one-line summary ("" for a profile without learning_check)
 
 
 def recipe_facts(spec) -> str:
@@ -210,6 +212,11 @@ def build_report(
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
     rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}
     rep.files += protocol_tables.write_preprocess(metrics, row_of, rules, seeds, profile, stem("preprocess"))
+    check = p.profiles[profile].learning_check
+    files, rep.learning = learning.write_learning(
+        metrics, row_of, p.profiles[profile].data.train_generators, check.min_acc if check else None,
+        check.exempt if check else {}, profile, stem("learning"))
+    rep.files += files
 
     # plots
     pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731

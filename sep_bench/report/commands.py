@@ -118,6 +118,8 @@ def report_cmd(
         for det in rep.stale:
             console.print(f"[yellow]warning:[/] the metrics of {det} were computed under another protocol than "
                           "params.yaml now gives (rerun `dvc repro`)", highlight=False)
+        if rep.learning:
+            console.print(rep.learning, highlight=False)
         console.print(f"wrote {len(rep.files)} files under {paths.TABLES_DIR} and {paths.PLOTS_DIR}", highlight=False)
         if not no_track:
             _log_report(p, prof_name, rep, tracking_uri)

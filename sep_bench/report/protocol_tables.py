@@ -60,7 +60,8 @@ def _mean_std(vals: Sequence[float]) -> str:
     return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
 
 
-def _md(frame: pd.DataFrame) -> str:
+def markdown(frame: pd.DataFrame) -> str:
+    """A pipe table: first column left-aligned, the others right-aligned, cells as given."""
     from tabulate import tabulate
 
     return tabulate(frame.values.tolist(), headers=list(frame.columns), tablefmt="pipe", disable_numparse=True,
@@ -122,7 +123,7 @@ def write_selection(profile: str, rows: Sequence[str], seeds: Sequence[int], ste
                         "selection@NAME-S) trains with train.select_on: test and writes results/selection/.")
     if missing:
         notes.append(f"Missing: {', '.join(missing)}.")
-    write_text(stem.with_suffix(".md"), (_md(frame) + "\n\n" if body else "") + "\n".join(notes) + "\n")
+    write_text(stem.with_suffix(".md"), (markdown(frame) + "\n\n" if body else "") + "\n".join(notes) + "\n")
     write_text(stem.with_suffix(".csv"), pd.DataFrame(long, columns=[
         "detector", "seed", "epochs", "val_epoch", "val_selected_mean_acc", "test_epoch", "test_selected_mean_acc",
         "inflation_pp"]).to_csv(index=False, float_format="%.4f"))
@@ -180,7 +181,7 @@ def write_format(clean: Sequence[dict], row_of: Mapping[str, str], seeds: Sequen
         notes.append(f"Add `{FORMAT_CONTROL}` to run.detectors to measure the benchmark's format leak.")
     notes.append(protocol_card_link(profile))
     frame = pd.DataFrame(rows, columns=cols)
-    write_text(stem.with_suffix(".md"), _md(frame) + "\n\n" + "\n".join(notes) + "\n")
+    write_text(stem.with_suffix(".md"), markdown(frame) + "\n\n" + "\n".join(notes) + "\n")
     write_text(stem.with_suffix(".csv"), pd.DataFrame(long).to_csv(index=False, float_format="%.4f"))
     return [stem.with_suffix(".md"), stem.with_suffix(".csv")]
 
@@ -221,7 +222,7 @@ def write_preprocess(clean: Sequence[dict], row_of: Mapping[str, str], rules: Ma
         "(eval.preprocess). Details: engine.protocol_axes; AP in the CSV.",
         protocol_card_link(profile),
     ]
-    write_text(stem.with_suffix(".md"), _md(frame) + "\n\n" + "\n".join(notes) + "\n")
+    write_text(stem.with_suffix(".md"), markdown(frame) + "\n\n" + "\n".join(notes) + "\n")
     write_text(stem.with_suffix(".csv"), pd.DataFrame(long, columns=["detector", "rule", "acc", "ap", "supported",
                                                                      "evaluated"]).to_csv(index=False,
                                                                                           float_format="%.4f"))
