@@ -13,7 +13,6 @@ env:
 ## (`dvc repro` with a progress line per stage, then the reproduced-vs-committed verdict.)
 pipeline: env
 	sep-bench pipeline
-	@echo "tables: results/tables/  plots: results/plots/  runs: sep-bench ui"
 
 ## The test suite (CPU, offline).
 test: env

@@ -503,7 +503,8 @@ def pipeline(
     with user_errors():
         _, prof_name = load(params, None)
         line, _ = write_tables(prof_name)
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print("tables: results/tables/  plots: results/plots/  runs: sep-bench ui", highlight=False)
+    console.print(line, highlight=False, soft_wrap=True)  # the last line: the reproduced-vs-committed verdict
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """Warm starts for the pipeline's stage commands: import the scientific stack once, fork it per stage.
 
 Every DVC stage is a new process, and importing torch, torchvision, timm, open_clip, MLflow and sep-bench costs
-seconds per process on a small machine (measured by `python benchmarks/pipeline.py`, which runs the pipeline
-both ways). ``sep-bench pipeline`` therefore starts one *warm server* (`serve`) that imports all of it and then
-waits on a Unix socket; its path is put in the environment as ``SEP_BENCH_WARM`` for ``dvc repro``. A stage's
+seconds per process on a small machine (about 4-6 s each with compiled bytecode on 2 cores, ~45 stages in the
+default run). ``sep-bench pipeline`` therefore starts one *warm server* (`serve`) that imports all of it and then
+waits on a Unix socket, in a folder only its user may enter; the socket's path is put in the environment as
+``SEP_BENCH_WARM`` for ``dvc repro``. A stage's
 ``sep-bench`` command (`sep_bench.main`) finds it and asks the server to run the command in a forked child with
 the caller's arguments, working directory, environment and standard streams (passed as file descriptors); the
 caller waits, forwards SIGINT/SIGTERM/SIGHUP to the child and exits with the child's exit status. To DVC the
@@ -213,9 +214,9 @@ class Server:
             if threads != 1:
                 return self.decline(conn, request["argv"], f"the server runs {threads} Python threads")
             pid = os.fork()
-            if pid == 0:
-                self.listener.close()
-                conn.close()
+            if pid == 0:  # the child keeps nothing of the server's: no socket of its own or of another caller
+                for sock in (self.listener, conn, *self.children.values()):
+                    sock.close()
                 _run_child(request, fds)
             self.counts["warm"] += 1
             self.children[pid] = conn
