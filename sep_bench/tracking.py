@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import platform
 import subprocess
@@ -86,15 +87,25 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+_ENSURED: set[str] = set()  # stores this process has created/checked (an evaluation opens a run per variant)
+
+
 def ensure_store(uri: str) -> None:
-    """Create/migrate the tracking DB once, under a lock (parallel first use crashes in alembic otherwise)."""
+    """Create/migrate the tracking DB once per process, under a lock (parallel first use crashes in alembic)."""
     db = _sqlite_path(uri)
-    if db is None:
+    if db is None or (uri in _ENSURED and db.is_file()):
         return
     with _file_lock(db.with_name(db.name + ".lock")):
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    _ENSURED.add(uri)
+
+
+@functools.lru_cache(maxsize=1)
+def _git_state_of_process() -> dict[str, str]:
+    """The checkout's commit and dirty flag, read once per process (two git calls per tracked run otherwise)."""
+    return git_state(project_root())
 
 
 def git_state(root: Path) -> dict[str, str]:
@@ -140,7 +151,7 @@ def get_experiment(client, uri: str, name: str) -> str:
 
 def _context_tags() -> dict[str, str]:
     return {
-        **git_state(project_root()),
+        **_git_state_of_process(),
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
         "host": platform.node(),
@@ -152,11 +163,14 @@ def _context_tags() -> dict[str, str]:
 
 
 def _dvc_process():
-    """The nearest ancestor process that is DVC (``dvc ...`` or ``python -m dvc ...``), or None."""
+    """The nearest ancestor process that is DVC (``dvc ...`` or ``python -m dvc ...``), or None. A warm-started
+    command (sep_bench.warm) is a child of the warm server: its ancestors are its caller's."""
     try:
         import psutil
 
-        for proc in psutil.Process().parents():
+        caller = os.environ.get("SEP_BENCH_WARM_CALLER", "")  # sep_bench.warm.CALLER_ENV
+        start = psutil.Process(int(caller)) if caller.isdigit() else psutil.Process()
+        for proc in ([start] if caller.isdigit() else []) + start.parents():
             try:
                 args = proc.cmdline()
             except (psutil.Error, OSError):

@@ -41,9 +41,12 @@ __all__ = ["ENV", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_differen
            "summary"]
 
 ENV = "SEP_BENCH_WARM"
-#: variables DVC or a shell set per command, and PATH (DVC drops pyenv's shims from it; no library reads it when it
-#: loads, and the child runs with the caller's); any other difference needs a fresh interpreter
-IGNORED_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "DVC_", "COLUMNS", "LINES", "PATH", ENV)
+CALLER_ENV = "SEP_BENCH_WARM_CALLER"
+#: variables DVC or a shell set per command (a non-interactive bash drops the prompts PS1...), and PATH (DVC drops
+#: pyenv's shims from it; no library reads it when it loads, and the child runs with the caller's); any other
+#: difference needs a fresh interpreter
+IGNORED_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2", "PS3", "PS4", "DVC_", "COLUMNS", "LINES", "PATH", ENV,
+               CALLER_ENV)
 #: what the server imports: everything the stage commands import at start-up, plus the detectors' modules
 PRELOAD = ("numpy", "PIL.Image", "scipy.ndimage", "sklearn.metrics", "pandas", "torch", "torchvision", "timm",
            "open_clip", "mlflow", "mlflow.store.tracking.sqlalchemy_store", "sep_bench.cli", "sep_bench.detectors",
@@ -83,7 +86,8 @@ def run_remote(argv: Sequence[str], path: str | None = None) -> int | None:
     try:
         sock.settimeout(10)
         sock.connect(path)
-        data = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        data = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
+                           "pid": os.getpid()}).encode()
         socket.send_fds(sock, [_HEADER.pack(len(data))], [0, 1, 2])
         sock.sendall(data)
         reply = _recv(sock)
@@ -139,6 +143,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ[CALLER_ENV] = str(request["pid"])  # the caller's process: sep_bench.tracking finds DVC above it
         sys.argv = ["sep-bench", *request["argv"]]
         from sep_bench.main import run_local
 

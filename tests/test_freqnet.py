@@ -122,3 +122,45 @@ def test_pretrained_refused_and_views():
     img = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
     assert spec.views(official, True, True)(img, np.random.default_rng(0))["image"].shape == (3, 224, 224)
     assert spec.views(official, False, False)(img, np.random.default_rng(0))["image"].shape == (3, 256, 256)
+
+
+def _shifted_reference(x, scale, real_conv, imag_conv):  # written out, independent of the port's switch
+    """The official order of operations: fftshift, mask / 1x1 conv, ifftshift (the port drops the two rolls)."""
+    f = torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
+    hp = torch.fft.ifft2(torch.fft.ifftshift(f * highpass_mask_wh(*f.shape[-2:], scale=scale), dim=(-2, -1)),
+                         norm="ortho").real.relu()
+    c = hp.shape[1]
+    mask = torch.ones(c)
+    mask[c // 2 - c // scale: c // 2 + c // scale] = 0.0
+    g = torch.fft.fftshift(torch.fft.fft(hp, dim=1, norm="ortho"), dim=1) * mask.view(1, c, 1, 1)
+    hc = torch.fft.ifft(torch.fft.ifftshift(g, dim=1), dim=1, norm="ortho").real.relu()
+    h = torch.fft.fftshift(torch.fft.fft2(hc, norm="ortho"), dim=(-2, -1))
+    h = torch.complex(real_conv(h.real), imag_conv(h.imag))
+    return torch.fft.ifft2(torch.fft.ifftshift(h, dim=(-2, -1)), norm="ortho").real.relu()
+
+
+@pytest.mark.parametrize("size", [(12, 12), (9, 14)])
+def test_unshifted_blocks_equal_the_official_shifted_ones_exactly(size):
+    from baselines.freqnet import _fcl
+
+    torch.manual_seed(0)
+    real_conv, imag_conv = torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 8, 1)
+    x = torch.randn(2, 8, *size, requires_grad=True)
+    ours = _fcl(hfreq_c(hfreq_wh(x)), real_conv, imag_conv)
+    ref = _shifted_reference(x, 4, real_conv, imag_conv)
+    assert torch.equal(ours, ref)
+    (g_ours,) = torch.autograd.grad(ours.sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    assert torch.equal(g_ours, g_ref)
+
+
+def test_official_shifts_switch_gives_the_same_forward_pass():
+    from baselines.freqnet import FreqNet
+
+    torch.manual_seed(0)
+    a = FreqNet(layers=(1, 1)).eval()
+    b = FreqNet(layers=(1, 1), shifted=True).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(a({"image": x}), b({"image": x}))

@@ -22,6 +22,7 @@ def _cli(args, env, **kw):
 def test_env_difference_ignores_what_dvc_and_shells_set_per_command():
     server = {"HOME": "/root", "PATH": "/a", "OMP_NUM_THREADS": "2"}
     caller = {**server, "PATH": "/b:/a", "DVC_STAGE": "train@npr-0", "DVC_ROOT": "/r", "PWD": "/r", "SHLVL": "2"}
+    server["PS1"] = "$ "  # a non-interactive bash (DVC's shell) drops it
     assert warm.env_difference(caller, server) == []
     assert warm.env_difference({**caller, "RANK": "0", "OMP_NUM_THREADS": "1"}, server) == ["OMP_NUM_THREADS", "RANK"]
 
