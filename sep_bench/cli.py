@@ -513,9 +513,9 @@ def reproduced(
     profile: Optional[str] = ProfileOpt,
     update_reference: bool = typer.Option(False, "--update-reference",
                                           help="Make this run's results the committed reference (maintainers)."),
-    spread: Optional[float] = typer.Option(None, "--spread",
-                                           help="With --update-reference: the stated cross-machine spread of every "
-                                                "row, in ACC points (default: keep the reference's; 0 = bit-identical)."),
+    spread: Optional[list[str]] = typer.Option(
+        None, "--spread", help="With --update-reference: the stated cross-machine spread in ACC points, of every "
+        "row (X) or of one row (ROW=X, repeatable); rows not named keep the reference's (0 = bit-identical)."),
     note: str = typer.Option("", "--note", help="With --update-reference: how the spread was measured."),
 ) -> None:
     """Compare this run's results with the committed reference of the profile (results/reference/<profile>.json):
@@ -526,10 +526,25 @@ def reproduced(
     with user_errors():
         _, prof_name = load(params, profile)
         if update_reference:
-            spreads = None if spread is None else {row: spread for row in snapshot(prof_name)["rows"]}
+            spreads = _spreads(spread or [], list(snapshot(prof_name)["rows"]))
             console.print(f"reference written: {write_reference(prof_name, spreads, note)}", highlight=False)
         line, _ = write_tables(prof_name)
         console.print(line, highlight=False, soft_wrap=True)
+
+
+def _spreads(values: list[str], rows: list[str]) -> dict[str, float] | None:
+    """``--spread`` values: ``X`` for every row, ``ROW=X`` for one (later values win)."""
+    out: dict[str, float] = {}
+    for value in values:
+        row, _, number = value.rpartition("=")
+        try:
+            x = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"--spread {value!r}: expected X or ROW=X (ACC points)") from None
+        if row and row not in rows:
+            raise typer.BadParameter(f"--spread {value!r}: no row {row!r} in this run ({', '.join(rows)})")
+        out.update({r: x for r in ([row] if row else rows)})
+    return out or None
 
 
 @app.command()

@@ -69,3 +69,18 @@ def test_reference_round_trip_from_result_files(tmp_path, monkeypatch):
                                                                              "protocol_hash": "h"}))
     line, _ = rp.write_tables("mini")
     assert line.startswith("NOT reproduced: 1 of 2 rows") and "npr" in line
+
+
+def test_spread_option_sets_every_row_or_one_row():
+    import pytest
+    import typer
+
+    from sep_bench.cli import _spreads
+
+    assert _spreads([], ["a", "b"]) is None
+    assert _spreads(["0.5"], ["a", "b"]) == {"a": 0.5, "b": 0.5}
+    assert _spreads(["0.2", "b=0.5"], ["a", "b"]) == {"a": 0.2, "b": 0.5}
+    with pytest.raises(typer.BadParameter):
+        _spreads(["c=1"], ["a", "b"])
+    with pytest.raises(typer.BadParameter):
+        _spreads(["a=x"], ["a", "b"])
