@@ -108,7 +108,9 @@ def _git_state_of_process() -> dict[str, str]:
     return git_state(project_root())
 
 
-def git_state(root: Path) -> dict[str, str]:
+def git_state(root: Path, paths: tuple[str, ...] = ()) -> dict[str, str]:
+    """``git.commit`` and ``git.dirty`` (uncommitted changes to tracked files, only under `paths` if given)."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(
@@ -118,7 +120,7 @@ def git_state(root: Path) -> dict[str, str]:
             return ""
 
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    dirty = git("status", "--porcelain", "--untracked-files=no", *(("--", *paths) if paths else ()))
     return {"git.commit": commit or "unknown", "git.dirty": str(bool(dirty)).lower()}
 
 

@@ -42,6 +42,8 @@ _PACKAGES = ("torch", "torchvision", "numpy", "pillow", "scipy", "timm", "open-c
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "asimd", "sve")
 #: Default stated spread (ACC points) of a row when the reference names none: 0 = expect bit-identical results.
 DEFAULT_SPREAD = 0.0
+#: what "the code" of a run is, for the reference's commit (+changes when these differ from it)
+CODE_PATHS = ("sep_bench", "baselines", "pyproject.toml", "requirements.lock", "params.yaml", "dvc.yaml")
 
 
 def machine_info() -> dict:
@@ -99,7 +101,7 @@ def snapshot(profile: str) -> dict:
         }
     from sep_bench.tracking import git_state
 
-    git = git_state(Path("."))
+    git = git_state(Path("."), CODE_PATHS)  # a run rewrites results/ and dvc.lock: those are not code
     code = git["git.commit"][:12] + ("+changes" if git["git.dirty"] == "true" else "")
     return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(), "code": code,
             "rows": rows}
