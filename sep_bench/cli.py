@@ -104,7 +104,7 @@ def data_build_mini(
 
 
 def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed: Optional[int], force: bool) -> dict:
-    from sep_bench.data.minigen import MinigenConfig, build_minigen
+    from sep_bench.data.minigen import BUILD_LOG_SUFFIX, MinigenConfig, build_minigen
     from sep_bench.protocol import ProtocolError
 
     p, prof_name = load(params, profile)
@@ -132,7 +132,7 @@ def _build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed:
             + (f"Generators {unpinned} were trained on this machine (their training settings have no pinned "
                "weights), which is reproducible on this machine only. " if unpinned else
                "The build uses the pinned generator weights, so this should not happen: please report it with "
-               f"{out}/minigen.json and {out}/build_log.json. ")
+               f"{out}/minigen.json and {out}{BUILD_LOG_SUFFIX}. ")
             + "If you changed the benchmark on purpose, set the new digest (or null) in params.yaml.")
     console.print(f"minigen pixels digest {manifest['pixels_sha256']}"
                   + (" (matches params.yaml)" if m.digest == manifest["pixels_sha256"] else

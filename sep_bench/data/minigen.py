@@ -47,7 +47,8 @@ from PIL import Image
 from torch import nn
 
 __all__ = [
-    "BUILD_LOG_NAME",
+    "BUILD_LOG_SUFFIX",
+    "build_log_path",
     "GENERATORS",
     "GROUP_PATTERN",
     "MANIFEST_NAME",
@@ -62,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "minigen.json"
-BUILD_LOG_NAME = "build_log.json"
+BUILD_LOG_SUFFIX = "-build_log.json"
 VERSION = 2  # 2: hard-swish generators with pinned weights, exact integer-grid inference, pixel digest
 # File names are `<photo>__<index>.png`; the harness groups (and holds out) samples by photo with this pattern.
 GROUP_PATTERN = r"^(?P<group>[a-z_]+?)__"
@@ -718,7 +719,6 @@ def build_minigen(
             "workers": workers,
             "generators": gen_log,
         }
-        _write_json(tmp / BUILD_LOG_NAME, build_log)
         if out_dir.exists():
             old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(old)
@@ -729,4 +729,11 @@ def build_minigen(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _write_json(build_log_path(out_dir), build_log)
     return manifest
+
+
+def build_log_path(out_dir: Path) -> Path:
+    """Where a build's timings go: beside the build, not in it, so the build (a DVC output) has the same hash on
+    every run and machine."""
+    return out_dir.with_name(f"{out_dir.name}{BUILD_LOG_SUFFIX}")
