@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-__all__ = ["PipelineRun", "run_pipeline", "stage_names", "TIMES_FILE"]
+__all__ = ["PipelineRun", "run_pipeline", "TIMES_FILE", "WARM_LOG"]
 
 TIMES_FILE = Path(".dvc/tmp/sep-bench-stage-times.json")
 WARM_LOG = Path(".dvc/tmp/sep-bench-warm.log")
@@ -40,13 +40,8 @@ class PipelineRun:
     warm: dict = field(default_factory=dict)  # sep_bench.warm.summary, when a warm server ran
 
 
-def stage_names(dvc: str = "dvc") -> list[str]:
-    """Every stage of the pipeline (matrix stages expanded), as `dvc stage list` names them."""
-    return _names(subprocess.run([dvc, "stage", "list", "--name-only"], capture_output=True, text=True,
-                                 check=True).stdout)
-
-
 def _names(listing: str) -> list[str]:
+    """Stage names from `dvc stage list --name-only` (matrix stages expanded)."""
     return [line.strip() for line in listing.splitlines() if line.strip()]
 
 

@@ -82,3 +82,33 @@ def test_selection_table_reports_the_inflation_over_seeds(tmp_path, monkeypatch)
 
     csv = pd.read_csv(files[1])
     assert csv["inflation_pp"].tolist() == pytest.approx([15.0, 4.0])
+
+
+def test_test_set_evaluation_leaves_the_training_rng_alone(workdir, monkeypatch):
+    """A DataLoader draws its base seed from torch's global RNG: evaluating the test set between epochs must not
+    shift what training draws next (dropout), or a select_on: test run would leave the val run's trajectory."""
+    import numpy as np
+    import torch
+
+    import sep_bench.engine.train as engine
+    from sep_bench.data.layouts import Sample
+
+    spec = resolve(load_params(workdir / "params.yaml"), "npr")
+    samples = [Sample(f"{g}{y}.png", y, g, "val") for g in spec.profile.data.test_generators for y in (1, 0)]
+    n = len(samples)
+
+    class Result:
+        logits, kept, skipped = np.tile([0.5, -0.5], n // 2), np.ones(n, dtype=bool), []
+
+        def check(self, *a):
+            pass
+
+    def consuming_infer(*a, **k):
+        torch.rand(1000)  # what iterating a DataLoader does to the global RNG
+        return Result()
+
+    monkeypatch.setattr(engine, "infer", consuming_infer)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    engine._test_metrics(None, samples, None, spec, "cpu")
+    assert torch.equal(torch.get_rng_state(), before)

@@ -169,8 +169,11 @@ def _validate(model: Detector, samples, loader, spec: RunSpec, device) -> dict:
 
 def _test_metrics(model: Detector, samples, loader, spec: RunSpec, device) -> dict:
     """Per-generator and Mean metrics on the test generators (``select_on: test`` only), as the clean evaluation
-    computes them."""
-    res = infer(model, loader, len(samples), device=device, amp=spec.profile.amp)
+    computes them. The global RNG is restored afterwards: a DataLoader draws its base seed from it, and the
+    training that follows (dropout) must not depend on whether the test set was evaluated, so that a
+    ``select_on: test`` run follows the trajectory of the ``select_on: val`` run exactly."""
+    with torch.random.fork_rng(devices=[]):
+        res = infer(model, loader, len(samples), device=device, amp=spec.profile.amp)
     res.check(spec.profile.data.max_skip_fraction, "test-set selection")
     keep = res.kept
     preds = pd.DataFrame({"generator": [s.generator for s, k in zip(samples, keep) if k],
