@@ -5,6 +5,7 @@ import torch
 from baselines.aide import band_masks, dct_band_scores, select_windows
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource
+from tests.official_keys import add_batchnorm, add_bottleneck_layers
 
 MINI = {"window_size": 16, "stride": 8, "patch_size": 16, "image_size": 32, "resnet": "resnet18",
         "resnet_layers": [1, 1, 1, 1], "convnext_depths": [1, 1, 1, 1], "convnext_dims": [16, 32, 48, 64]}
@@ -18,27 +19,10 @@ def _official_keys_and_shapes() -> dict[str, tuple]:
                                 "fc.fc1.bias": (1024,), "fc.fc2.weight": (2, 1024), "fc.fc2.bias": (2,),
                                 "convnext_proj.0.weight": (256, 3072), "convnext_proj.0.bias": (256,)}
 
-    def bn(prefix, c):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{k}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
     for net in ("model_min", "model_max"):
         shapes[f"{net}.conv1.weight"] = (64, 30, 7, 7)
-        bn(f"{net}.bn1", 64)
-        inplanes = 64
-        for li, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
-            for b in range(blocks):
-                p = f"{net}.layer{li}.{b}"
-                cin = inplanes if b == 0 else planes * 4
-                shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-                shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-                shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-                bn(f"{p}.bn1", planes), bn(f"{p}.bn2", planes), bn(f"{p}.bn3", planes * 4)
-                if b == 0:
-                    shapes[f"{p}.downsample.0.weight"] = (planes * 4, cin, 1, 1)
-                    bn(f"{p}.downsample.1", planes * 4)
-            inplanes = planes * 4
+        add_batchnorm(shapes, f"{net}.bn1", 64)
+        add_bottleneck_layers(shapes, prefix=f"{net}.")
         shapes[f"{net}.fc.weight"], shapes[f"{net}.fc.bias"] = (1000, 2048), (1000,)
     t = "openclip_convnext_xxl"
     dims, depths = (384, 768, 1536, 3072), (3, 4, 30, 3)

@@ -6,6 +6,7 @@ from baselines.freqnet import FreqNet, hfreq_c, hfreq_wh, highpass_mask_wh
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource
+from tests.official_keys import add_bottleneck_layers
 
 
 def _official_keys_and_shapes(layers=(3, 4)) -> dict[str, tuple]:
@@ -18,24 +19,7 @@ def _official_keys_and_shapes(layers=(3, 4)) -> dict[str, tuple]:
         shapes[f"realconv{k}.weight"] = (cout, cout, 1, 1)
         shapes[f"imagconv{k}.weight"] = (cout, cout, 1, 1)
 
-    def bn(prefix, c):
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{key}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    inplanes = 64
-    for li, (planes, blocks) in enumerate(((64, layers[0]), (128, layers[1])), start=1):
-        for b in range(blocks):
-            p = f"layer{li}.{b}"
-            cin = inplanes if b == 0 else planes * 4
-            shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            bn(f"{p}.bn1", planes), bn(f"{p}.bn2", planes), bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, cin, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-        inplanes = planes * 4
+    add_bottleneck_layers(shapes, ((64, layers[0]), (128, layers[1])))
     return shapes
 
 

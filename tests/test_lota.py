@@ -8,6 +8,7 @@ from baselines.lota import (candidate_scores, noise_image, official_to_fake, pat
                             select_noise_patch)
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource
+from tests.official_keys import add_batchnorm, add_bottleneck_layers
 
 MINI = {"backbone": "resnet18", "input_size": 32, "patch_size": 8, "n_candidates": 4}
 
@@ -16,25 +17,8 @@ def _official_keys_and_shapes() -> dict[str, tuple]:
     """LOTA's ``model``: ``disc`` = torchvision ResNet-50 (layers 3, 4, 6, 3) with ``fc = Linear(2048, 1)``."""
     shapes = {"disc.conv1.weight": (64, 3, 7, 7), "disc.fc.weight": (1, 2048), "disc.fc.bias": (1,)}
 
-    def bn(prefix, c):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{k}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("disc.bn1", 64)
-    inplanes = 64
-    for li, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
-        for b in range(blocks):
-            p = f"disc.layer{li}.{b}"
-            cin = inplanes if b == 0 else planes * 4
-            shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            bn(f"{p}.bn1", planes), bn(f"{p}.bn2", planes), bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, cin, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-        inplanes = planes * 4
+    add_batchnorm(shapes, "disc.bn1", 64)
+    add_bottleneck_layers(shapes, prefix="disc.")
     return shapes
 
 

@@ -7,31 +7,15 @@ from baselines.npr import NPR, npr_residual
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource
+from tests.official_keys import add_batchnorm, add_bottleneck_layers
 
 
 def _official_keys_and_shapes() -> dict[str, tuple]:
     """The official NPR state dict (networks/resnet.py, resnet50 layers [3,4,6,3] of which layer1-2 exist)."""
     shapes = {"conv1.weight": (64, 3, 3, 3), "fc1.weight": (1, 512), "fc1.bias": (1,)}
 
-    def bn(prefix, c):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{k}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    inplanes = 64
-    for li, (planes, blocks) in enumerate(((64, 3), (128, 4)), start=1):
-        for b in range(blocks):
-            p = f"layer{li}.{b}"
-            cin = inplanes if b == 0 else planes * 4
-            shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            bn(f"{p}.bn1", planes), bn(f"{p}.bn2", planes), bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, cin, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-        inplanes = planes * 4
+    add_batchnorm(shapes, "bn1", 64)
+    add_bottleneck_layers(shapes, ((64, 3), (128, 4)))
     return shapes
 
 

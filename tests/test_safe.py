@@ -10,6 +10,7 @@ from baselines.safe import SAFE, official_to_fake, random_mask
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource
+from tests.official_keys import add_batchnorm, add_bottleneck_layers
 
 MINI = {"crop_size": 32, "layers": (1, 1)}
 
@@ -18,25 +19,8 @@ def _official_keys_and_shapes(layers=(3, 4)) -> dict[str, tuple]:
     """The official SAFE state dict (models/resnet.py ``resnet50(num_classes=2)``: conv1 3x3, layer1-2, fc1 2-way)."""
     shapes = {"conv1.weight": (64, 3, 3, 3), "fc1.weight": (2, 512), "fc1.bias": (2,)}
 
-    def bn(prefix, c):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"{prefix}.{k}"] = (c,)
-        shapes[f"{prefix}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    inplanes = 64
-    for li, (planes, blocks) in enumerate(((64, layers[0]), (128, layers[1])), start=1):
-        for b in range(blocks):
-            p = f"layer{li}.{b}"
-            cin = inplanes if b == 0 else planes * 4
-            shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            bn(f"{p}.bn1", planes), bn(f"{p}.bn2", planes), bn(f"{p}.bn3", planes * 4)
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, cin, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
-        inplanes = planes * 4
+    add_batchnorm(shapes, "bn1", 64)
+    add_bottleneck_layers(shapes, ((64, layers[0]), (128, layers[1])))
     return shapes
 
 
