@@ -128,6 +128,28 @@ class BlurLayer(nn.Module):
         return F.conv2d(x, self.kernel, bias=None, stride=1, padding=1, groups=x.shape[1])
 
 
+def _equalised_lr(module: nn.Module, shape: tuple[int, ...], wscale: float, lr_mul: float, use_wscale: bool,
+                  add_bias: bool) -> None:
+    """StyleGAN's equalised learning rate: ``weight`` ~ N(0, 1) / lr_mul, multiplied by ``wscale`` in the forward
+    pass (or the scale baked into the weight without `use_wscale`); ``bias`` zeros, multiplied by ``bscale``."""
+    if use_wscale:
+        module.weight = nn.Parameter(torch.randn(*shape) / lr_mul)
+        module.wscale = float(wscale * lr_mul)
+    else:
+        module.weight = nn.Parameter(torch.randn(*shape) * wscale / lr_mul)
+        module.wscale = lr_mul
+    module.bias = nn.Parameter(torch.zeros(shape[0])) if add_bias else None
+    module.bscale = lr_mul
+
+
+def _activation(kind: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Identity()
+    if kind == "lrelu":
+        return nn.LeakyReLU(negative_slope=0.2, inplace=True)
+    raise NotImplementedError(f"activation {kind!r}")
+
+
 class ConvBlock(nn.Module):
     """[minibatch std] -> [blur] -> equalised-lr conv (fused stride-2 when asked) -> [avg-pool] -> activation."""
 
@@ -147,21 +169,9 @@ class ConvBlock(nn.Module):
         self.stride, self.padding = (2, 1) if self.use_stride else (stride, padding)
         fan_in = kernel_size * kernel_size * in_channels
         wscale = wscale_gain / np.sqrt(fan_in)
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        if use_wscale:
-            self.weight = nn.Parameter(torch.randn(*shape) / lr_mul)
-            self.wscale = float(wscale * lr_mul)
-        else:
-            self.weight = nn.Parameter(torch.randn(*shape) * wscale / lr_mul)
-            self.wscale = lr_mul
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if add_bias else None
-        self.bscale = lr_mul
-        if activation_type == "linear":
-            self.activate: nn.Module = nn.Identity()
-        elif activation_type == "lrelu":
-            self.activate = nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        else:
-            raise NotImplementedError(f"activation {activation_type!r}")
+        _equalised_lr(self, (out_channels, in_channels, kernel_size, kernel_size), wscale, lr_mul, use_wscale,
+                      add_bias)
+        self.activate = _activation(activation_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blur(self.mbstd(x))
@@ -181,21 +191,9 @@ class DenseBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, add_bias: bool = True, use_wscale: bool = True,
                  wscale_gain: float = _WSCALE_GAIN, lr_mul: float = 1.0, activation_type: str = "lrelu") -> None:
         super().__init__()
-        wscale = wscale_gain / np.sqrt(in_channels)
-        if use_wscale:
-            self.weight = nn.Parameter(torch.randn(out_channels, in_channels) / lr_mul)
-            self.wscale = float(wscale * lr_mul)
-        else:
-            self.weight = nn.Parameter(torch.randn(out_channels, in_channels) * wscale / lr_mul)
-            self.wscale = lr_mul
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if add_bias else None
-        self.bscale = lr_mul
-        if activation_type == "linear":
-            self.activate: nn.Module = nn.Identity()
-        elif activation_type == "lrelu":
-            self.activate = nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        else:
-            raise NotImplementedError(f"activation {activation_type!r}")
+        _equalised_lr(self, (out_channels, in_channels), wscale_gain / np.sqrt(in_channels), lr_mul, use_wscale,
+                      add_bias)
+        self.activate = _activation(activation_type)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)
