@@ -21,7 +21,8 @@ be loaded raises `PretrainedUnavailableError`; nothing ever falls back to random
 from __future__ import annotations
 
 import io
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -190,3 +191,22 @@ def build_resnet(arch: ResNetName, weights: WeightsSource, *, fc_init_std: float
     elif weights.kind == "file":
         _load_backbone(net, load_state_dict(weights.ref), weights.ref)
     return net
+
+
+def check_input_size(model: nn.Module, cfg, hint: str = "; set crop_size (or image_size) so they agree") -> None:
+    """A backbone with a fixed input size (a ViT's position embeddings) must get crops of exactly that size."""
+    if model.image_size != (cfg.crop_size, cfg.crop_size):
+        raise ValueError(f"crop_size {cfg.crop_size} does not match the {cfg.arch} input size {model.image_size}{hint}")
+
+
+def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path, what: str,
+                hint: Callable[[list[str], list[str]], str] = lambda missing, unexpected: "") -> None:
+    """Load a released state dict strictly; other keys are refused with `PretrainedUnavailableError` naming the
+    first missing and unexpected ones (and `hint(missing, unexpected)`), never torch's long RuntimeError."""
+    own = set(model.state_dict())
+    missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
+    if missing or unexpected:
+        raise PretrainedUnavailableError(f"{Path(path).name}: not {what} state dict of this architecture; "
+                                         f"missing {missing[:4]}, unexpected {unexpected[:4]}"
+                                         f"{hint(missing, unexpected)}")
+    model.load_state_dict(sd, strict=True)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from baselines._common import CropViewConfig, PretrainedUnavailableError, crop_view
+from baselines._common import CropViewConfig, check_input_size, crop_view, load_strict
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.adapters import add_lora, merge_lora
 from sep_bench.layers.clip import CLIP_MEAN, CLIP_STD, clip_tokenize, hf_clip_from_weights
@@ -138,9 +138,7 @@ def _build(cfg: C2PCLIPConfig, weights: WeightsSource) -> C2PCLIP:
     clip = hf_clip_from_weights(cfg.arch, "clip", weights, cfg.image_size)
     model = C2PCLIP(clip, cfg.prompts, cfg.caption_template, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                     cfg.lora_targets, cfg.contrastive_weight, cfg.fc_init_std)
-    if model.image_size != (cfg.crop_size, cfg.crop_size):
-        raise ValueError(f"crop_size {cfg.crop_size} does not match the {cfg.arch} input size {model.image_size}; "
-                         "set crop_size (or image_size) so they agree")
+    check_input_size(model, cfg)
     model.weights = weights
     return model
 
@@ -151,12 +149,7 @@ def _load_official(model: Detector, path: Path) -> None:
     sd = load_state_dict(path)
     sd = {k: v for k, v in sd.items() if not k.endswith("embeddings.position_ids")}  # legacy buffer (transformers < 4.31)
     merge_lora(model.model.vision_model)
-    own = set(model.state_dict())
-    missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
-    if missing or unexpected:
-        raise PretrainedUnavailableError(f"{Path(path).name}: not a C2P-CLIP state dict of this architecture; "
-                                         f"missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, sd, path, "a C2P-CLIP")
 
 
 def _views(cfg: C2PCLIPConfig, train: bool, hflip: bool):

@@ -53,7 +53,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from baselines._common import CropViewConfig, PretrainedUnavailableError, crop_view
+from baselines._common import CropViewConfig, check_input_size, crop_view, load_strict
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.adapters import SVDResidualLinear, apply_svd_residual
 from sep_bench.layers.clip import CLIP_MEAN, CLIP_STD, hf_clip_from_weights
@@ -126,27 +126,20 @@ def _build(cfg: EffortConfig, weights: WeightsSource) -> Effort:
     backbone = hf_clip_from_weights(cfg.arch, "vision", weights, cfg.image_size)
     model = Effort(backbone, cfg.main_rank, cfg.keep_main_factors, cfg.orthogonal_loss_weight,
                    cfg.keep_sv_loss_weight)
-    if model.image_size != (cfg.crop_size, cfg.crop_size):
-        raise ValueError(f"crop_size {cfg.crop_size} does not match the {cfg.arch} input size {model.image_size}; "
-                         "set crop_size (or image_size) so they agree")
+    check_input_size(model, cfg)
     model.weights = weights
     return model
 
 
 def _load_official(model: Detector, path: Path) -> None:
     """Load a DeepfakeBench ``EffortDetector`` state dict (``backbone.*``, ``head.*``; 2 logits, real = 0) strictly."""
-    sd = load_state_dict(path)
-    own = set(model.state_dict())
-    missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
-    if missing or unexpected:
-        factors = ("U_r", "S_r", "V_r")
-        hint = ""
-        if all(k.rsplit(".", 1)[-1] in factors for k in missing + unexpected):
-            hint = (f" (only the frozen SVD factors differ: set model.keep_main_factors: "
+    def hint(missing: list[str], unexpected: list[str]) -> str:
+        if all(k.rsplit(".", 1)[-1] in ("U_r", "S_r", "V_r") for k in missing + unexpected):
+            return (f" (only the frozen SVD factors differ: set model.keep_main_factors: "
                     f"{str(bool(unexpected)).lower()})")
-        raise PretrainedUnavailableError(f"{Path(path).name}: not an Effort (DeepfakeBench) state dict of this "
-                                         f"architecture; missing {missing[:4]}, unexpected {unexpected[:4]}{hint}")
-    model.load_state_dict(sd, strict=True)
+        return ""
+
+    load_strict(model, load_state_dict(path), path, "an Effort (DeepfakeBench)", hint)
 
 
 def _views(cfg: EffortConfig, train: bool, hflip: bool):

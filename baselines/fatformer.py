@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from baselines._common import PretrainedUnavailableError
+from baselines._common import check_input_size, load_strict
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.clip import clip_tokenize, open_clip_from_weights
@@ -319,21 +319,14 @@ class FatFormer(Detector):
 def _build(cfg: FatFormerConfig, weights: WeightsSource) -> FatFormer:
     clip_model = open_clip_from_weights(cfg.arch, weights, None, cfg.quick_gelu, owner="FatFormer")
     model = FatFormer(clip_model, cfg)
-    if model.image_size != (cfg.crop_size, cfg.crop_size):
-        raise ValueError(f"crop_size {cfg.crop_size} does not match the {cfg.arch} input size {model.image_size}")
+    check_input_size(model, cfg, hint="")
     model.weights = weights
     return model
 
 
 def _load_official(model: Detector, path: Path) -> None:
     """Load the official ``ckpt['model']`` (real = 0, fake = 1 logits) strictly."""
-    sd = load_state_dict(path)
-    own = set(model.state_dict())
-    missing, unexpected = sorted(own - set(sd)), sorted(set(sd) - own)
-    if missing or unexpected:
-        raise PretrainedUnavailableError(f"{Path(path).name}: not a FatFormer state dict of this architecture; "
-                                         f"missing {missing[:4]}, unexpected {unexpected[:4]}")
-    model.load_state_dict(sd, strict=True)
+    load_strict(model, load_state_dict(path), path, "a FatFormer")
 
 
 def _views(cfg: FatFormerConfig, train: bool, hflip: bool):

@@ -39,7 +39,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from baselines._common import CropViewConfig, PretrainedUnavailableError, crop_view
+from baselines._common import CropViewConfig, PretrainedUnavailableError, check_input_size, crop_view
 from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.clip import OPEN_CLIP_LOCAL_ARCHS as LOCAL_CLIP_ARCHS
@@ -101,11 +101,7 @@ def _build(cfg: UnivFDConfig, weights: WeightsSource) -> UnivFD:
     visual = open_clip_from_weights(cfg.arch, weights, cfg.image_size, cfg.quick_gelu, owner="UnivFD").visual
     # (the text tower is dropped here)
     model = UnivFD(visual, fc_init_std=cfg.fc_init_std)
-    if model.image_size != (cfg.crop_size, cfg.crop_size):
-        raise ValueError(
-            f"crop_size {cfg.crop_size} does not match the {cfg.arch} input size {model.image_size}; "
-            "set crop_size (or image_size) so they agree"
-        )
+    check_input_size(model, cfg)
     model.weights = weights
     return model
 
