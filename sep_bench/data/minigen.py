@@ -523,28 +523,43 @@ def pixels_sha256(root: Path) -> str:
     return h.hexdigest()
 
 
-def _build_generator(root: Path, name: str, cfg: MinigenConfig, progress: ProgressHook | None) -> _Result:
-    """Train generator `name` and write its images under `root/name`: (manifest entry, counts, timings).
+def _load_generator(cfg: MinigenConfig, name: str, progress: ProgressHook | None) -> tuple[nn.Module, str]:
+    """Generator `name` with its pinned weights, or trained here (other training settings): (model, weights kind)."""
+    state = _pinned_state(cfg, name)
+    weights = "pinned" if state is not None else "trained here (reproducible on this machine only)"
+    if state is None:
+        state = quantise_state(_train(name, cfg, progress))
+    return load_quantised(GENERATORS[name](cfg.ae_width), state), weights
 
-    Depends only on (cfg, name), so generators can be built in any order, in any process, with the same bytes.
+
+def _generator_splits(cfg: MinigenConfig, name: str) -> tuple[str, ...]:
+    return ("train", "val") if name in cfg.train_generators else ("val",)
+
+
+def _split_crops(cfg: MinigenConfig, name: str, split: str) -> dict[str, np.ndarray]:
+    """The real crops of one split of generator `name` (each split has its own RNG, so splits are independent)."""
+    if split == "train":
+        rng = _rng(cfg.seed, "crops", "train", name)
+        crops = _crops(cfg.train_photos, cfg.n_train_real, cfg.image_size, rng)
+        return crops | _crops(cfg.val_photos, cfg.n_val_real, cfg.image_size, rng)
+    return _crops(cfg.test_photos, cfg.n_test_real, cfg.image_size, _rng(cfg.seed, "crops", "val", name))
+
+
+def _build_job(root: Path, name: str, splits: tuple[str, ...], cfg: MinigenConfig,
+               progress: ProgressHook | None) -> _Result:
+    """Write `splits` of generator `name` under `root/name`: (manifest entry, counts, timings).
+
+    Depends only on (cfg, name, split), so jobs run in any order, in any process, with the same bytes.
     """
+    task = f"write {name}" if splits == _generator_splits(cfg, name) else f"write {name} {'+'.join(splits)}"
     with _deterministic_torch(cfg.threads):
         t0 = time.perf_counter()
-        state = _pinned_state(cfg, name)
-        weights = "pinned" if state is not None else "trained here (reproducible on this machine only)"
-        if state is None:
-            state = quantise_state(_train(name, cfg, progress))
-        model = load_quantised(GENERATORS[name](cfg.ae_width), state)
+        model, weights = _load_generator(cfg, name, progress)
         t1 = time.perf_counter()
-        splits = {}
-        if name in cfg.train_generators:
-            rng = _rng(cfg.seed, "crops", "train", name)
-            splits["train"] = _crops(cfg.train_photos, cfg.n_train_real, cfg.image_size, rng)
-            splits["train"] |= _crops(cfg.val_photos, cfg.n_val_real, cfg.image_size, rng)
-        splits["val"] = _crops(cfg.test_photos, cfg.n_test_real, cfg.image_size, _rng(cfg.seed, "crops", "val", name))
-        total, done = 2 * sum(len(c) for c in splits.values()), 0
+        crops_by_split = {split: _split_crops(cfg, name, split) for split in splits}
+        total, done = 2 * sum(len(c) for c in crops_by_split.values()), 0
         counts, psnr = {}, None
-        for split, crops in splits.items():
+        for split, crops in crops_by_split.items():
             fakes = _reconstruct(model, list(crops.values()))
             if split == "val":
                 psnr = round(_psnr_db(list(crops.values()), fakes), 3)
@@ -555,12 +570,44 @@ def _build_generator(root: Path, name: str, cfg: MinigenConfig, progress: Progre
                     _write_png(d / f"{stem}.png", image)
                     done += 1
                     if progress:
-                        progress(f"write {name}", done, total)
+                        progress(task, done, total)
             counts[split] = {"ai": len(crops), "nature": len(crops)}
     entry = {"upsampling": _UPSAMPLING[name], "psnr_db": psnr, "params": sum(p.numel() for p in model.parameters()),
              "weights": weights}
     timings = {"weights_seconds": round(t1 - t0, 3), "write_seconds": round(time.perf_counter() - t1, 3)}
     return entry, counts, timings
+
+
+def _jobs(cfg: MinigenConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """(generator, splits) jobs, longest first. A generator with pinned weights gets one job per split, so the
+    training generator's large train split and its test split run in parallel; one that trains here keeps one
+    job (training it twice would cost more than it saves)."""
+    jobs, trains_here = [], set()
+    for name in cfg.generators:
+        splits = _generator_splits(cfg, name)
+        if _pinned_state(cfg, name) is None:
+            trains_here.add(name)
+            jobs.append((name, splits))
+        else:
+            jobs += [(name, (split,)) for split in splits]
+    size = {"train": cfg.n_train_real + cfg.n_val_real, "val": cfg.n_test_real}
+    return sorted(jobs, key=lambda job: (job[0] not in trains_here, -sum(size[s] for s in job[1])))
+
+
+def _merge(results: dict[tuple[str, tuple[str, ...]], _Result], cfg: MinigenConfig) -> dict[str, _Result]:
+    """Per-generator results from per-job ones: counts of every split, the test split's PSNR, summed seconds."""
+    merged: dict[str, _Result] = {}
+    for (name, _splits), (entry, counts, timings) in results.items():
+        if name not in merged:
+            merged[name] = (dict(entry), dict(counts), dict(timings))
+            continue
+        m_entry, m_counts, m_timings = merged[name]
+        m_entry["psnr_db"] = m_entry["psnr_db"] if entry["psnr_db"] is None else entry["psnr_db"]
+        m_counts.update(counts)
+        for k, v in timings.items():
+            m_timings[k] = round(m_timings[k] + v, 3)
+    return {name: (merged[name][0], {s: merged[name][1][s] for s in _generator_splits(cfg, name)}, merged[name][2])
+            for name in cfg.generators}
 
 
 _worker_queue: SimpleQueue | None = None
@@ -571,16 +618,17 @@ def _init_worker(queue: SimpleQueue) -> None:
     _worker_queue = queue
 
 
-def _worker_build(root: Path, name: str, cfg: MinigenConfig) -> _Result:
-    return _build_generator(root, name, cfg, lambda *event: _worker_queue.put(event))
+def _worker_build(root: Path, name: str, splits: tuple[str, ...], cfg: MinigenConfig) -> _Result:
+    return _build_job(root, name, splits, cfg, lambda *event: _worker_queue.put(event))
 
 
 def _build_generators(
     root: Path, cfg: MinigenConfig, progress: ProgressHook | None, workers: int
 ) -> dict[str, _Result]:
     """Build every generator, in `workers` spawned processes when > 1 (progress events come back by a queue)."""
+    jobs = _jobs(cfg)
     if workers <= 1:
-        return {name: _build_generator(root, name, cfg, progress) for name in cfg.generators}
+        return _merge({job: _build_job(root, *job, cfg, progress) for job in jobs}, cfg)
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
     queue = ctx.SimpleQueue()
 
@@ -590,19 +638,17 @@ def _build_generators(
             if progress:
                 progress(*event)
 
-    # Training generators first: they also write the train split, so they are the longest jobs.
-    order = sorted(cfg.generators, key=lambda g: g not in cfg.train_generators)
     with ctx.Pool(workers, initializer=_init_worker, initargs=(queue,)) as pool:
-        jobs = {name: pool.apply_async(_worker_build, (root, name, cfg)) for name in order}
-        while not all(job.ready() for job in jobs.values()):
+        pending = {job: pool.apply_async(_worker_build, (root, *job, cfg)) for job in jobs}
+        while not all(r.ready() for r in pending.values()):
             pump()
-            for job in jobs.values():
-                if job.ready() and not job.successful():
-                    job.get()  # re-raises the worker's error; leaving the block terminates the others
+            for r in pending.values():
+                if r.ready() and not r.successful():
+                    r.get()  # re-raises the worker's error; leaving the block terminates the others
             time.sleep(0.05)
-        results = {name: job.get() for name, job in jobs.items()}
+        results = {job: r.get() for job, r in pending.items()}
     pump()
-    return results
+    return _merge(results, cfg)
 
 
 def _build_into(root: Path, cfg: MinigenConfig, progress: ProgressHook | None, workers: int) -> tuple[dict, dict]:
