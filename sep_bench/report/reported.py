@@ -2,7 +2,9 @@
 
 ``genimage_sdv14_reported.csv`` is the SEP paper's GenImage cross-generator table: ACC (%) of every detector
 trained on SD v1.4 and tested on the 8 GenImage generators (columns named as the `genimage` profile names its
-test generators), Mean = average over the 8 columns. Rows are the paper's method names (NPR, UnivFD, SEP, ...);
+test generators), Mean = the paper's printed average over the 8 columns. Detectors newer than that table (LOTA)
+take their row, under the same protocol, from their own paper: ``genimage_sdv14_reported_other_papers.csv``,
+whose ``source`` column says where each row comes from; the comparison names it. Rows are the paper's method names (NPR, UnivFD, SEP, ...);
 `reported_name` maps a registry key (npr, univfd, sep, ...) to them by comparing names without case and
 punctuation (``fconv`` -> ``F-ConV``), unless the detector's spec sets ``extra["reported_name"]``.
 
@@ -25,10 +27,12 @@ import pandas as pd
 
 from sep_bench.report.tables import strip_marks
 
-__all__ = ["REPORTED_TABLES", "SPREAD_K", "NOT_REPRODUCIBLE", "load_reported", "reported_name", "reported_vs_reproduced",
-           "render_reported", "not_reproducible"]
+__all__ = ["REPORTED_TABLES", "OTHER_PAPERS", "SPREAD_K", "NOT_REPRODUCIBLE", "load_reported", "other_paper_sources",
+           "reported_name", "reported_vs_reproduced", "render_reported", "not_reproducible"]
 
 REPORTED_TABLES = {"genimage": "genimage_sdv14_reported.csv"}
+#: Rows from the detectors' own papers, same protocol, for methods the paper's table lacks (with a source column).
+OTHER_PAPERS = {"genimage": "genimage_sdv14_reported_other_papers.csv"}
 SPREAD_K = 2.0
 _PAPER = {"genimage": "SEP paper, GenImage table (train SD v1.4)"}
 
@@ -54,14 +58,31 @@ def _not_reproducible_note(profile: str) -> str:
                    for m, why in marked.items())
 
 
+def _read_csv(name: str) -> pd.DataFrame:
+    with resources.files("sep_bench.report").joinpath(name).open("r", encoding="utf-8") as fh:
+        return pd.read_csv(fh).set_index("method")
+
+
 def load_reported(profile: str) -> pd.DataFrame | None:
-    """The reported ACC (%) table of `profile` (index: method, columns: generators + Mean), or None."""
+    """The reported ACC (%) table of `profile` (index: method, columns: generators + Mean), or None: the paper's
+    rows, then the rows taken from other papers (`other_paper_sources`)."""
     name = REPORTED_TABLES.get(profile)
     if name is None:
         return None
-    with resources.files("sep_bench.report").joinpath(name).open("r", encoding="utf-8") as fh:
-        df = pd.read_csv(fh)
-    return df.set_index("method").drop(columns=["venue"], errors="ignore").astype(float)
+    frames = [_read_csv(name)]
+    if profile in OTHER_PAPERS:
+        frames.append(_read_csv(OTHER_PAPERS[profile]))
+    df = pd.concat(frames)
+    if dup := sorted(df.index[df.index.duplicated()]):
+        raise ValueError(f"reported rows {dup} are both in the paper's table and in {OTHER_PAPERS[profile]}")
+    return df.drop(columns=["venue", "source"], errors="ignore").astype(float)
+
+
+def other_paper_sources(profile: str) -> dict[str, str]:
+    """{method: where its reported row comes from} for the rows that are not the paper's own."""
+    if profile not in OTHER_PAPERS:
+        return {}
+    return _read_csv(OTHER_PAPERS[profile])["source"].to_dict()
 
 
 def _norm(name: str) -> str:
@@ -152,4 +173,7 @@ def render_reported(profile: str, table: pd.DataFrame | None) -> str:
         + (" With one seed the run-to-run spread is unknown and nothing is flagged; run several seeds "
            "(`run.seeds`) to know whether a difference exceeds it." if single else ""),
     ]
+    others = other_paper_sources(profile)
+    notes += [f"{m}: reported by its own paper, not in the {_PAPER.get(profile, profile)}: {src}"
+              for m, src in others.items() if m in set(table["method"])]
     return md + "\n\n" + "\n".join(notes) + "\n" + _not_reproducible_note(profile)
