@@ -488,6 +488,8 @@ def pipeline(
     params: Path = ParamsOpt,
     cold: bool = typer.Option(False, "--cold", help="Start every stage command normally, without the warm "
                                                     "server (sep_bench.warm) that imports torch & co. once."),
+    plain_dvc: bool = typer.Option(False, "--plain-dvc", help="Run DVC as is, without the fast lockfile update "
+                                                              "(sep_bench.dvc_lockfile; the same dvc.lock either way)."),
 ) -> None:
     """Run the DVC pipeline (`dvc repro`, extra arguments are passed on) with a progress line per stage (k of N,
     elapsed, estimated time left), then print the reproduced-vs-committed verdict. `make pipeline` runs this."""
@@ -497,7 +499,7 @@ def pipeline(
     dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
     with user_errors():
         load(params, None)  # the profile's deterministic environment, for dvc and the warm server alike
-    result = run_pipeline(ctx.args, dvc=dvc, warm=not cold)
+    result = run_pipeline(ctx.args, dvc=dvc, warm=not cold, fast_lockfile=not plain_dvc)
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     with user_errors():

@@ -65,10 +65,13 @@ def run_pipeline(
     clock: Callable[[], float] = time.perf_counter,
     times_file: Path = TIMES_FILE,
     warm: bool = True,
+    fast_lockfile: bool = False,
 ) -> PipelineRun:
     """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds.
 
     Without `dvc_args`, a run whose `sep_bench.fingerprint` equals the last complete run's does not start DVC.
+    `fast_lockfile`: run ``dvc repro`` through `sep_bench.dvc_lockfile` (this interpreter, DVC in-process with a
+    fast lockfile update), then rewrite dvc.lock in DVC's own spelling; `dvc` then only lists the stages.
     """
     from sep_bench import fingerprint as fp
     from sep_bench.warm import WarmServer, summary
@@ -82,11 +85,16 @@ def run_pipeline(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = WarmServer(env, WARM_LOG) if warm else None
     try:
-        run = _run_dvc(dvc_args, dvc=dvc, out=out, clock=clock, times_file=times_file,
+        repro = ([sys.executable, "-m", "sep_bench.dvc_lockfile", "repro"] if fast_lockfile else [dvc, "repro"])
+        run = _run_dvc([*repro, *dvc_args], dvc=dvc, out=out, clock=clock, times_file=times_file,
                        env=server.env if server else env, first_stage=server.start if server else None)
     finally:
         if server:
             server.stop()
+        if fast_lockfile:
+            from sep_bench.dvc_lockfile import canonicalize
+
+            canonicalize()
     fp.record(fp.fingerprint() if run.returncode == 0 and not dvc_args else None)
     if server and server.proc is not None:
         run.warm = summary(WARM_LOG)
@@ -97,7 +105,7 @@ def run_pipeline(
     return run
 
 
-def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[], float], times_file: Path,
+def _run_dvc(repro: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[], float], times_file: Path,
              env: dict[str, str], first_stage: Callable[[], None] | None) -> PipelineRun:
     # the stage list (for "k of N") is read while dvc repro starts, not before: a run with nothing to do costs
     # one DVC start-up, not two
@@ -131,7 +139,7 @@ def _run_dvc(dvc_args: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[
                   f"{f' · ~{_fmt(left)} left' if left else ''}\n")
         out.flush()
 
-    proc = subprocess.Popen([dvc, "repro", *dvc_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(list(repro), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, env=env)
     assert proc.stdout is not None
     for line in proc.stdout:
