@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -154,26 +154,12 @@ def download(
     meta_path = dest.with_name(dest.name + ".part.json")
     meta = _read_meta(meta_path, url)
     sess = session or requests.Session()
-    failures = 0
-    while True:
-        try:
-            att = _attempt(sess, url, part, meta, meta_path, dict(headers or {}), timeout, progress, label)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _Incomplete) as err:
-            failures += 1
-            have = part.stat().st_size if part.exists() else 0
-            if failures > retries:
-                raise DownloadError(f"{label}: download failed after {failures} attempts ({err}); {have} bytes kept "
-                                    f"in {part}; run the command again to resume") from None
-            log.warning("%s: transfer interrupted at %d bytes (%s); resuming (attempt %d of %d)", label, have, err,
-                        failures + 1, retries + 1)
-            time.sleep(backoff * failures)
-            continue
-        if expected_size is not None and att.done != expected_size:
-            part.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            raise ChecksumError(f"{label}: received {att.done} bytes, expected {expected_size}")
-        break
+    att = _resuming(lambda: _attempt(sess, url, part, meta, meta_path, dict(headers or {}), timeout, progress, label),
+                    part, label, retries, backoff)
+    if expected_size is not None and att.done != expected_size:
+        part.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        raise ChecksumError(f"{label}: received {att.done} bytes, expected {expected_size}")
     if checksum is not None:
         try:
             check_digest(part, checksum[0], checksum[1], label, progress)
@@ -199,6 +185,28 @@ def _read_meta(meta_path: Path, url: str) -> dict:
         meta_path.with_name(meta_path.name[: -len(".json")]).unlink(missing_ok=True)
         return {"url": url}
     return meta
+
+
+T = TypeVar("T")
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError, _Incomplete)
+
+
+def _resuming(attempt: Callable[[], T], part: Path, label: str, retries: int, backoff: float) -> T:
+    """`attempt()` until it returns; after a transient failure it runs again (it resumes from what `part` holds),
+    at most `retries` more times, waiting `backoff` x the failure count in between."""
+    failures = 0
+    while True:
+        try:
+            return attempt()
+        except _TRANSIENT as err:
+            failures += 1
+            have = part.stat().st_size if part.exists() else 0
+            if failures > retries:
+                raise DownloadError(f"{label}: download failed after {failures} attempts ({err}); {have} bytes kept "
+                                    f"in {part}; run the command again to resume") from None
+            log.warning("%s: transfer interrupted at %d bytes (%s); resuming (attempt %d of %d)", label, have, err,
+                        failures + 1, retries + 1)
+            time.sleep(backoff * failures)
 
 
 def _attempt(sess: requests.Session, url: str, part: Path, meta: dict, meta_path: Path, headers: dict,
@@ -331,26 +339,15 @@ def fetch_span(
         part.unlink(missing_ok=True)
     meta_path.write_text(json.dumps(want))
     sess = session or requests.Session()
-    failures = 0
-    while True:
+
+    def attempt() -> None:
         have = part.stat().st_size if part.exists() else 0
-        if have > end - start:
+        if have > end - start:  # more than the span: not a prefix of it
             part.unlink()
-            continue
-        try:
-            _span_attempt(slices, start + have, end, part, sess, timeout, progress, label, start, counter)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _Incomplete) as err:
-            failures += 1
-            have = part.stat().st_size if part.exists() else 0
-            if failures > retries:
-                raise DownloadError(f"{label}: download failed after {failures} attempts ({err}); {have} bytes kept "
-                                    f"in {part}; run the command again to resume") from None
-            log.warning("%s: transfer interrupted at %d bytes (%s); resuming (attempt %d of %d)", label, have, err,
-                        failures + 1, retries + 1)
-            time.sleep(backoff * failures)
-            continue
-        break
+            have = 0
+        _span_attempt(slices, start + have, end, part, sess, timeout, progress, label, start, counter)
+
+    _resuming(attempt, part, label, retries, backoff)
     if part.stat().st_size != end - start:
         raise DownloadError(f"{label}: received {part.stat().st_size} bytes, expected {end - start}")
     os.replace(part, dest)
