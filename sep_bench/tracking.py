@@ -165,8 +165,9 @@ def _context_tags() -> dict[str, str]:
 
 
 def _dvc_process():
-    """The nearest ancestor process that is DVC (``dvc ...`` or ``python -m dvc ...``), or None. A warm-started
-    command (sep_bench.warm) is a child of the warm server: its ancestors are its caller's."""
+    """The nearest ancestor process that is DVC (``dvc ...``, ``python -m dvc ...`` or `sep-bench pipeline`'s
+    ``python -m sep_bench.dvc_lockfile ...``), or None. A warm-started command (sep_bench.warm) is a child of the
+    warm server: its ancestors are its caller's."""
     try:
         import psutil
 
@@ -178,7 +179,9 @@ def _dvc_process():
             except (psutil.Error, OSError):
                 continue
             head = [Path(a).name for a in args[:3]]
-            if (head and head[0] == "dvc") or (len(head) > 1 and head[1] == "dvc") or "-m dvc" in " ".join(args[1:3]):
+            module = " ".join(args[1:3])
+            if (head and head[0] == "dvc") or (len(head) > 1 and head[1] == "dvc") or module in (
+                    "-m dvc", "-m sep_bench.dvc_lockfile"):
                 return proc
     except Exception:  # psutil missing or /proc unreadable: no grouping, never a failure
         return None
