@@ -67,7 +67,7 @@ are replaced by draws from the per-sample numpy Generator (same distributions); 
 albumentations itself is not a dependency.
 
 Small configurations (tests, the CPU mini profile) keep the classes: ``convnext_depths``/``convnext_dims`` shrink
-the same timm ConvNeXt; ``clip_arch`` may name a `sep_bench.layers.clip.OPEN_CLIP_LOCAL_ARCHS` entry.
+the same timm ConvNeXt (``convnext_ls_init`` sets its blocks' layer-scale start, timm's 1e-6 otherwise); ``clip_arch`` may name a `sep_bench.layers.clip.OPEN_CLIP_LOCAL_ARCHS` entry.
 """
 
 from __future__ import annotations
@@ -139,6 +139,8 @@ class DRCTConfig(BaseModel):
     convnext: str = Field("convnext_base", description="timm ConvNeXt architecture (official convnext_base_in22k)")
     convnext_depths: tuple[int, int, int, int] | None = Field(None, description="override of the stage depths (small variants)")
     convnext_dims: tuple[int, int, int, int] | None = Field(None, description="override of the stage widths (small variants)")
+    convnext_ls_init: float | None = Field(None, gt=0.0, description="override of the blocks' layer-scale initial value "
+                                           "(timm 1e-6; small random-init variants)")
     clip_arch: str = Field("ViT-L-14", description="open_clip architecture (or OPEN_CLIP_LOCAL_ARCHS name)")
     clip_image_size: int | None = Field(None, ge=16, description="override of the CLIP input size")
     quick_gelu: bool = Field(True, description="QuickGELU in the CLIP towers (OpenAI CLIP: true)")
@@ -232,7 +234,7 @@ class DRCT(Detector):
 
 def _convnext_model(cfg: DRCTConfig, weights: WeightsSource) -> nn.Module:
     return create_convnext(cfg.convnext, weights, num_classes=cfg.embedding_size, depths=cfg.convnext_depths,
-                           dims=cfg.convnext_dims)
+                           dims=cfg.convnext_dims, ls_init_value=cfg.convnext_ls_init)
 
 
 def _clip_model(cfg: DRCTConfig, weights: WeightsSource) -> nn.Module:

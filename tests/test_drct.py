@@ -192,3 +192,15 @@ def test_augmentation_blocks():
     add = (np.asarray(m1) @ (0.07 * vals[:, None]))[:, 0]
     expected = np.clip(img.astype(float) + add * 255, 0, 255).astype(np.uint8)
     assert np.array_equal(_fancy_pca(img, 0.07), expected)
+
+
+def test_layer_scale_start_is_a_random_init_knob():
+    from sep_bench.layers.convnext import create_convnext
+
+    small = dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+    default = create_convnext("convnext_base", **small)
+    assert torch.all(default.stages[0].blocks[0].gamma == 1e-6)   # timm's start: every block nearly the identity
+    net = create_convnext("convnext_base", **small, ls_init_value=1.0)
+    assert torch.all(net.stages[0].blocks[0].gamma == 1.0)
+    with pytest.raises(ValueError, match="pretrained"):
+        create_convnext("convnext_base", WeightsSource("hub", "timm:convnext_base.fb_in22k"), ls_init_value=1.0)

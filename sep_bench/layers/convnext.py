@@ -38,6 +38,7 @@ def create_convnext(
     drop_path_rate: float = 0.0,
     depths: Sequence[int] | None = None,
     dims: Sequence[int] | None = None,
+    ls_init_value: float | None = None,
 ) -> nn.Module:
     """A timm ``ConvNeXt``.
 
@@ -49,6 +50,8 @@ def create_convnext(
         num_classes: classifier outputs (``head.fc``); 0: no classifier (``head.fc`` is Identity).
         drop_path_rate: stochastic depth of the blocks (active in training mode only).
         depths, dims: override the architecture's stage depths / widths (small variants; random init only).
+        ls_init_value: override the blocks' layer-scale initial value (timm: 1e-6, which starts every block as
+            nearly the identity; random init only).
 
     Returns:
         The timm model; ``num_features`` is the width of the last stage.
@@ -63,8 +66,11 @@ def create_convnext(
         kwargs["depths"] = list(depths)
     if dims is not None:
         kwargs["dims"] = list(dims)
-    if (depths is not None or dims is not None) and weights.kind != "none":
-        raise ValueError("depths/dims override the architecture; pretrained weights cannot apply (use pretrained: false)")
+    if ls_init_value is not None:
+        kwargs["ls_init_value"] = ls_init_value
+    if (depths is not None or dims is not None or ls_init_value is not None) and weights.kind != "none":
+        raise ValueError("depths/dims/ls_init_value override the architecture or its initialisation; pretrained "
+                         "weights cannot apply (use pretrained: false)")
     if weights.kind == "hub" and weights.ref.startswith("open_clip:"):
         net = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
         net.load_state_dict(_open_clip_trunk_state(arch, weights.ref), strict=True)
