@@ -4,8 +4,8 @@
 trained on SD v1.4 and tested on the 8 GenImage generators (columns named as the `genimage` profile names its
 test generators), Mean = the paper's printed average over the 8 columns. Detectors newer than that table (LOTA)
 take their row, under the same protocol, from their own paper: ``genimage_sdv14_reported_other_papers.csv``,
-whose ``source`` column says where each row comes from; the comparison names it. Rows are the paper's method names (NPR, UnivFD, SEP, ...);
-`reported_name` maps a registry key (npr, univfd, sep, ...) to them by comparing names without case and
+whose ``source`` column says where each row comes from; the comparison names it. Rows are the papers' method
+names (NPR, UnivFD, SEP, ...); `reported_name` maps a registry key (npr, univfd, sep, ...) to them by comparing names without case and
 punctuation (``fconv`` -> ``F-ConV``), unless the detector's spec sets ``extra["reported_name"]``.
 
 Only profiles listed in `REPORTED_TABLES` have reported figures; for the others (e.g. `mini`) there is nothing
