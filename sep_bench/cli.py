@@ -498,12 +498,11 @@ def pipeline(
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
     with user_errors():
-        load(params, None)  # the profile's deterministic environment, for dvc and the warm server alike
+        _, prof_name = load(params, None)  # also the profile's deterministic environment, for dvc and the warm server
     result = run_pipeline(ctx.args, dvc=dvc, warm=not cold, fast_lockfile=not plain_dvc)
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     with user_errors():
-        _, prof_name = load(params, None)
         line, _ = write_tables(prof_name)
     console.print("tables: results/tables/  plots: results/plots/  runs: sep-bench ui", highlight=False)
     console.print(line, highlight=False, soft_wrap=True)  # the last line: the reproduced-vs-committed verdict

@@ -171,7 +171,9 @@ def _dvc_process():
     try:
         import psutil
 
-        caller = os.environ.get("SEP_BENCH_WARM_CALLER", "")  # sep_bench.warm.CALLER_ENV
+        from sep_bench.warm import CALLER_ENV
+
+        caller = os.environ.get(CALLER_ENV, "")
         start = psutil.Process(int(caller)) if caller.isdigit() else psutil.Process()
         for proc in ([start] if caller.isdigit() else []) + start.parents():
             try:

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["ENV", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_difference", "Server", "WarmServer",
-           "summary"]
+__all__ = ["ENV", "CALLER_ENV", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_difference", "Server",
+           "WarmServer", "summary"]
 
 ENV = "SEP_BENCH_WARM"
 CALLER_ENV = "SEP_BENCH_WARM_CALLER"
