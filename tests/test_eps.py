@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -494,5 +495,11 @@ def test_forked_workers_get_the_same_answers():
     """As in DataLoader workers (fork): the parent's kernels, or the children's own first compile."""
     expected = [_pick_in_worker(s) for s in range(6)]
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(2) as pool:
+    # The workers are forks of this test process, which may carry sep-bench's Python-level SIGTERM handler from
+    # in-process CLI tests. Pool.terminate() ends them with SIGTERM; when the kernel delivers it to a native thread
+    # of the worker (e.g. the pool OpenBLAS restarts in a forked child), the Python handler never runs in the main
+    # thread, blocked on the task queue, and the pool waits forever (seen once in a full run: the worker was alive
+    # in SemLock.__enter__ with the parent in Pool.terminate's join; a second SIGTERM ended it). The default
+    # action ends the whole process, whatever thread receives the signal.
+    with ctx.Pool(2, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         assert pool.map(_pick_in_worker, range(6)) == expected
