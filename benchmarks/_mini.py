@@ -48,26 +48,27 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_and_evaluate(work: Path, detector: str, env_extra: dict[str, str] | None = None) -> dict:
-    """Train `detector` from scratch in `work`, evaluate it on the clean test set; seconds, digests, ACCs."""
+def train_and_evaluate(work: Path, detector: str, env_extra: dict[str, str] | None = None, seed: int = 0) -> dict:
+    """Train `detector` (`seed`) from scratch in `work`, evaluate it on the clean test set; seconds, digests, ACCs."""
     import pandas as pd
 
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARS} | (env_extra or {}) | {"HF_HUB_OFFLINE": "1"}
     sep_bench = str(Path(sys.executable).with_name("sep-bench"))
-    train = work / "runs/mini" / detector / "seed0/train"
+    train = work / "runs/mini" / detector / f"seed{seed}/train"
     shutil.rmtree(train, ignore_errors=True)
     seconds = {}
     for command in ("train", "evaluate"):
         t0 = time.perf_counter()
-        proc = subprocess.run([sep_bench, command, "--detector", detector, "--seed", "0", "--no-track"], cwd=work,
+        proc = subprocess.run([sep_bench, command, "--detector", detector, "--seed", str(seed), "--no-track"], cwd=work,
                               env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{command} {detector} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         seconds[command] = round(time.perf_counter() - t0, 1)
-    metrics = json.loads((work / f"results/metrics/mini/{detector}/seed0.json").read_text())
-    pred = pd.read_parquet(work / f"results/predictions/mini/{detector}/seed0.parquet")
+    metrics = json.loads((work / f"results/metrics/mini/{detector}/seed{seed}.json").read_text())
+    pred = pd.read_parquet(work / f"results/predictions/mini/{detector}/seed{seed}.parquet")
     logits = pred.sort_values("path")["fake_logit"].to_numpy(dtype="float32").tobytes()
     train_gen = yaml.safe_load((work / "params.yaml").read_text())["profiles"]["mini"]["data"]["train_generators"][0]
     return {"train_seconds": seconds["train"], "evaluate_seconds": seconds["evaluate"],
             "weights_sha256": sha256(train / "best.safetensors"), "logits_sha256": hashlib.sha256(logits).hexdigest(),
-            "mean_acc": metrics["mean"]["acc"], "train_generator_acc": metrics["generators"][train_gen]["acc"]}
+            "mean_acc": metrics["mean"]["acc"], "train_generator_acc": metrics["generators"][train_gen]["acc"],
+            "history": json.loads((train / "train.json").read_text())["history"]}

@@ -73,7 +73,7 @@ def main() -> None:
             for cap in args.caps:
                 for detector in args.detectors:
                     case = train_and_evaluate(work, detector, CAPS[cap])
-                    cases[detector].setdefault(mode, {})[cap] = case
+                    cases[detector].setdefault(mode, {})[cap] = {k: v for k, v in case.items() if k != "history"}
                     print(f"{detector:10s} deterministic {mode:3s} {cap:7s} {case['train_seconds']:7.1f} s  "
                           f"Mean {100 * case['mean_acc']:6.2f}  weights {case['weights_sha256'][:12]}  "
                           f"logits {case['logits_sha256'][:12]}", flush=True)
