@@ -212,10 +212,9 @@ def build_report(
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
     rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}
     rep.files += protocol_tables.write_preprocess(metrics, row_of, rules, seeds, profile, stem("preprocess"))
-    check = p.profiles[profile].learning_check
     files, rep.learning = learning.write_learning(
-        metrics, row_of, p.profiles[profile].data.train_generators, check.min_acc if check else None,
-        check.exempt if check else {}, profile, stem("learning"))
+        metrics, row_of, p.profiles[profile].data.train_generators, p.profiles[profile].learning_check, profile,
+        stem("learning"))
     rep.files += files
 
     # plots
