@@ -89,7 +89,10 @@ def maybe_hflip(img: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np
 def to_tensor(img: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1], optionally normalised."""
     # contiguous CHW uint8 first: normalising the permuted view is ~2x slower and leaves a non-contiguous result
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous().float().div_(255.0)
+    arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:  # e.g. np.asarray(PIL image): torch would warn about sharing read-only memory
+        arr = arr.copy()
+    t = torch.from_numpy(arr).permute(2, 0, 1).contiguous().float().div_(255.0)
     if mean is not None and std is not None:
         m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
