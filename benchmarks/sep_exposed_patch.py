@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _mini import ROOT  # noqa: E402
 
 
 def texture_stats(patch: np.ndarray) -> np.ndarray:
@@ -81,14 +83,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data/prepared/mini")
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/sep_exposed_patch.json")
     args = parser.parse_args()
-    import yaml
-
+    from sep_bench.protocol import load_params, resolve
     from sep_bench.sep.model import SEPConfig
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    generator = params["profiles"]["mini"]["data"]["train_generators"][0]
-    block = params["detectors"]["sep"]
-    cfg = SEPConfig(**{**block.get("model", {}), **block["overrides"]["mini"].get("model", {})})
+    spec = resolve(load_params(ROOT / "params.yaml"), "sep", "mini")  # SEP's mini recipe, as training gets it
+    generator = spec.profile.data.train_generators[0]
+    cfg = SEPConfig(**spec.recipe.model)
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "generator": generator,
               "sep_mini_model": cfg.model_dump()}
     for mode in ("exposed", "random"):

@@ -62,16 +62,13 @@ def summary_line(rows: Sequence[dict], profile: str) -> str:
             + f"; results/tables/{profile}_learning.md")
 
 
-def _percent(x: float | None) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f}"
-
-
 def write_learning(metrics: Sequence[dict], row_of: Mapping[str, str], train_generators: Sequence[str],
                    check: LearningCheck | None, profile: str, stem: Path) -> tuple[list[Path], str]:
     """Write the table and return (files, the one-line summary; "" for a profile without a check)."""
     rows = learning_rows(metrics, row_of, train_generators, check)
     gens = ", ".join(train_generators)
-    table = pd.DataFrame([[r["detector"], _percent(r["acc"]), "" if r["bar"] is None else f"{100 * r['bar']:.0f}",
+    table = pd.DataFrame([[r["detector"], "n/a" if math.isnan(r["acc"]) else f"{100 * r['acc']:.2f}",
+                           "" if r["bar"] is None else f"{100 * r['bar']:.0f}",
                            r["verdict"]] for r in rows],
                          columns=["detector", f"ACC on {gens} (%)", "bar (%)", "verdict"])
     if check is None:
