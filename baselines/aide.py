@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from baselines._common import ResNetName, jpeg_roundtrip, resnet_pooled_features
+from sep_bench.baselines._common import ResNetName, jpeg_roundtrip, resnet_pooled_features
 from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.convnext import convnext_feature_map, create_convnext
@@ -342,7 +342,7 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _views(cfg: AIDEConfig, train: bool, hflip: bool):
-    from sep_bench.sep.eps import ensure_min_size
+    from sep_bench.layers.eps import ensure_min_size
 
     w, s = cfg.window_size, cfg.stride
 

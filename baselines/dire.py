@@ -44,13 +44,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from baselines.cnnspot import CNNSpot
-from baselines.cnnspot import _load_official as load_cnnspot_official
-from baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view
+from sep_bench.baselines.cnnspot import CNNSpot
+from sep_bench.baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.recon.config import ReconConfig
-from sep_bench.weights import WeightsSource
+from sep_bench.weights import WeightsSource, load_state_dict
 
 __all__ = ["DIREConfig", "DIRE", "DEFAULT_RECONSTRUCT", "SPEC"]
 
@@ -81,7 +80,7 @@ def _build(cfg: DIREConfig, weights: WeightsSource) -> DIRE:
 
 def _load_official(model: Detector, path: Path) -> None:
     """A released DIRE checkpoint (``{'model': sd}``, torchvision ResNet keys, ``fc`` [1, 2048]), strict."""
-    load_cnnspot_official(model, path)
+    model.load_state_dict(load_state_dict(path), strict=True)
 
 
 def _views(cfg: DIREConfig, train: bool, hflip: bool):

@@ -55,10 +55,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from baselines._common import ResNetName, build_resnet, negate_logits, resnet_pooled_features
+from sep_bench.baselines._common import ResNetName, build_resnet, negate_logits, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
 from sep_bench.detectors import Detector, DetectorSpec
-from sep_bench.sep.eps import ensure_min_size
+from sep_bench.layers.eps import ensure_min_size
 from sep_bench.weights import WeightsSource, load_state_dict
 
 __all__ = ["LOTAConfig", "LOTA", "noise_image", "patch_score", "candidate_scores", "official_to_fake", "SPEC"]

@@ -2,7 +2,7 @@
 
 Independent re-implementation of bcmi/SSP-AI-Generated-Image-Detection (MIT licence; no code copied).
 The view picks one 32x32 patch: among ``n_candidates`` random crops, the one with the lowest texture score (the
-exposed-patch selector shared with SEP, `sep_bench.sep.eps.select_patch`); images whose short side is below the
+exposed-patch selector shared with SEP, `sep_bench.layers.eps.select_patch`); images whose short side is below the
 patch size are first resized to 256x256. The model bilinearly up-samples the ImageNet-normalised patch to 256x256,
 applies three fixed SRM filters (KB/4, KV/12, horizontal second order/2), each summed over RGB (5x5, padding 2),
 clips with Hardtanh(-3, 3), and classifies with an ImageNet ResNet-50 whose ``fc`` is ``Linear(2048, 1)``.
@@ -37,12 +37,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from baselines._common import (BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, negate_logits,
+from sep_bench.baselines._common import (BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, negate_logits,
                                resnet_pooled_features)
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.srm import SRMConv2d
-from sep_bench.sep.eps import SMALL_IMAGE_SIZE, Mode, ensure_min_size, select_patch
+from sep_bench.layers.eps import SMALL_IMAGE_SIZE, Mode, ensure_min_size, select_patch
 from sep_bench.weights import WeightsSource, load_state_dict
 
 __all__ = ["SSPConfig", "SSP", "SPEC"]
@@ -54,7 +54,7 @@ class SSPConfig(BlurJpegConfig):
     patch_size: int = Field(32, ge=4)
     n_candidates_train: int = Field(64, ge=1, description="random candidate patches per training image")
     n_candidates_eval: int = Field(64, ge=1, description="random candidate patches per evaluation image")
-    select_mode: Mode = Field("official", description="mode of `sep_bench.sep.eps.select_patch`")
+    select_mode: Mode = Field("official", description="mode of `sep_bench.layers.eps.select_patch`")
     small_resize: int = Field(SMALL_IMAGE_SIZE, ge=8, description="images with a side below patch_size are resized to this square")
     input_size: int = Field(256, ge=8, description="the patch is bilinearly up-sampled to input_size x input_size")
     fc_init_std: float | None = Field(None, gt=0.0, description="N(0, std) init of fc.weight; null: PyTorch default")

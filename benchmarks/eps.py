@@ -1,4 +1,4 @@
-"""Exposed-patch selection speed: sep_bench.sep.eps against the official per-patch loop, in the same run.
+"""Exposed-patch selection speed: sep_bench.layers.eps against the official per-patch loop, in the same run.
 
     python benchmarks/eps.py [--repeats 7] [--out results/benchmarks/eps.json]
 
@@ -38,7 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 from PIL import Image
 
-from sep_bench.sep.eps import (
+from sep_bench.layers.eps import (
     candidate_positions,
     numba_target,
     resolve_backend,

@@ -1,7 +1,7 @@
 """This machine's CPU, read once: model name and instruction-set flags (Linux /proc/cpuinfo; empty elsewhere).
 
 Used where results or speed depend on the CPU: the deterministic switch (engine.determinism), numba's compile
-target (sep.eps) and the reproduced-vs-committed record (report.reproduced)."""
+target (layers.eps) and the reproduced-vs-committed record (report.reproduced)."""
 
 from __future__ import annotations
 

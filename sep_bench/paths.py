@@ -6,10 +6,14 @@ from pathlib import Path
 
 from sep_bench.protocol import DataSpec
 
-__all__ = ["data_root", "prepared_dir", "train_dir", "metrics_dir", "metrics_path", "predictions_path", "robustness_dir", "TABLES_DIR", "PLOTS_DIR"]
+__all__ = ["data_root", "prepared_dir", "train_dir", "metrics_dir", "metrics_path", "predictions_path",
+           "robustness_dir", "selection_train_dir", "selection_path", "compare_stem", "recon_dir", "feature_cache_dir", "released_record",
+           "TABLES_DIR", "PLOTS_DIR", "REFERENCE_DIR", "RECON_DIR"]
 
 TABLES_DIR = Path("results/tables")
 PLOTS_DIR = Path("results/plots")
+REFERENCE_DIR = Path("results/reference")  # the committed reference results of each profile
+RECON_DIR = Path("data/recon")  # the reconstruction stage's output
 
 
 def prepared_dir(profile: str) -> Path:
@@ -40,3 +44,33 @@ def predictions_path(profile: str, detector: str, seed: int) -> Path:
 def robustness_dir(profile: str, detector: str, seed: int) -> Path:
     """Metrics and predictions of the perturbed evaluations: ``<perturbation>.json`` / ``.parquet``."""
     return Path("results/robustness") / profile / detector / f"seed{seed}"
+
+
+def selection_train_dir(profile: str, detector: str, seed: int) -> Path:
+    """The training folder of a ``train.select_on: test`` run (`sep-bench selection`), beside the pipeline's own."""
+    return train_dir(profile, detector, seed).parent / "train_select_on_test"
+
+
+def selection_path(profile: str, row: str, seed: int) -> Path:
+    """The per-epoch validation and test metrics of a selection run (read by the report's selection table)."""
+    return Path("results/selection") / profile / row / f"seed{seed}.json"
+
+
+def compare_stem(profile: str, detector: str, against: str) -> Path:
+    """`sep-bench compare`'s table, without its suffix (.md, .csv)."""
+    return Path("results/compare") / profile / f"{detector}_vs_{against}"
+
+
+def recon_dir(profile: str, detector: str) -> Path:
+    """A detector's diffusion reconstructions (DIRE maps, DRCT reconstructions), keyed by image content."""
+    return RECON_DIR / profile / detector
+
+
+def feature_cache_dir(detector: str) -> Path:
+    """Frozen-backbone features of the training and validation images (``train.feature_cache``)."""
+    return Path("runs") / ".feature_cache" / detector
+
+
+def released_record(name: str) -> Path:
+    """The resolved record (file, sha256) of evaluation-only entry `name` (the DVC stage released@<name>)."""
+    return Path("runs/released") / f"{name}.json"

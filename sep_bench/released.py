@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sep_bench import paths
 from sep_bench.io import write_json
 from sep_bench.protocol import ProtocolError, ReleasedEntry
 from sep_bench.weights import sha256_file
@@ -40,7 +41,7 @@ class ResolvedWeights:
 
 
 def record_path(name: str) -> Path:
-    return Path("runs/released") / f"{name}.json"
+    return paths.released_record(name)
 
 
 def _hub_file(ref: str) -> Path:

@@ -1,34 +1,42 @@
-"""`sep-bench pipeline`: ``dvc repro`` with a progress line a person can read, per-stage timings and the verdict.
+"""`sep-bench pipeline`: ``dvc repro`` with a progress line a person can read and per-stage timings.
 
-DVC prints stage names only. This runs it as a child process, passes its output through, and after every stage
-DVC starts or skips prints ``[stage k/N] <name> · <elapsed> elapsed · ~<remaining> left``. The estimate of what
-remains uses each stage's duration in the previous run on this machine (``.dvc/tmp/sep-bench-stage-times.json``)
-where known, else the mean of the stages run so far. Per-stage seconds of this run are written back there (and
-returned), so `benchmarks/pipeline.py` can report them. Finally it prints the reproduced-vs-committed verdict.
+DVC runs as a child process with its output passed straight to the terminal; this module reads none of it. The
+progress comes from a record we own (`sep_bench.stage_log`): every stage command appends its start to a file
+named in the environment, and a watcher prints, for each new start,
+``[stage k/N] <name> · <elapsed> elapsed · ~<remaining> left``, where k is the stage's place in ``dvc stage list``
+(public CLI, read while DVC starts) and the estimate sums the previous durations on this machine
+(``.dvc/tmp/sep-bench-stage-times.json``) of the stages after it that have not run yet (the mean of this run's
+stages where unknown). A stage lasts until the next one starts or DVC exits. After a successful run every stage
+in the list either ran or was up to date, which gives the skipped ones. Per-stage seconds are written back (and
+returned), so `benchmarks/pipeline.py` can report them.
 
 When nothing DVC tracks changed since the last complete run (`sep_bench.fingerprint`), DVC is not started at all.
-Stage commands start warm (`sep_bench.warm`): a server started here imports the scientific stack once and each
-stage's ``sep-bench`` runs in a fork of it; ``warm=False`` (``sep-bench pipeline --cold``) starts each normally.
+Stage commands start warm (`sep_bench.warm`): a server started with the first stage imports the scientific stack
+once and each stage's ``sep-bench`` runs in a fork of it; ``warm=False`` (``sep-bench pipeline --cold``) starts
+each normally.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from sep_bench import fingerprint as fp
+from sep_bench import stage_log
+from sep_bench.warm import WarmServer, summary
+
 __all__ = ["PipelineRun", "run_pipeline", "TIMES_FILE", "WARM_LOG"]
 
 TIMES_FILE = Path(".dvc/tmp/sep-bench-stage-times.json")
 WARM_LOG = Path(".dvc/tmp/sep-bench-warm.log")
-_RUNNING = re.compile(r"^Running stage '([^']+)'")
-_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -38,11 +46,6 @@ class PipelineRun:
     stages: dict[str, float] = field(default_factory=dict)  # stage -> seconds (run stages only)
     skipped: list[str] = field(default_factory=list)
     warm: dict = field(default_factory=dict)  # sep_bench.warm.summary, when a warm server ran
-
-
-def _names(listing: str) -> list[str]:
-    """Stage names from `dvc stage list --name-only` (matrix stages expanded)."""
-    return [line.strip() for line in listing.splitlines() if line.strip()]
 
 
 def _fmt(seconds: float) -> str:
@@ -57,44 +60,67 @@ def _load_times(path: Path) -> dict[str, float]:
         return {}
 
 
+class _Progress:
+    """Turns the stage log's start records into stage durations and progress lines."""
+
+    def __init__(self, out: TextIO, started: float, history: dict[str, float], names: Callable[[], list[str]],
+                 on_first: Callable[[], None] | None) -> None:
+        self.out, self.started, self.history, self.names, self.on_first = out, started, history, names, on_first
+        self.stages: dict[str, float] = {}
+        self.current: tuple[str, float] | None = None
+
+    def finish_current(self, now: float) -> None:
+        if self.current is not None:
+            self.stages[self.current[0]] = round(max(0.0, now - self.current[1]), 2)
+            self.current = None
+
+    def start(self, name: str, at: float) -> None:
+        if self.on_first is not None:
+            self.on_first()  # idempotent: the warm server starts with the first stage DVC runs, not before
+        self.finish_current(at)
+        self.current = (name, at)
+        names = self.names()
+        k = names.index(name) + 1 if name in names else len(self.stages) + 1
+        after = [n for n in names[k:] if n not in self.stages]
+        known = [self.history[n] for n in after if n in self.history]
+        mean = (sum(self.stages.values()) / len(self.stages)) if self.stages else 0.0
+        left = sum(known) + mean * (len(after) - len(known))
+        self.out.write(f"[stage {k}/{max(len(names), k)}] {name} · {_fmt(at - self.started)} elapsed"
+                       f"{f' · ~{_fmt(left)} left' if left else ''}\n")
+        self.out.flush()
+
+
 def run_pipeline(
     dvc_args: Sequence[str] = (),
     *,
     dvc: str = "dvc",
     out: TextIO = sys.stdout,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: Callable[[], float] = time.time,
     times_file: Path = TIMES_FILE,
     warm: bool = True,
-    fast_lockfile: bool = False,
+    before_dvc: Callable[[], dict[str, str]] | None = None,
 ) -> PipelineRun:
     """Run ``dvc repro *dvc_args`` with progress lines; return its exit code and per-stage seconds.
 
     Without `dvc_args`, a run whose `sep_bench.fingerprint` equals the last complete run's does not start DVC.
-    `fast_lockfile`: run ``dvc repro`` through `sep_bench.dvc_lockfile` (this interpreter, DVC in-process with a
-    fast lockfile update), then rewrite dvc.lock in DVC's own spelling; `dvc` then only lists the stages.
+    `before_dvc`: called once just before DVC starts (never on the no-op path); the variables it returns are
+    added to the environment of DVC and its stages (e.g. the MLflow parent run's id). `clock`: wall time (the
+    stage records carry ``time.time()``).
     """
-    from sep_bench import fingerprint as fp
-    from sep_bench.warm import WarmServer, summary
-
     started = clock()
     before = fp.fingerprint() if not dvc_args else None
     if before is not None and before == fp.recorded():
         out.write("pipeline: 0 stage(s) run: nothing DVC tracks changed since the last complete run (same sizes, "
                   "modification times and inodes: sep_bench/fingerprint.py; `dvc repro` asks DVC itself)\n")
         return PipelineRun(returncode=0, seconds=round(clock() - started, 2))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(before_dvc() if before_dvc else {})}
     server = WarmServer(env, WARM_LOG) if warm else None
     try:
-        repro = ([sys.executable, "-m", "sep_bench.dvc_lockfile", "repro"] if fast_lockfile else [dvc, "repro"])
-        run = _run_dvc([*repro, *dvc_args], dvc=dvc, out=out, clock=clock, times_file=times_file,
+        run = _run_dvc([dvc, "repro", *dvc_args], dvc=dvc, out=out, clock=clock, times_file=times_file,
                        env=server.env if server else env, first_stage=server.start if server else None)
     finally:
         if server:
             server.stop()
-        if fast_lockfile:
-            from sep_bench.dvc_lockfile import canonicalize
-
-            canonicalize()
     fp.record(fp.fingerprint() if run.returncode == 0 and not dvc_args else None)
     if server and server.proc is not None:
         run.warm = summary(WARM_LOG)
@@ -111,59 +137,39 @@ def _run_dvc(repro: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[],
     # one DVC start-up, not two
     lister = subprocess.Popen([dvc, "stage", "list", "--name-only"], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env=env)
-    names: list[str] = []
-    listed = False
+    listed: list[str] = []
+
+    def names() -> list[str]:
+        if lister.returncode is None:
+            text = lister.communicate()[0] or ""
+            listed.extend(line.strip() for line in text.splitlines() if line.strip())
+        return listed
+
     history = _load_times(times_file)
     started = clock()
-    run = PipelineRun(returncode=0, seconds=0.0)
-    current: tuple[str, float] | None = None
-    done = 0
-
-    def finish_current(now: float) -> None:
-        nonlocal current
-        if current is not None:
-            run.stages[current[0]] = round(now - current[1], 2)
-            current = None
-
-    def progress(name: str, now: float) -> None:
-        nonlocal listed
-        if not listed:
-            names.extend(_names(lister.communicate()[0]))
-            listed = True
-        total = max(len(names), done)
-        remaining_names = [n for n in names if n not in run.stages and n not in run.skipped and n != name]
-        known = [history[n] for n in remaining_names if n in history]
-        mean = (sum(run.stages.values()) / len(run.stages)) if run.stages else 0.0
-        left = sum(known) + mean * (len(remaining_names) - len(known))
-        out.write(f"[stage {done}/{total}] {name} · {_fmt(now - started)} elapsed"
-                  f"{f' · ~{_fmt(left)} left' if left else ''}\n")
-        out.flush()
-
-    proc = subprocess.Popen(list(repro), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out.write(line)
-        now = clock()
-        if m := _RUNNING.match(line):
-            if first_stage is not None:
-                first_stage()  # idempotent: the warm server starts with the first stage DVC runs, not before
-            finish_current(now)
-            done += 1
-            current = (m.group(1), now)
-            progress(m.group(1), now)
-        elif m := _SKIPPED.match(line):
-            finish_current(now)
-            done += 1
-            run.skipped.append(m.group(1))
-    run.returncode = proc.wait()
+    progress = _Progress(out, started, history, names, first_stage)
+    with tempfile.TemporaryDirectory(prefix="sep-bench-stages-") as folder:
+        log = Path(folder) / "stages.jsonl"
+        log.touch()
+        proc = subprocess.Popen(list(repro), env={**env, stage_log.ENV: str(log)})
+        offset = 0
+        while True:
+            exited = proc.poll() is not None  # read the log once more after DVC exits: its last records
+            events, offset = stage_log.read_new(log, offset)
+            for event in events:
+                progress.start(event["stage"], float(event["t"]))
+            if exited:
+                break
+            time.sleep(POLL_SECONDS)
+    returncode = proc.returncode
+    now = clock()
+    run = PipelineRun(returncode=returncode, seconds=round(now - started, 2), stages=progress.stages)
+    if returncode == 0:
+        progress.finish_current(now)
+        run.skipped = [n for n in names() if n not in run.stages]  # every other stage was up to date
     if lister.poll() is None:
         lister.kill()
     lister.wait()
-    now = clock()
-    if run.returncode == 0:
-        finish_current(now)
-    run.seconds = round(now - started, 2)
     if run.stages:
         times_file.parent.mkdir(parents=True, exist_ok=True)
         times_file.write_text(json.dumps({**history, **run.stages}, indent=1, sort_keys=True) + "\n")

@@ -8,16 +8,11 @@
 - One experiment per profile (``sep-bench/<profile>``) with artifacts under ``<root>/mlartifacts``, tagged so
   the MLflow UI opens it in its model-training view; one run per train and per evaluation; a run that raises
   (or is stopped by SIGTERM/Ctrl-C) ends as FAILED.
-- Grouping: every train/evaluate run of one *pipeline execution* is nested under one parent run
-  (``sep_bench.kind=pipeline``). DVC runs each stage in its own process and skips cached stages, so no stage
-  can be relied on to create the parent; instead every tracked command looks the parent up by the execution's
-  id (tag ``sep_bench.pipeline_id``) and creates it if it is the first. The id is ``$SEP_BENCH_PIPELINE_ID``
-  when set (a wrapper or CI job exporting one id for several commands), else, inside a DVC stage
-  (``$DVC_STAGE`` is set), the pid and start time of the ``dvc`` process that runs the stages, which is the same
-  for every stage of one ``dvc repro`` / ``dvc exp run`` and differs between invocations. Outside both, runs are
-  not nested. The report stage logs the tables and plots to the parent and ends it; a stage that fails ends it
-  as FAILED; a parent left RUNNING by a DVC process that no longer exists (e.g. the report was cached) is ended
-  when the next pipeline execution on this host starts.
+- Grouping: every run of one *pipeline execution* is nested under one parent run (``sep_bench.kind=pipeline``),
+  which `sep-bench pipeline` creates before it starts DVC and ends when DVC returns (or is interrupted). Its id
+  reaches the stage commands as ``$SEP_BENCH_PARENT_RUN_ID``; the CLI reads it once and passes it down as an
+  argument (`Tracking.parent_run_id`). A stage that fails ends the parent as FAILED. The report stage logs the
+  tables and plots to the parent. ``dvc repro`` run directly (no parent id) logs un-nested runs.
 - A SIGKILLed (or OOM-killed) command cannot end its run, which stays RUNNING; every run records its process
   (tag ``sep_bench.process``: host, pid, start time) and the next run of the same name (kind/detector/seed)
   ends such a run as FAILED, with the reason in ``sep_bench.error``, if that process no longer exists.
@@ -31,20 +26,18 @@ import os
 import platform
 import subprocess
 import time
-import uuid
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 __all__ = [
-    "project_root", "resolve_tracking_uri", "ensure_store", "Tracker", "git_state", "TAG_PREFIX", "PIPELINE_ENV",
-    "pipeline_id", "pipeline_parent", "start_parent", "finish_parent", "new_pipeline_id", "get_experiment",
+    "project_root", "resolve_tracking_uri", "ensure_store", "Tracker", "Tracking", "git_state", "TAG_PREFIX",
+    "open_run", "start_parent", "log_to_run", "end_run", "get_experiment",
 ]
 
 TAG_PREFIX = "sep_bench."
-PIPELINE_ENV = "SEP_BENCH_PIPELINE_ID"
-PIPELINE_ID_TAG = f"{TAG_PREFIX}pipeline_id"
 # The MLflow 3 UI opens an experiment in its GenAI view unless the experiment says what kind it is.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
@@ -161,36 +154,47 @@ def _context_tags() -> dict[str, str]:
     }
 
 
-# ---- pipeline grouping --------------------------------------------------------------------------------------
+# ---- where runs go, and the parent run of a pipeline execution ------------------------------------------------
 
 
-def _dvc_process():
-    """The nearest ancestor process that is DVC (``dvc ...``, ``python -m dvc ...`` or `sep-bench pipeline`'s
-    ``python -m sep_bench.dvc_lockfile ...``), or None. A warm-started command (sep_bench.warm) is a child of the
-    warm server: its ancestors are its caller's."""
-    try:
-        import psutil
+@dataclass(frozen=True)
+class Tracking:
+    """Where a command's MLflow runs go: the store `uri`, the experiment prefix (params.yaml ``tracking.experiment``;
+    one experiment per profile) and the run they nest under (None: not nested)."""
 
-        from sep_bench.warm import CALLER_ENV
+    uri: str
+    experiment: str
+    parent_run_id: str | None = None
 
-        caller = os.environ.get(CALLER_ENV, "")
-        start = psutil.Process(int(caller)) if caller.isdigit() else psutil.Process()
-        for proc in ([start] if caller.isdigit() else []) + start.parents():
-            try:
-                args = proc.cmdline()
-            except (psutil.Error, OSError):
-                continue
-            head = [Path(a).name for a in args[:3]]
-            module = " ".join(args[1:3])
-            if (head and head[0] == "dvc") or (len(head) > 1 and head[1] == "dvc") or module in (
-                    "-m dvc", "-m sep_bench.dvc_lockfile"):
-                return proc
-    except Exception:  # psutil missing or /proc unreadable: no grouping, never a failure
-        return None
-    return None
+
+def open_run(tracking: Tracking | None, spec, kind: str, extra_tags: dict | None = None, row: str | None = None):
+    """The MLflow run of one job on `spec` (a `sep_bench.protocol.RunSpec`; a null context without `tracking`),
+    named ``<kind>/<row>/seed<s>``. `row`: the table row the run produces when it is not the detector's (an
+    evaluation-only entry's name). Nested under `tracking.parent_run_id`, whose run a failure also fails."""
+    if tracking is None:
+        return nullcontext(None)
+    tags = {
+        f"{TAG_PREFIX}kind": kind,
+        f"{TAG_PREFIX}profile": spec.profile_name,
+        f"{TAG_PREFIX}detector": spec.detector,
+        f"{TAG_PREFIX}protocol_hash": spec.protocol_hash(),
+        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
+        f"{TAG_PREFIX}seed": str(spec.seed),
+        **(extra_tags or {}),
+    }
+    return Tracker(
+        uri=tracking.uri,
+        experiment=f"{tracking.experiment}/{spec.profile_name}",
+        run_name=f"{kind}/{row or spec.detector}/seed{spec.seed}",
+        tags=tags,
+        params={"kind": kind, **spec.flat_params()},
+        parent_run_id=tracking.parent_run_id,
+        fail_parent=tracking.parent_run_id is not None,
+    )
 
 
 def _process_alive(pid: int, created_ms: int) -> bool:
+    """Whether process `pid` on this host, started at `created_ms`, still exists."""
     try:
         import psutil
 
@@ -199,104 +203,46 @@ def _process_alive(pid: int, created_ms: int) -> bool:
         return False
 
 
-def new_pipeline_id(kind: str = "run") -> str:
-    return f"{kind}:{platform.node()}:{uuid.uuid4().hex[:12]}"
-
-
-def pipeline_id() -> str | None:
-    """The id of the current pipeline execution (see the module docstring), or None outside one."""
-    explicit = os.environ.get(PIPELINE_ENV, "").strip()
-    if explicit:
-        return explicit.replace("'", "_")
-    if not os.environ.get("DVC_STAGE"):
-        return None
-    proc = _dvc_process()
-    if proc is None:
-        return None
-    return f"dvc:{platform.node()}:{proc.pid}:{int(proc.create_time() * 1000)}"
-
-
-def _find_parent(client, experiment_id: str, pid: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_ID_TAG}` = '{pid}'", max_results=1)
-    return runs[0] if runs else None
-
-
-def _close_stale_parents(client, experiment_id: str) -> None:
-    """End RUNNING pipeline parents of DVC processes on this host that no longer exist."""
-    host = platform.node()
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_PREFIX}kind` = 'pipeline' and attributes.status = 'RUNNING'",
-        max_results=200,
-    )
-    for run in runs:
-        parts = run.data.tags.get(PIPELINE_ID_TAG, "").split(":")
-        if len(parts) == 4 and parts[0] == "dvc" and parts[1] == host and parts[2].isdigit() and parts[3].isdigit():
-            if not _process_alive(int(parts[2]), int(parts[3])):
-                client.set_tag(run.info.run_id, f"{TAG_PREFIX}note", "ended by the next pipeline execution "
-                               "(its DVC process had exited without running the report stage)")
-                client.set_terminated(run.info.run_id, status="FINISHED")
-
-
-def start_parent(uri: str, experiment: str, pid: str, run_name: str, tags: dict[str, str]) -> str:
-    """The parent run tagged with pipeline id `pid` in `experiment`: found, or created (RUNNING)."""
+def start_parent(uri: str, experiment: str, run_name: str, tags: dict[str, str],
+                 parent_run_id: str | None = None) -> str:
+    """Create the RUNNING parent run of a pipeline execution or comparison in `experiment`; returns its id. The
+    caller passes the id to every run it starts (`Tracking.parent_run_id`) and ends it with `end_run`."""
     from mlflow.tracking import MlflowClient
 
     ensure_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp_id = get_experiment(client, uri, experiment)
-    with _store_lock(uri):
-        run = _find_parent(client, exp_id, pid)
-        if run is not None:
-            if run.info.status != "RUNNING":
-                client.update_run(run.info.run_id, status="RUNNING")
-            return run.info.run_id
-        _close_stale_parents(client, exp_id)
-        all_tags = {**_context_tags(), **tags, PIPELINE_ID_TAG: pid, "dvc.stage": ""}
-        return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    all_tags = {**_context_tags(), **tags, "dvc.stage": ""}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
 
 
-def pipeline_parent(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
-    """The current pipeline execution's parent run id (created by its first tracked command), or None."""
-    pid = pipeline_id()
-    if pid is None:
-        return None
-    name = f"pipeline/{os.environ.get('DVC_EXP_NAME') or time.strftime('%Y-%m-%d %H:%M:%S')}"
-    return start_parent(uri, experiment, pid, name, {f"{TAG_PREFIX}kind": "pipeline", **tags})
-
-
-def finish_parent(
-    uri: str,
-    experiment: str,
-    *,
-    pid: str | None = None,
-    artifacts: list[tuple[Path, str | None]] = (),
-    metrics: dict[str, float] | None = None,
-    status: str = "FINISHED",
-) -> str | None:
-    """Log `artifacts` ((path, artifact subdir) pairs) and `metrics` to the parent of pipeline `pid` (default:
-    the current one) and end it. Returns its run id, or None when there is no such parent."""
+def log_to_run(uri: str, run_id: str, *, artifacts: Sequence[tuple[Path, str | None]] = (),
+               metrics: dict[str, float] | None = None) -> None:
+    """Log `artifacts` ((path, artifact subdir) pairs) and `metrics` to run `run_id` (e.g. the report to the
+    pipeline's parent run)."""
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    pid = pid or pipeline_id()
-    if pid is None:
-        return None
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    run = _find_parent(client, exp.experiment_id, pid) if exp is not None else None
-    if run is None:
-        return None
-    run_id = run.info.run_id
     for path, subdir in artifacts:
         client.log_artifact(run_id, str(path), artifact_path=subdir)
-    if metrics:
-        from mlflow.entities import Metric
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items() if v is not None and v == v]
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000])
 
-        ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if v is not None and v == v]
-        for i in range(0, len(items), 1000):
-            client.log_batch(run_id, metrics=items[i : i + 1000])
-    client.set_terminated(run_id, status=status)
-    return run_id
+
+def end_run(uri: str, run_id: str, *, artifacts: Sequence[tuple[Path, str | None]] = (),
+            status: str = "FINISHED") -> None:
+    """Log `artifacts` to run `run_id` and end it with `status` (a run a stage already ended as FAILED stays so)."""
+    from mlflow.tracking import MlflowClient
+
+    log_to_run(uri, run_id, artifacts=artifacts)
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status=status)
 
 
 PROCESS_TAG = f"{TAG_PREFIX}process"

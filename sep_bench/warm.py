@@ -35,23 +35,24 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-__all__ = ["ENV", "CALLER_ENV", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_difference", "Server",
+__all__ = ["ENV", "SERVE_ARG", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_difference", "Server",
            "WarmServer", "summary"]
 
 ENV = "SEP_BENCH_WARM"
-CALLER_ENV = "SEP_BENCH_WARM_CALLER"
+#: `sep_bench.main`'s argument that makes the process a warm server (``python -m sep_bench.main --warm-server ...``)
+SERVE_ARG = "--warm-server"
 #: variables DVC or a shell set per command (a non-interactive bash drops the prompts PS1...), and PATH (DVC drops
 #: pyenv's shims from it; no library reads it when it loads, and the child runs with the caller's); any other
 #: difference needs a fresh interpreter
-IGNORED_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2", "PS3", "PS4", "DVC_", "COLUMNS", "LINES", "PATH", ENV,
-               CALLER_ENV)
+IGNORED_ENV = ("PWD", "OLDPWD", "SHLVL", "_", "PS1", "PS2", "PS3", "PS4", "DVC_", "COLUMNS", "LINES", "PATH", ENV)
 #: what the server imports: everything the stage commands import at start-up, plus the detectors' modules
 PRELOAD = ("numpy", "PIL.Image", "scipy.ndimage", "sklearn.metrics", "pandas", "torch", "torchvision", "timm",
-           "open_clip", "mlflow", "mlflow.store.tracking.sqlalchemy_store", "sep_bench.cli", "sep_bench.detectors",
-           "sep_bench.engine.train", "sep_bench.engine.evaluate", "sep_bench.engine.selection", "sep_bench.tracking",
-           "sep_bench.report")
+           "open_clip", "mlflow", "mlflow.store.tracking.sqlalchemy_store", "sep_bench.cli.train",
+           "sep_bench.cli.evaluate", "sep_bench.cli.reconstruct", "sep_bench.cli.data", "sep_bench.cli.report",
+           "sep_bench.detectors", "sep_bench.engine.jobs.train", "sep_bench.engine.jobs.evaluate",
+           "sep_bench.recon.command", "sep_bench.report.build")
 _HEADER = struct.Struct("!Q")
 
 
@@ -128,7 +129,7 @@ def _python_threads() -> int:
     return threading.active_count()
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
+def _run_child(request: dict, fds: list[int], run: Callable[[list[str]], int]) -> None:
     """In the forked child: become the caller's command and exit with its status (never returns)."""
     code = 1
     try:
@@ -143,11 +144,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.environ[CALLER_ENV] = str(request["pid"])  # the caller's process: sep_bench.tracking finds DVC above it
         sys.argv = ["sep-bench", *request["argv"]]
-        from sep_bench.main import run_local
-
-        code = run_local()
+        code = run(list(request["argv"]))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, (int, type(None))):
@@ -171,7 +169,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
 class Server:
     """The warm server's state: the listening socket, the environment it imported under, running children."""
 
-    def __init__(self, path: str, log: Path | None = None) -> None:
+    def __init__(self, path: str, log: Path | None = None, run: Callable[[list[str]], int] | None = None) -> None:
+        self.run = run
         self.path = path
         self.env = dict(os.environ)
         self.children: dict[int, socket.socket] = {}
@@ -222,7 +221,7 @@ class Server:
             if pid == 0:  # the child keeps nothing of the server's: no socket of its own or of another caller
                 for sock in (self.listener, conn, *self.children.values()):
                     sock.close()
-                _run_child(request, fds)
+                _run_child(request, fds, self.run)
             self.counts["warm"] += 1
             self.children[pid] = conn
             self.log(f"warm start of `sep-bench {' '.join(request['argv'])}` (pid {pid})")
@@ -264,9 +263,10 @@ class Server:
             self.reap()
 
 
-def serve(path: str, parent: int, log: Path | None = None, preload: Sequence[str] | None = None) -> None:
+def serve(path: str, parent: int, log: Path | None, preload: Sequence[str] | None,
+          run: Callable[[list[str]], int]) -> None:
     """Import `preload` (default: `PRELOAD` and every registered detector's module), then serve `path` while
-    `parent` lives."""
+    `parent` lives; each request runs ``run(argv)`` in a forked child (`sep_bench.main` passes the CLI's)."""
     import importlib
     import importlib.metadata
 
@@ -275,7 +275,7 @@ def serve(path: str, parent: int, log: Path | None = None, preload: Sequence[str
     if preload is None:
         preload = [*PRELOAD, *sorted({ep.module for ep in importlib.metadata.entry_points(group="sep_bench.detectors")})]
     names = [name for name in preload if name]
-    server = Server(path, log)
+    server = Server(path, log, run)
     t0 = time.perf_counter()
     for name in names:
         try:
@@ -318,7 +318,8 @@ class WarmServer:
         extra = [",".join(self.preload)] if self.preload is not None else []
         with self.log.open("a") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sep_bench.warm", self.env[ENV], str(os.getpid()), str(self.log), *extra],
+                [sys.executable, "-m", "sep_bench.main", SERVE_ARG, self.env[ENV], str(os.getpid()), str(self.log),
+                 *extra],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True)
 
@@ -354,7 +355,3 @@ def summary(log: Path) -> dict[str, float | int | None]:
     stopped = re.search(r"stopped: (\d+) warm start\(s\), (\d+) cold", text)
     return {"warm": int(stopped.group(1)) if stopped else None, "declined": int(stopped.group(2)) if stopped else None,
             "import_seconds": float(ready.group(1)) if ready else None}
-
-
-if __name__ == "__main__":  # python -m sep_bench.warm <socket> <parent pid> <log file> [<module,module,...>]
-    serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4].split(",") if len(sys.argv) > 4 else None)

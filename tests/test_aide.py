@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.aide import band_masks, dct_band_scores, select_windows
+from sep_bench.baselines.aide import band_masks, dct_band_scores, select_windows
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource
 from tests.official_keys import add_batchnorm, add_bottleneck_layers

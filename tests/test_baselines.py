@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines._common import PretrainedUnavailableError, blur_jpeg
+from sep_bench.baselines._common import PretrainedUnavailableError, blur_jpeg
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource, parse_pretrained
 
@@ -161,7 +161,7 @@ def test_univfd_openai_tag_uses_quick_gelu(monkeypatch):
     QuickGELU, the activation the OpenAI weights were trained with."""
     import open_clip
 
-    from baselines.univfd import create_clip
+    from sep_bench.baselines.univfd import create_clip
 
     calls = []
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **kw: calls.append((a, kw)) or "model")
@@ -212,7 +212,7 @@ def test_ssp_official_format_and_label_flip(tmp_path):
 
 
 def test_ssp_view_uses_the_exposed_patch_selector():
-    from sep_bench.sep.eps import select_patch
+    from sep_bench.layers.eps import select_patch
 
     spec = get_detector("ssp")
     cfg = spec.make_config(SMALL["ssp"])
@@ -286,7 +286,7 @@ def test_resnet_backbone_from_file(tmp_path):
 
 
 def test_univfd_encoder_from_file(tmp_path):
-    from baselines.univfd import create_clip
+    from sep_bench.baselines.univfd import create_clip
 
     torch.manual_seed(3)
     clip = create_clip("tiny-vit-768", image_size=SIZE)

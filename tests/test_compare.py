@@ -49,7 +49,7 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 def _env(site: Path, workdir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEP_BENCH_PIPELINE_ID", "DVC_STAGE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEP_BENCH_PARENT_RUN_ID", "DVC_STAGE")}
     env.update(PYTHONPATH=os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                DVC_ROOT=str(workdir), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", COLUMNS="200")
     return env
@@ -57,7 +57,7 @@ def _env(site: Path, workdir: Path) -> dict:
 
 def _sep_bench(args, site, workdir):
     exe = Path(sys.executable).with_name("sep-bench")
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "sep_bench.cli"]
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "sep_bench.main"]
     res = subprocess.run([*cmd, *args], cwd=workdir, env=_env(site, workdir), capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

@@ -10,7 +10,7 @@ import yaml
 from sep_bench.engine.determinism import deterministic_env
 
 PROBE = (
-    "import json, os, sys; from pathlib import Path; from sep_bench.cli_support import load; "
+    "import json, os, sys; from pathlib import Path; from sep_bench.cli.common import load; "
     "load(Path(sys.argv[1]), None); import torch; "
     "print(json.dumps([torch.backends.cpu.get_cpu_capability(), os.environ.get('MKL_CBWR')]))"
 )
@@ -44,7 +44,7 @@ def test_default_profile_leaves_torch_alone(tmp_path):
 def test_the_cli_reads_the_real_params_before_anything_imports_torch():
     """Every command enters `user_errors` and validates params.yaml (all profiles, every detector block) first:
     neither may import torch, or the deterministic environment would come too late."""
-    code = ("import sys\nfrom pathlib import Path\nimport sep_bench.cli\nfrom sep_bench.cli_support import load, "
+    code = ("import sys\nfrom pathlib import Path\nimport sep_bench.cli.train\nfrom sep_bench.cli.common import load, "
             "user_errors\nwith user_errors():\n    load(Path('params.yaml'), 'genimage')\n"
             "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

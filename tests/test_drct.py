@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.drct import (DRCT, CLIPEmbedder, _fancy_pca, _gaussian_blur, _grid_dropout, _hue_saturation_value,
+from sep_bench.baselines.drct import (DRCT, CLIPEmbedder, _fancy_pca, _gaussian_blur, _grid_dropout, _hue_saturation_value,
                             drct_augment, drct_label, margin_contrastive_loss)
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from sep_bench.sep import eps
-from sep_bench.sep.eps import (
+from sep_bench.layers import eps
+from sep_bench.layers.eps import (
     BACKEND_ENV,
     candidate_positions,
     candidate_scores,
@@ -406,7 +406,7 @@ def test_real_numba_with_no_usable_cache_directory(tmp_path):
     }
     code = (
         "import warnings, numpy as np\n"
-        "from sep_bench.sep.eps import candidate_scores, texture_score\n"
+        "from sep_bench.layers.eps import candidate_scores, texture_score\n"
         "img = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
@@ -429,7 +429,7 @@ def test_cold_cache_first_calls_from_threads_and_forked_workers(tmp_path):
     code = (
         "import multiprocessing, numpy as np\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
-        "from sep_bench.sep.eps import candidate_positions, select_patch, texture_score\n"
+        "from sep_bench.layers.eps import candidate_positions, select_patch, texture_score\n"
         "img = np.random.default_rng(0).integers(0, 256, (70, 80, 3), dtype=np.uint8)\n"
         "def pick(i):\n"
         "    mode = ('official', 'exhaustive')[i % 2]\n"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.fft import dctn, idctn
 
-from baselines.f3net import F3Net, FADHead, LFSHead, official_to_fake
+from sep_bench.baselines.f3net import F3Net, FADHead, LFSHead, official_to_fake
 from sep_bench.detectors import get_detector
 from sep_bench.layers.dct import sliding_block_dct
 from sep_bench.weights import PretrainedUnavailableError, WeightsSource

@@ -66,7 +66,7 @@ def test_forward_backward_every_trainable_param_gets_a_gradient():
 def test_official_vit_l14_state_dict_keys():
     import open_clip
 
-    from baselines.fatformer import FatFormer, FatFormerConfig
+    from sep_bench.baselines.fatformer import FatFormer, FatFormerConfig
 
     with torch.device("meta"):
         model = FatFormer(open_clip.CLIP(**open_clip.get_model_config("ViT-L-14"), quick_gelu=True), FatFormerConfig())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.fconv import FlowModel, GlowCoupling, conv_score, fconv_loss, fconv_score
+from sep_bench.baselines.fconv import FlowModel, GlowCoupling, conv_score, fconv_loss, fconv_score
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
-from baselines.formatonly import N_FEATURES, format_features, luma_view
+from sep_bench.baselines.formatonly import N_FEATURES, format_features, luma_view
 from sep_bench.data.perturb import jpeg
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError, load_params, resolve

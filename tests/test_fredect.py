@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy.fft import dctn
 
-from baselines.fredect import fit_dct_statistics, log_dct
+from sep_bench.baselines.fredect import fit_dct_statistics, log_dct
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsFileError, WeightsSource
 

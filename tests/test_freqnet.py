@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.freqnet import FreqNet, hfreq_c, hfreq_wh, highpass_mask_wh
+from sep_bench.baselines.freqnet import FreqNet, hfreq_c, hfreq_wh, highpass_mask_wh
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource
@@ -125,7 +125,7 @@ def _shifted_reference(x, scale, real_conv, imag_conv):  # written out, independ
 
 @pytest.mark.parametrize("size", [(12, 12), (9, 14)])
 def test_unshifted_blocks_equal_the_official_shifted_ones_exactly(size):
-    from baselines.freqnet import _fcl
+    from sep_bench.baselines.freqnet import _fcl
 
     torch.manual_seed(0)
     real_conv, imag_conv = torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 8, 1)
@@ -139,7 +139,7 @@ def test_unshifted_blocks_equal_the_official_shifted_ones_exactly(size):
 
 
 def test_official_shifts_switch_gives_the_same_forward_pass():
-    from baselines.freqnet import FreqNet
+    from sep_bench.baselines.freqnet import FreqNet
 
     torch.manual_seed(0)
     a = FreqNet(layers=(1, 1)).eval()

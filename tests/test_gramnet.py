@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from baselines.gramnet import GramNet, gram_matrix
+from sep_bench.baselines.gramnet import GramNet, gram_matrix
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource
 

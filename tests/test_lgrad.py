@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.lgrad import LGrad, StyleGANDiscriminator, input_gradient, normalize_gradient
+from sep_bench.baselines.lgrad import LGrad, StyleGANDiscriminator, input_gradient, normalize_gradient
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import PretrainedUnavailableError, WeightsSource

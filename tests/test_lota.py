@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.lota import (candidate_scores, noise_image, official_to_fake, patch_score,
+from sep_bench.baselines.lota import (candidate_scores, noise_image, official_to_fake, patch_score,
                             select_noise_patch)
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource

@@ -1,4 +1,5 @@
-"""MLflow grouping (one parent run per pipeline execution) and the MLflow UI in headless Chromium.
+"""MLflow grouping (one parent run per pipeline execution, its id passed to the stage commands) and the MLflow UI
+in headless Chromium.
 
 The browser test starts `mlflow server` on the tiny pipeline's sqlite DB and loads the run pages in headless
 Chromium (Debian package `chromium`); it is skipped, saying so, when Chromium is not installed. It saves a
@@ -8,7 +9,6 @@ screenshot of the evaluation run's page; set SEP_BENCH_SCREENSHOT_DIR to keep a 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -18,13 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from sep_bench.cli import app
-from sep_bench.tracking import PIPELINE_ENV, start_parent
+from sep_bench.cli.common import PARENT_RUN_ENV
+from sep_bench.tracking import end_run, start_parent
 
 runner = CliRunner()
 CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
@@ -36,24 +36,33 @@ def _ok(args):
     return res
 
 
-def _pipeline(workdir, monkeypatch, pid="test-pipeline-1"):
-    """train -> evaluate -> report as three commands of one pipeline execution (as DVC stages would run)."""
-    monkeypatch.setenv(PIPELINE_ENV, pid)
+def _start(workdir, name="pipeline/test-1"):
+    """What `sep-bench pipeline` does before it starts DVC: the execution's parent run."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    tags = {"sep_bench.kind": "pipeline", "sep_bench.detectors": "npr", "sep_bench.test_generators": "g1,g2"}
+    return uri, start_parent(uri, "test/tiny", name, tags)
+
+
+def _pipeline(workdir, monkeypatch):
+    """train -> evaluate -> report as three commands of one pipeline execution (as DVC stages would run them,
+    with the parent run's id in $SEP_BENCH_PARENT_RUN_ID), then the parent's end, as `sep-bench pipeline` does."""
+    uri, parent_id = _start(workdir)
+    monkeypatch.setenv(PARENT_RUN_ENV, parent_id)
     _ok(["train", "--detector", "npr"])
     _ok(["evaluate", "--detector", "npr"])
     _ok(["report", "--n-boot", "200"])
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    end_run(uri, parent_id)
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("test/tiny")
     runs = {r.data.tags["sep_bench.kind"]: r for r in client.search_runs([exp.experiment_id])}
     return client, exp, runs
 
 
-def test_pipeline_runs_nest_under_one_parent_that_the_report_ends(workdir, monkeypatch):
+def test_pipeline_runs_nest_under_the_parent_run_they_are_given(workdir, monkeypatch):
     client, exp, runs = _pipeline(workdir, monkeypatch)
     assert set(runs) == {"pipeline", "train", "evaluate"}
     parent = runs["pipeline"]
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["sep_bench.pipeline_id"] == "test-pipeline-1"
     assert parent.data.tags["sep_bench.detectors"] == "npr" and parent.data.tags["sep_bench.test_generators"] == "g1,g2"
     for kind in ("train", "evaluate"):
         assert runs[kind].data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -64,68 +73,44 @@ def test_pipeline_runs_nest_under_one_parent_that_the_report_ends(workdir, monke
     assert "report/tables/tiny_acc.md" in tables and "report/plots/tiny_acc_heatmap.png" in plots
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
 
-    # the next execution gets its own parent, even when only the report stage runs (the others were cached)
-    monkeypatch.setenv(PIPELINE_ENV, "test-pipeline-2")
+    # without a parent id (`dvc repro` run directly) the runs are not nested, and the report logs to no parent
+    monkeypatch.delenv(PARENT_RUN_ENV)
+    _ok(["evaluate", "--detector", "npr"])
     _ok(["report", "--n-boot", "200"])
-    parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["sep_bench.kind"] == "pipeline"]
-    assert len(parents) == 2 and all(r.info.status == "FINISHED" for r in parents)
-    second = next(r for r in parents if r.data.tags["sep_bench.pipeline_id"] == "test-pipeline-2")
-    assert client.list_artifacts(second.info.run_id, "report/tables")
+    evals = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["sep_bench.kind"] == "evaluate"]
+    assert len(evals) == 2 and sum("mlflow.parentRunId" not in r.data.tags for r in evals) == 1
+    assert len([r for r in client.search_runs([exp.experiment_id]) if r.data.tags["sep_bench.kind"] == "pipeline"]) == 1
 
 
 def test_a_failing_stage_fails_its_pipeline_parent(workdir, monkeypatch):
-    monkeypatch.setenv(PIPELINE_ENV, "test-pipeline-fail")
+    uri, parent_id = _start(workdir, "pipeline/test-fail")
+    monkeypatch.setenv(PARENT_RUN_ENV, parent_id)
     res = runner.invoke(app, ["evaluate", "--detector", "npr"])  # no checkpoint: the stage fails
     assert res.exit_code == 2
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    end_run(uri, parent_id, status="FAILED")  # what `sep-bench pipeline` does when DVC fails; FAILED stays
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("test/tiny")
     runs = {r.data.tags["sep_bench.kind"]: r for r in client.search_runs([exp.experiment_id])}
     assert runs["evaluate"].info.status == "FAILED" and runs["pipeline"].info.status == "FAILED"
     assert "evaluate/npr/seed0" in runs["pipeline"].data.tags["sep_bench.error"]
 
 
-def test_stages_of_one_dvc_process_share_a_pipeline_id(tmp_path):
-    """Each DVC stage is its own process; they share the id of the `dvc` process that runs them."""
-    fake = tmp_path / "dvc"  # stands in for DVC: runs two "stages" through a shell, as DVC does
-    probe = "from sep_bench.tracking import pipeline_id; print(pipeline_id())"
-    fake.write_text(
-        "import os, subprocess, sys\n"
-        f"cmd = {sys.executable!r} + ' -c \"{probe}\"'\n"
-        "for stage in ('train@a', 'evaluate@a'):\n"
-        "    subprocess.run(['/bin/sh', '-c', cmd], env={**os.environ, 'DVC_STAGE': stage}, check=True)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in (PIPELINE_ENV, "DVC_STAGE")}
-
-    def ids():
-        out = subprocess.run([sys.executable, str(fake), "repro"], env=env, capture_output=True, text=True,
-                             check=True, timeout=120).stdout.split()
-        assert len(out) == 2 and out[0].startswith("dvc:"), out
-        return out
-
-    first, second = ids(), ids()
-    assert first[0] == first[1] and second[0] == second[1] and first[0] != second[0]
-    # outside DVC (and with no exported id) nothing is grouped
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "None"
-
-
-def test_a_parent_left_running_by_a_finished_dvc_process_is_ended_by_the_next(tmp_path):
-    """E.g. the report stage was cached: nobody ended that execution's parent. The next execution does."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    dead = f"dvc:{platform.node()}:{gone.pid}:1"  # a pid with another start time: that process is gone
-    alive_proc = psutil.Process()
-    alive = f"dvc:{platform.node()}:{alive_proc.pid}:{int(alive_proc.create_time() * 1000)}"
-    tags = {"sep_bench.kind": "pipeline"}
-    old = start_parent(uri, "e/x", dead, "old", tags)
-    running = start_parent(uri, "e/x", alive, "running", tags)
-    new = start_parent(uri, "e/x", "explicit-id", "new", tags)
-    assert start_parent(uri, "e/x", "explicit-id", "again", tags) == new  # looked up, not duplicated
-    client = MlflowClient(tracking_uri=uri)
-    status = {r: client.get_run(r).info.status for r in (old, running, new)}
-    assert status == {old: "FINISHED", running: "RUNNING", new: "RUNNING"}
-    assert "ended by the next pipeline execution" in client.get_run(old).data.tags["sep_bench.note"]
+def test_sep_bench_pipeline_opens_the_parent_run_for_dvc_and_ends_it(workdir, monkeypatch):
+    """`sep-bench pipeline` creates the parent before DVC starts, hands its id to the stages in the environment
+    and ends it when DVC returns (here a stand-in for dvc that records the id and fails)."""
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text('#!/usr/bin/env bash\n[ "$1" = stage ] && exit 0\n'
+                    'echo "$SEP_BENCH_PARENT_RUN_ID" > "$DVC_ROOT/parent.txt"\nexit 4\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    res = runner.invoke(app, ["pipeline", "--cold"])
+    assert res.exit_code == 4, res.output
+    parent_id = (workdir / "parent.txt").read_text().strip()
+    run = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}").get_run(parent_id)
+    assert run.data.tags["sep_bench.kind"] == "pipeline" and run.info.status == "FAILED"
+    assert run.data.tags["sep_bench.detectors"] == "npr"
 
 
 # ---- the UI in a browser -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from baselines.npr import NPR, npr_residual
+from sep_bench.baselines.npr import NPR, npr_residual
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource

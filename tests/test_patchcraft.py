@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import correlate
 
-from baselines.patchcraft import PatchCraft, smash_reconstruct, texture_diversity
+from sep_bench.baselines.patchcraft import PatchCraft, smash_reconstruct, texture_diversity
 from sep_bench.detectors import get_detector
 from sep_bench.layers.srm import srm_bank
 from sep_bench.protocol import ProtocolError

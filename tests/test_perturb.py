@@ -74,7 +74,7 @@ def test_perturbed_evaluation_writes_its_own_metrics(workdir):
         assert m["perturbation"] == name and set(m["generators"]) == {"g1", "g2"}
     clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
     assert clean["perturbation"] == "none"
-    assert json.loads((folder / "index.json").read_text()) == {"perturbations": ["jpeg95", "blur1+down0.5"]}
+    assert not (folder / "index.json").exists()  # the variants are the folder's files; no index to keep in step
 
 
 def test_report_has_a_robustness_table_and_plot(workdir):

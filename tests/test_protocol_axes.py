@@ -58,7 +58,7 @@ def test_preprocessing_axis_rows_for_one_detector(workdir):
 
 
 def test_native_rule_on_a_fixed_size_detector_is_recorded_not_faked(workdir, monkeypatch):
-    from baselines.formatonly import SPEC
+    from sep_bench.baselines.formatonly import SPEC
     from sep_bench.engine.protocol_axes import axis_variants, input_size, native_config
 
     cfg = SPEC.make_config({"crop_size": 32})
@@ -107,8 +107,7 @@ def test_an_alignment_equal_to_a_listed_perturbation_reuses_its_result(workdir):
             "profiles.tiny.eval.perturbations": ["jpeg90", "blur1"]}
     spec = resolve(load_params(workdir / "params.yaml", over), "npr")
     res = train(spec, workdir / "train")
-    m = evaluate(spec, res.best_checkpoint, workdir / "m.json", workdir / "p.parquet", robustness_dir=workdir / "r",
-                 perturbations=spec.recipe.eval.perturbations)
+    m = evaluate(spec, res.best_checkpoint, workdir / "m.json", workdir / "p.parquet", robustness_dir=workdir / "r")
     aligned, same = m["perturbed"]["aligned"], m["perturbed"]["jpeg90"]
     assert aligned["generators"] == same["generators"] and aligned["perturbation"] == "aligned"
     assert m["efficiency"]["evaluation_variants"] == 3  # clean, jpeg90, blur1: the alias costs nothing

@@ -139,13 +139,13 @@ def test_engine_hook_replace_and_augment(tmp_path, monkeypatch):
     assert recon_samples.apply("npr", types.SimpleNamespace(), samples, "train", "mini") is samples
     with pytest.raises(recon_samples.ReconstructionMissingError, match="sep-bench reconstruct"):
         recon_samples.apply("dire", cfg, samples, "train", "mini", root=tmp_path / "empty")
-    if "baselines.drct" not in sys.modules:
+    if "sep_bench.baselines.drct" not in sys.modules:
         try:
-            import baselines.drct  # noqa: F401
+            import sep_bench.baselines.drct  # noqa: F401
         except ImportError:  # written by another helper; DRCT's published rule
-            fake = types.ModuleType("baselines.drct")
+            fake = types.ModuleType("sep_bench.baselines.drct")
             fake.drct_label = lambda is_fake, is_reconstruction: int(bool(is_fake) or bool(is_reconstruction))
-            monkeypatch.setitem(sys.modules, "baselines.drct", fake)
+            monkeypatch.setitem(sys.modules, "sep_bench.baselines.drct", fake)
     aug = ReconConfig(method="sd-inpaint", arch="tiny-sd-inpaint", use="augment", steps=2)
     run_reconstruction(aug, paths, out, device=torch.device("cpu"))
     dcfg = types.SimpleNamespace(reconstruct=aug)

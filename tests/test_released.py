@@ -123,7 +123,7 @@ def test_sep_entry_in_the_two_logit_format_reproduces_the_model(workdir):
 
 
 def test_univfd_head_entry_on_a_backbone_file_reproduces_the_model(workdir):
-    from baselines.univfd import create_clip
+    from sep_bench.baselines.univfd import create_clip
 
     torch.manual_seed(3)
     clip = create_clip("tiny-vit-768", image_size=32)

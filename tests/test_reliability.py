@@ -51,14 +51,14 @@ if _delay:
 
 
 def _cmd(*args: str) -> list[str]:
-    return [str(BIN), *args] if BIN.exists() else [sys.executable, "-m", "sep_bench.cli", *args]
+    return [str(BIN), *args] if BIN.exists() else [sys.executable, "-m", "sep_bench.main", *args]
 
 
 def _env(workdir: Path, inject: Path | None = None, delay: float = 0.0) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "DVC_ROOT": str(workdir), "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("SEP_BENCH_PIPELINE_ID", None)
+    env.pop("SEP_BENCH_PARENT_RUN_ID", None)
     env.pop("DVC_STAGE", None)
     if inject is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(inject), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -177,7 +177,7 @@ def test_reported_single_seed_says_spread_unknown():
 @pytest.fixture
 def synth(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEP_BENCH_PIPELINE_ID", raising=False)
+    monkeypatch.delenv("SEP_BENCH_PARENT_RUN_ID", raising=False)
     monkeypatch.delenv("DVC_STAGE", raising=False)
     return tmp_path
 

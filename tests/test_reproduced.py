@@ -75,7 +75,7 @@ def test_spread_option_sets_every_row_or_one_row():
     import pytest
     import typer
 
-    from sep_bench.cli import _spreads
+    from sep_bench.cli.report import _spreads
 
     assert _spreads([], ["a", "b"]) is None
     assert _spreads(["0.5"], ["a", "b"]) == {"a": 0.5, "b": 0.5}

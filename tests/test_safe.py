@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.safe import SAFE, official_to_fake, random_mask
+from sep_bench.baselines.safe import SAFE, official_to_fake, random_mask
 from sep_bench.detectors import get_detector
 from sep_bench.protocol import ProtocolError
 from sep_bench.weights import WeightsSource

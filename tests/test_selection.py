@@ -34,7 +34,7 @@ def test_engine_keeps_the_test_best_epoch_and_records_every_epochs_test_metrics(
     validation/test passes, so the engine's choice is known in advance."""
     import sep_bench.engine.train as engine
     from sep_bench.engine.checkpoint import load_checkpoint
-    from sep_bench.report.commands import selection_spec
+    from sep_bench.engine.jobs.train import selection_spec
 
     val_acc, test_acc = iter([0.6, 0.9, 0.7]), iter([0.55, 0.60, 0.75])
     monkeypatch.setattr(engine, "_validate", lambda *a: {"acc": (v := next(val_acc)), "ap": v, "auc": v,
@@ -64,7 +64,8 @@ def test_engine_keeps_the_test_best_epoch_and_records_every_epochs_test_metrics(
 
 def test_selection_table_reports_the_inflation_over_seeds(tmp_path, monkeypatch):
     from sep_bench.io import write_json
-    from sep_bench.report.protocol_tables import selection_path, write_selection
+    from sep_bench.paths import selection_path
+    from sep_bench.report.protocol_tables import write_selection
 
     monkeypatch.chdir(tmp_path)
     for seed, (val, test) in enumerate((([0.6, 0.9, 0.7], [0.55, 0.60, 0.75]), ([0.8, 0.7], [0.70, 0.74]))):

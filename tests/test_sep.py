@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from sep_bench.detectors import get_detector
-from sep_bench.sep.eps import select_patch
+from sep_bench.layers.eps import select_patch
 from sep_bench.sep.model import AI, NATURE, SEP, SEPConfig, SPEC, _load_official, _views
 from sep_bench.weights import WeightsFileError, WeightsSource, parse_pretrained
 

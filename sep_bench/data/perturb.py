@@ -13,18 +13,17 @@ no randomness, so a perturbed evaluation is as reproducible as a clean one.
 from __future__ import annotations
 
 import io
-import re
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import correlate1d
 
+from sep_bench.protocol.syntax import perturbation_steps
+
 __all__ = ["parse_perturbation", "gaussian_kernel", "encode_jpeg", "jpeg", "blur", "downscale", "Perturbation"]
 
 Perturbation = Callable[[np.ndarray], np.ndarray]
-
-_STEP = re.compile(r"^(jpeg|blur|down)(\d+(?:\.\d+)?)$")
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -63,29 +62,13 @@ def downscale(img: np.ndarray, scale: float) -> np.ndarray:
 
 
 def parse_perturbation(name: str) -> Perturbation | None:
-    """The function a perturbation name stands for (None for ``none``); unknown names raise with the syntax."""
-    name = name.strip()
-    if name in ("", "none"):
+    """The function a perturbation name stands for (None for ``none``); unknown names raise with the syntax
+    (`sep_bench.protocol.syntax.perturbation_steps`)."""
+    make = {"jpeg": lambda q: (lambda x: jpeg(x, int(q))), "blur": lambda s: (lambda x: blur(x, s)),
+            "down": lambda s: (lambda x: downscale(x, s))}
+    steps: list[Perturbation] = [make[kind](value) for kind, value in perturbation_steps(name)]
+    if not steps:
         return None
-    steps: list[Perturbation] = []
-    for part in name.split("+"):
-        m = _STEP.match(part)
-        if not m:
-            raise ValueError(f"unknown perturbation {part!r} in {name!r}; use jpeg<quality>, blur<sigma>, "
-                             "down<scale>, joined by '+', e.g. 'blur1+jpeg75'")
-        kind, value = m.group(1), float(m.group(2))
-        if kind == "jpeg":
-            if not (1 <= value <= 100 and value == int(value)):
-                raise ValueError(f"{part!r}: JPEG quality must be an integer in 1..100")
-            steps.append(lambda x, q=int(value): jpeg(x, q))
-        elif kind == "blur":
-            if value <= 0:
-                raise ValueError(f"{part!r}: sigma must be > 0")
-            steps.append(lambda x, s=value: blur(x, s))
-        else:
-            if not (0 < value < 1):
-                raise ValueError(f"{part!r}: downscale factor must be in (0, 1)")
-            steps.append(lambda x, s=value: downscale(x, s))
 
     def apply(img: np.ndarray) -> np.ndarray:
         for step in steps:

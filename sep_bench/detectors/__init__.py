@@ -1,7 +1,7 @@
 """Detector API and registry.
 
 A detector is one module that builds a `DetectorSpec` and registers it, either in this package's entry-point
-group ``sep_bench.detectors`` (``pyproject.toml``: ``npr = "baselines.npr:SPEC"``) or by calling `register`.
+group ``sep_bench.detectors`` (``pyproject.toml``: ``npr = "sep_bench.baselines.npr:SPEC"``) or by calling `register`.
 External packages add detectors the same way, with no edit to the harness.
 
 Output contract (every detector): ``model(views) -> Tensor[B]``, one *fake* logit per image

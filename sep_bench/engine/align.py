@@ -21,16 +21,15 @@ A PNG re-encoding is not offered: PNG is lossless, so it changes no pixel and re
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["check_alignment", "resolve_alignment", "Alignment", "jpeg_quality", "IJG_LUMA"]
+from sep_bench.protocol.syntax import ALIGNMENT, check_alignment
 
-_NAME = re.compile(r"^(none|jpeg)(\d+)?$")
+__all__ = ["check_alignment", "resolve_alignment", "Alignment", "jpeg_quality", "IJG_LUMA"]
 
 #: The IJG (libjpeg) base luminance table, row-major; quality q scales it (see `_ijg_table`).
 IJG_LUMA = np.array([
@@ -38,17 +37,6 @@ IJG_LUMA = np.array([
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
 ], dtype=np.int64)
-
-
-def check_alignment(name: str) -> str:
-    """`name` if it is a valid alignment (see the module docstring), else a ValueError with the syntax."""
-    m = _NAME.match(name.strip())
-    if not m or (m.group(1) == "none" and m.group(2)):
-        raise ValueError(f"unknown alignment {name!r}; use none, jpeg (the real images' quality) or jpeg<quality>, "
-                         "e.g. jpeg96")
-    if m.group(2) is not None and not 1 <= int(m.group(2)) <= 100:
-        raise ValueError(f"alignment {name!r}: JPEG quality must be an integer in 1..100")
-    return name.strip()
 
 
 def _ijg_table(quality: int) -> np.ndarray:
@@ -105,7 +93,7 @@ def resolve_alignment(name: str, real_paths: Sequence[str] = (), max_files: int 
     """The `Alignment` that `name` stands for; ``jpeg`` reads the quality of up to `max_files` of `real_paths`
     (evenly spread, deterministic)."""
     name = check_alignment(name)
-    m = _NAME.match(name)
+    m = ALIGNMENT.match(name)
     if m.group(1) == "none":
         return Alignment(name, None, "params")
     if m.group(2) is not None:

@@ -21,8 +21,9 @@ import logging
 import time
 from collections import Counter
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager
 
 import pandas as pd
 
@@ -48,6 +49,72 @@ log = logging.getLogger(__name__)
 METRICS_SCHEMA = 1
 
 
+@dataclass
+class _Variant:
+    """One evaluation of the checkpoint: the clean images (``none``), a perturbation, or a protocol-axis variant."""
+
+    name: str
+    post: Callable | None = None  # applied to the decoded image in the shared pass (None: the clean image)
+    info: dict = field(default_factory=dict)  # recorded in the variant's metrics (protocol axes)
+    config: dict | None = None  # model-config overrides: a view of its own, hence a pass of its own
+    same_as: str | None = None  # the result of another variant (an alignment equal to a listed perturbation)
+    supported: bool = True  # False: recorded as unsupported, not evaluated
+    result: InferenceResult | None = None
+
+    @property
+    def shared_pass(self) -> bool:
+        return self.supported and self.config is None and self.same_as is None
+
+
+def _plan(spec: RunSpec, det, cfg, samples) -> list[_Variant]:
+    """Every variant of the evaluation, in output order: clean, perturbations, the protocol axes of the shared pass
+    (`engine.protocol_axes`: ``aligned``, ``preprocess-<rule>``), those with their own view, aliases, unsupported."""
+    perturbations = list(spec.recipe.eval.perturbations)
+    axes = axis_variants(spec, det, cfg, samples)
+    # an alignment that equals a listed perturbation (e.g. jpeg95) is that variant's result, not a second one
+    alias = {a.name: a.info["align"]["applied"] for a in axes
+             if a.name == "aligned" and a.info["align"]["applied"] in perturbations}
+    separate = [a for a in axes if a.config is not None or not a.supported]
+    info = {a.name: a.info for a in axes}
+    return [
+        _Variant("none"),
+        *(_Variant(p, parse_perturbation(p)) for p in perturbations),
+        *(_Variant(a.name, a.post, a.info) for a in axes if a.supported and a.config is None and a.name not in alias),
+        *(_Variant(a.name, info=a.info, config=a.config) for a in separate if a.supported),
+        *(_Variant(name, info=info[name], same_as=same) for name, same in alias.items()),
+        *(_Variant(a.name, info=a.info, config=a.config, supported=False) for a in separate if not a.supported),
+    ]
+
+
+def _infer(model, plan: list[_Variant], det, cfg, view, n: int, subset, loader_for, spec: RunSpec, device,
+           on_batch) -> int:
+    """Fill each variant's result: the clean image and every shared-pass variant from one decode (the variants
+    over `subset` when given), the variants with a view of their own in a pass each, aliases from their twin.
+    Returns the number of views evaluated."""
+    amp = spec.profile.amp
+    shared = [v for v in plan if v.shared_pass]  # the clean variant first
+    posts = [v.post for v in shared[1:]]
+    if subset is None:  # one pass: the clean image and every variant from one decode
+        results = infer_variants(model, loader_for(view, [None, *posts]), n, len(shared), device=device, amp=amp,
+                                 on_batch=on_batch)
+    else:  # the clean pass over every image, then the variants over the fixed subset (one decode each)
+        results = [infer(model, loader_for(view), n, device=device, amp=amp, on_batch=on_batch)]
+        if posts:
+            results += infer_variants(model, loader_for(view, posts, on_subset=True), n, len(posts), device=device,
+                                      amp=amp, on_batch=on_batch)
+    for v, res in zip(shared, results):
+        v.result = res
+    for v in (v for v in plan if v.supported and v.config is not None):
+        view_v = det.views(det.make_config({**cfg.model_dump(mode="json"), **v.config}), False, False)
+        v.result = infer(model, loader_for(view_v, on_subset=subset is not None), n, device=device, amp=amp)
+    evaluated = [v for v in plan if v.result is not None]
+    by_name = {v.name: v for v in evaluated}
+    for v in plan:
+        if v.same_as is not None:
+            v.result = by_name[v.same_as].result
+    return n + (len(subset) if subset is not None else n) * (len(evaluated) - 1)
+
+
 def evaluate(
     spec: RunSpec,
     checkpoint: Path,
@@ -56,14 +123,14 @@ def evaluate(
     *,
     tracker=None,
     progress: Callable[[str, int, int], None] | None = None,
-    perturbations: Sequence[str] = (),
     robustness_dir: Path | None = None,
     child_tracker: Callable[[str], ContextManager] | None = None,
     model=None,
     released: dict | None = None,
 ) -> dict:
-    """Evaluate the checkpoint under `spec`'s evaluation protocol, clean and under each of `perturbations`, in
-    ONE pass over the test images (decoded once; see engine.inference), and write predictions and metrics.
+    """Evaluate the checkpoint under `spec`'s evaluation protocol, clean and under each of its
+    ``eval.perturbations``, in ONE pass over the test images (decoded once; see engine.inference), and write
+    predictions and metrics.
 
     The clean pass goes to `metrics_out` / `predictions_out` and `tracker`; perturbation ``p`` (see
     data.perturb) to ``robustness_dir/<p>.{json,parquet}`` and to the tracker ``child_tracker(p)`` opens.
@@ -72,50 +139,35 @@ def evaluate(
     the metrics' ``entry`` (the table row). Returns the clean metrics, with ``perturbed``: {p: metrics}.
 
     ``eval.align`` and ``eval.preprocess`` add the variants ``aligned`` and ``preprocess-<rule>`` (see
-    engine.protocol_axes), written and tracked like the perturbations.
+    engine.protocol_axes), written and tracked like the perturbations. Steps: plan the variants (`_plan`), run
+    them (`_infer`), compute every variant's metrics before writing any (`_metrics`), write (`_write_all`).
     """
     started = time.perf_counter()
-    data = spec.profile.data
+    data, ev = spec.profile.data, spec.recipe.eval
     model_given = model is not None
-    if model is None:
-        model, meta = load_detector(checkpoint, expect=spec.detector)
-    else:  # released weights already loaded into `model` (see engine.predict.load_model); `checkpoint` is their file
-        meta = {"model_config": spec.recipe.model}
-    det = get_detector(spec.detector)
-    cfg = det.make_config(meta.get("model_config", {}))
-    device = pick_device(spec.profile.device)
-    model.to(device)
+    model, det, cfg, device = _model(spec, checkpoint, model)
     samples = evaluation_samples(data_root(spec.profile_name, data), data)
     samples = recon_samples(spec.detector, cfg, samples, "test", spec.profile_name)  # DIRE reads its maps
     row = released["name"] if released else spec.detector
-    # eval.align / eval.preprocess (engine.protocol_axes): more variants of the same pass; `native` needs a view of
-    # its own, hence its own pass
-    axes = axis_variants(spec, det, cfg, samples)
-    # an alignment that equals a listed perturbation (e.g. jpeg95) is that variant's result, not a second one
-    alias = {a.name: a.info["align"]["applied"] for a in axes
-             if a.name == "aligned" and a.info["align"]["applied"] in perturbations}
-    joint = [a for a in axes if a.supported and a.config is None and a.name not in alias]
-    separate = [a for a in axes if a.config is not None or not a.supported]
-    variants = ["none", *perturbations, *(a.name for a in joint)]
-    if len(variants) + len(separate) > 1 and robustness_dir is None:
+    plan = _plan(spec, det, cfg, samples)
+    if sum(v.same_as is None for v in plan) > 1 and robustness_dir is None:
         raise ValueError("perturbations and protocol axes need a robustness_dir for their outputs")
-    subset = variant_subset(samples, spec.recipe.eval.variant_subset)
-    extra = [parse_perturbation(v) for v in perturbations] + [a.post for a in joint]
+    subset = variant_subset(samples, ev.variant_subset)
     sub_samples = samples if subset is None else [samples[i] for i in subset]
-    total = len(samples) + (len(sub_samples) if subset is not None and (extra or separate) else 0)
+    n_shared = sum(v.shared_pass for v in plan)
+    total = len(samples) + (len(sub_samples) if subset is not None and len(plan) > 1 else 0)
     done = 0
 
     def on_batch(n: int) -> None:
         nonlocal done
         done += n
         if progress:
-            suffix = f" (+{len(variants) - 1} variants)" if len(variants) > 1 else ""
+            suffix = f" (+{n_shared - 1} variants)" if n_shared > 1 else ""
             progress(f"evaluate {row}{suffix}", done, total)
 
     efficiency.reset_peak_memory(device)
     inference_started = time.perf_counter()
     view = det.views(cfg, False, False)
-    ev = spec.recipe.eval
 
     def loader_for(view_, variants_=None, on_subset=False):
         return inference_loader(
@@ -125,26 +177,39 @@ def evaluate(
             index_offset=subset if on_subset else None,
         )
 
-    if subset is None:  # one pass: the clean image and every variant from one decode
-        results = infer_variants(model, loader_for(view, [None, *extra]), len(samples), len(variants),
-                                 device=device, amp=spec.profile.amp, on_batch=on_batch)
-    else:  # the clean pass over every image, then the variants over the fixed subset (one decode each)
-        results = [infer(model, loader_for(view), len(samples), device=device, amp=spec.profile.amp,
-                         on_batch=on_batch)]
-        if extra:
-            results += infer_variants(model, loader_for(view, extra, on_subset=True), len(samples), len(extra),
-                                      device=device, amp=spec.profile.amp, on_batch=on_batch)
-    for a in (a for a in separate if a.supported):
-        view_a = det.views(det.make_config({**cfg.model_dump(mode="json"), **a.config}), False, False)
-        results.append(infer(model, loader_for(view_a, on_subset=subset is not None), len(samples),
-                             device=device, amp=spec.profile.amp))
-        variants.append(a.name)
-    n_views = len(samples) + len(sub_samples) * (len(variants) - 1)
-    for name, same in alias.items():
-        results.append(results[variants.index(same)])
-        variants.append(name)
+    n_views = _infer(model, plan, det, cfg, view, len(samples), subset, loader_for, spec, device, on_batch)
     inference_seconds = time.perf_counter() - inference_started
-    common = {
+    common = _common(spec, model, det, checkpoint, model_given, released, row, device)
+    outputs = _metrics(spec, plan, samples, sub_samples, subset, common)
+    clean, clean_preds = outputs["none"]
+    clean["seconds"] = round(time.perf_counter() - started, 2)
+    clean["efficiency"] = _efficiency(model, view, samples, plan[0].result.kept, spec.seed, data.max_image_pixels,
+                                      device, inference_seconds, n_views)
+    if ev.perturbations:
+        clean["efficiency"]["evaluation_variants"] = n_views // len(samples)
+    _write(clean, clean_preds, metrics_out, predictions_out, tracker, plan[0].result)
+    _write_variants(spec, plan, outputs, clean, sub_samples, subset, robustness_dir, child_tracker, common, row)
+    return clean
+
+
+def _model(spec: RunSpec, checkpoint: Path, model):
+    """(model on its device, detector, model config, device): the checkpoint's, or `model` (released weights
+    already loaded, see engine.predict.load_model; `checkpoint` is then their file) with the recipe's config."""
+    if model is None:
+        model, meta = load_detector(checkpoint, expect=spec.detector)
+    else:
+        meta = {"model_config": spec.recipe.model}
+    det = get_detector(spec.detector)
+    cfg = det.make_config(meta.get("model_config", {}))
+    device = pick_device(spec.profile.device)
+    model.to(device)
+    return model, det, cfg, device
+
+
+def _common(spec: RunSpec, model, det, checkpoint: Path, model_given: bool, released: dict | None, row: str,
+            device) -> dict:
+    """What every variant's metrics record says about the weights, the checkpoint and the data."""
+    return {
         "weights": model.weights.describe(),
         "pretrained": model.weights.pretrained,
         "intended_pretrained": det.default_weights is not None,
@@ -158,46 +223,53 @@ def evaluate(
         **({"entry": row, "released": released} if released else {}),
         "device": str(device),
     }
+
+
+def _metrics(spec: RunSpec, plan: list[_Variant], samples, sub_samples, subset, common: dict) -> dict:
+    """{variant: (metrics, predictions)} of every evaluated variant, checked against the skip budget before anything
+    is written. The variants' results are cut to their subset (in subset order; the clean pass: all images)."""
     outputs = {}
-    info = {a.name: a.info for a in axes}
-    if subset is not None:  # the variants' results over their subset, in subset order (the clean pass: all)
-        results = results[:1] + [InferenceResult(r.logits[subset], r.skipped) for r in results[1:]]
-    for name, res in zip(variants, results):  # check every variant before writing anything
-        if name != "none" and subset is not None:
-            outputs[name] = _variant_metrics(spec, sub_samples, res, name, common)
-            outputs[name][0]["variant_subset"] = {"per_generator_and_class": ev.variant_subset,
-                                                  "n_images": len(sub_samples)}
+    for v in plan:
+        if v.result is None:
+            continue
+        if v.name != "none" and subset is not None:
+            v.result = InferenceResult(v.result.logits[subset], v.result.skipped)
+            outputs[v.name] = _variant_metrics(spec, sub_samples, v.result, v.name, common)
+            outputs[v.name][0]["variant_subset"] = {"per_generator_and_class": spec.recipe.eval.variant_subset,
+                                                    "n_images": len(sub_samples)}
         else:
-            outputs[name] = _variant_metrics(spec, samples, res, name, common)
-        outputs[name][0].update(info.get(name, {}))
-    seconds = round(time.perf_counter() - started, 2)
-    clean, clean_preds = outputs["none"]
-    clean["seconds"] = seconds
-    clean["efficiency"] = _efficiency(model, view, samples, results[0].kept, spec.seed, data.max_image_pixels,
-                                      device, inference_seconds, n_views)
-    if perturbations:
-        clean["efficiency"]["evaluation_variants"] = n_views // len(samples)
-    _write(clean, clean_preds, metrics_out, predictions_out, tracker, results[0])
+            outputs[v.name] = _variant_metrics(spec, samples, v.result, v.name, common)
+        outputs[v.name][0].update(v.info)
+    return outputs
+
+
+def _write_variants(spec: RunSpec, plan: list[_Variant], outputs: dict, clean: dict, sub_samples, subset,
+                    robustness_dir: Path | None, child_tracker, common: dict, row: str) -> None:
+    """The robustness folder: the clean result on the variants' subset (their baseline), each variant's metrics
+    and predictions (tracked in a child run each), and a record for each unsupported variant."""
     clean["perturbed"] = {}
-    if subset is not None and len(variants) > 1:  # the clean result on the variants' subset: their baseline
+    evaluated = [v for v in plan[1:] if v.result is not None]
+    if subset is not None and evaluated:  # the clean result on the variants' subset: their baseline
         chosen = set(subset)
-        res0 = InferenceResult(results[0].logits[subset], [r for r in results[0].skipped if r["index"] in chosen])
+        res0 = plan[0].result
+        res0 = InferenceResult(res0.logits[subset], [r for r in res0.skipped if r["index"] in chosen])
         base, base_preds = _variant_metrics(spec, sub_samples, res0, "none", common)
-        base["variant_subset"] = {"per_generator_and_class": ev.variant_subset, "n_images": len(sub_samples)}
+        base["variant_subset"] = {"per_generator_and_class": spec.recipe.eval.variant_subset,
+                                  "n_images": len(sub_samples)}
         _write(base, base_preds, robustness_dir / "clean_subset.json", robustness_dir / "clean_subset.parquet",
                None, res0)
-    for name, res in zip(variants[1:], results[1:]):
-        metrics, preds = outputs[name]
-        metrics["seconds"] = seconds
-        ctx = child_tracker(name) if child_tracker is not None else nullcontext(None)
+    for v in evaluated:
+        metrics, preds = outputs[v.name]
+        metrics["seconds"] = clean["seconds"]
+        ctx = child_tracker(v.name) if child_tracker is not None else nullcontext(None)
         with ctx as child:
-            _write(metrics, preds, robustness_dir / f"{name}.json", robustness_dir / f"{name}.parquet", child, res)
-        clean["perturbed"][name] = metrics
-    for a in (a for a in separate if not a.supported):  # recorded, so the table can say why it is empty
-        write_json(robustness_dir / f"{a.name}.json", {"perturbation": a.name, "supported": False, **a.info,
+            _write(metrics, preds, robustness_dir / f"{v.name}.json", robustness_dir / f"{v.name}.parquet", child,
+                   v.result)
+        clean["perturbed"][v.name] = metrics
+    for v in (v for v in plan if not v.supported):  # recorded, so the table can say why it is empty
+        write_json(robustness_dir / f"{v.name}.json", {"perturbation": v.name, "supported": False, **v.info,
                                                        "detector": spec.detector, "row": row, "seed": spec.seed,
                                                        "reason": "the eval view takes fixed-size inputs only"})
-    return clean
 
 
 def _pairing(spec: RunSpec) -> dict:

@@ -25,16 +25,15 @@ Variants are named ``aligned`` and ``preprocess-<rule>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from sep_bench.engine.align import resolve_alignment
+from sep_bench.protocol.syntax import PREPROCESS_RULES, check_preprocess
 
 __all__ = ["PREPROCESS_RULES", "Variant", "input_size", "preprocess_function", "native_config", "axis_variants",
            "check_preprocess"]
-
-PREPROCESS_RULES = ("official", "center_crop", "resize", "native")
 
 
 @dataclass
@@ -44,13 +43,6 @@ class Variant:
     info: dict = field(default_factory=dict)  # recorded in the variant's metrics
     config: dict | None = None  # model-config overrides for the variant's view (native); None: the detector's
     supported: bool = True
-
-
-def check_preprocess(rules: Sequence[str]) -> list[str]:
-    unknown = [r for r in rules if r not in PREPROCESS_RULES]
-    if unknown or len(set(rules)) != len(rules):
-        raise ValueError(f"eval.preprocess {list(rules)}: distinct rules out of {', '.join(PREPROCESS_RULES)}")
-    return list(rules)
 
 
 def input_size(det, cfg) -> int:

@@ -7,9 +7,12 @@ same weights as an uninterrupted run on CPU. ``last`` is written at the end of e
 protocol (hash mismatch) is never resumed, and neither is a finished run (being asked to train it again means
 code or data changed): training starts over and says so.
 
-The function `train` strings together its concerns, each in its own piece: resume (`_resume`, `_save_last`), the
-optimisation steps of one epoch with gradient accumulation (`_Steps`, engine.batching), and validation with
-checkpoint selection (`_Evaluator`, engine.selection; ``train.select_on: test`` adds a test pass per epoch).
+The function `train` strings together its concerns, each in its own piece: what a training is made of
+(`_build_run`: device, samples, alignment, seeded model, optimiser, epoch geometry), resume (`_resume`,
+`_save_last`), the loaders and the feature cache (`_loaders`), the epochs (`_fit`): the optimisation steps of one
+epoch with gradient accumulation (`_Steps`, engine.batching), then validation with checkpoint selection
+(`_end_epoch`, `_Evaluator`, engine.selection; ``train.select_on: test`` adds a test pass per epoch), and the
+summary (`_summary`).
 ``train.align`` re-encodes every training and validation image before the views (engine.align).
 """
 
@@ -43,7 +46,7 @@ from sep_bench.engine.metrics import binary_metrics, summarize_predictions
 from sep_bench.engine.selection import Selection, val_better
 from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
-from sep_bench.paths import data_root
+from sep_bench.paths import data_root, feature_cache_dir
 from sep_bench.protocol import OptimSpec, ProtocolError, RunSpec, ScheduleSpec
 from sep_bench.weights import parse_pretrained
 
@@ -137,7 +140,7 @@ def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_vi
                   seed=spec.seed)
     if align is not None and align.quality is not None:  # (absent when off: existing cache entries stay valid)
         common["align"] = align.label
-    cache_dir = Path("runs") / ".feature_cache" / spec.detector
+    cache_dir = feature_cache_dir(spec.detector)
     kwargs = dict(seed=spec.seed, batch_size=spec.recipe.eval.batch_size, num_workers=spec.recipe.eval.num_workers,
                   device=device, amp=spec.profile.amp, max_pixels=spec.profile.data.max_image_pixels,
                   progress=progress)
@@ -374,37 +377,74 @@ def _loggable(record: dict) -> dict[str, float]:
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 
-def train(
-    spec: RunSpec,
-    out_dir: Path,
-    *,
-    tracker=None,
-    progress: Progress | None = None,
-) -> TrainResult:
-    """Train `spec.detector` under `spec`; write best/last checkpoints and ``train.json`` into `out_dir`."""
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recipe, data = spec.recipe, spec.profile.data
-    det = get_detector(spec.detector)
-    cfg = det.make_config(recipe.model)
-    weights = parse_pretrained(recipe.pretrained, det.default_weights)
+@dataclass
+class _Run:
+    """What one training is made of, built once by `_build_run`: the detector, its data, model and batch plan."""
+
+    spec: RunSpec
+    out_dir: Path
+    det: object
+    cfg: object
+    weights: object
+    device: torch.device
+    dinfo: object
+    channels_last: bool
+    plan: BatchPlan
+    train_set: list
+    val_set: list
+    test_set: list
+    align: Alignment
+    model: Detector
+    optimizer: torch.optim.Optimizer
+    forward: torch.nn.Module
+    passes_per_epoch: int
+    steps_per_epoch: int
+    n_epoch: int  # images one epoch visits
+    train_view: object
+    eval_view: object
+    meta_base: dict
+
+    @property
+    def step_images(self) -> int:
+        """Images of one full optimiser step."""
+        return self.plan.accumulate * self.plan.pass_batch
+
+
+def _device(spec: RunSpec):
+    """(device, distributed info): this process's device, under torchrun its local rank's GPU."""
     device = pick_device(spec.profile.device)
     dinfo = init_distributed(device.type)
     if dinfo.enabled and device.type == "cuda":
         device = torch.device("cuda", dinfo.local_rank)
         torch.cuda.set_device(device)
-    channels_last = spec.profile.channels_last and device.type == "cuda"
-    plan = plan_batches(recipe.train, recipe.optim, dinfo.world)
+    return device, dinfo
 
+
+def _samples(spec: RunSpec, cfg) -> tuple[list, list, list]:
+    """Training, validation and (``select_on: test``) test samples, with diffusion reconstructions where the
+    detector reads them (DIRE: instead of the image; DRCT: added to training)."""
+    data, recipe = spec.profile.data, spec.recipe
     root = data_root(spec.profile_name, data)
     train_set, val_set = training_samples(root, data)
     test_set = evaluation_samples(root, data) if recipe.train.select_on == "test" else []
-    # detectors that read diffusion reconstructions (DIRE: instead of the image; DRCT: added to training)
     train_set, val_set, test_set = (recon_samples(spec.detector, cfg, s, role, spec.profile_name)
                                     for s, role in ((train_set, "train"), (val_set, "val"), (test_set, "test")))
     log.info("train %s: %d training, %d validation images%s", spec.detector, len(train_set), len(val_set),
              f", {len(test_set)} test images (select_on: test)" if test_set else "")
+    return train_set, val_set, test_set
+
+
+def _build_run(spec: RunSpec, out_dir: Path) -> _Run:
+    """Device, samples, alignment, model (seeded), optimiser, the compiled/distributed forward and the epoch
+    geometry of `spec`."""
+    recipe = spec.recipe
+    det = get_detector(spec.detector)
+    cfg = det.make_config(recipe.model)
+    weights = parse_pretrained(recipe.pretrained, det.default_weights)
+    device, dinfo = _device(spec)
+    channels_last = spec.profile.channels_last and device.type == "cuda"
+    plan = plan_batches(recipe.train, recipe.optim, dinfo.world)
+    train_set, val_set, test_set = _samples(spec, cfg)
     align = resolve_alignment(recipe.train.align, [s.path for s in (*train_set, *val_set) if s.label == 0])
 
     torch.manual_seed(spec.seed)
@@ -422,138 +462,178 @@ def train(
     if recipe.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, recipe.train.max_steps_per_epoch)
     passes_per_epoch = min(passes_per_epoch, steps_per_epoch * plan.accumulate)
-    n_epoch = min(len(train_set), passes_per_epoch * plan.pass_batch)  # images one epoch visits
-    step_images = plan.accumulate * plan.pass_batch  # images of one full optimiser step
-    train_view = _aligned(det.views(cfg, True, recipe.train.hflip), align)
-    eval_view = _aligned(det.views(cfg, False, False), align)
-    phash = spec.training_hash()
     meta_base = {
         "detector": spec.detector,
         "model_config": cfg.model_dump(mode="json"),
         "weights": {"kind": weights.kind, "ref": weights.ref, "sha256": weights.sha256},
-        "protocol_hash": phash,
+        "protocol_hash": spec.training_hash(),
         "profile": spec.profile_name,
         "seed": spec.seed,
+        **({"select_on": "test"} if recipe.train.select_on == "test" else {}),
     }
-    if recipe.train.select_on == "test":
-        meta_base["select_on"] = "test"
-    if tracker is not None and dinfo.is_main:
-        tracker.log_params({f"derived.{k}": v for k, v in {**plan.record(), "align": align.label,
-                                                            "align_source": align.source}.items()})
+    return _Run(spec, out_dir, det, cfg, weights, device, dinfo, channels_last, plan, train_set, val_set, test_set,
+                align, model, optimizer, forward, passes_per_epoch, steps_per_epoch,
+                min(len(train_set), passes_per_epoch * plan.pass_batch),
+                _aligned(det.views(cfg, True, recipe.train.hflip), align),
+                _aligned(det.views(cfg, False, False), align),
+                meta_base)
 
-    last = out_dir / "last.safetensors"
-    state = _resume(last, model, optimizer, phash, recipe.train.epochs,
-                    Selection(on=recipe.train.select_on, metric=recipe.train.select_metric), spec.detector)
 
-    def save_last(epoch: int, step: int, losses: list[float]) -> None:
-        if dinfo.is_main:
-            save_checkpoint(last, model, {**meta_base, **state.meta(epoch, step, losses)}, optimizer=optimizer,
-                            rng_state=_rng_snapshot())
-
-    # ---- frozen-backbone feature cache -----------------------------------------------------------------------
+def _loaders(run: _Run, state: _State, progress: Progress | None) -> tuple[EpochSampler, object, _Evaluator]:
+    """The training loader (with its epoch sampler) and the per-epoch evaluator, built once so that (persistent)
+    workers start once for all epochs; a frozen backbone's features come from the disk cache."""
+    spec, recipe, data, plan, dinfo = run.spec, run.spec.recipe, run.spec.profile.data, run.plan, run.dinfo
     train_feats: dict | None = None
     val_feats: dict | None = None
     if recipe.train.feature_cache:
-        if not model.frozen_features:
+        if not run.model.frozen_features:
             raise ProtocolError(f"train.feature_cache: {spec.detector} has no frozen backbone (frozen_features is "
                                 "False); set train.feature_cache: false")
-        train_feats, val_feats = _cache(model, det, cfg, weights, spec, train_set, val_set, train_view, eval_view,
-                                        device, progress, align)
-
-    # ---- loaders: built once, so (persistent) workers start once for all epochs ------------------------------
-    rank_bs = plan.rank_batch
+        train_feats, val_feats = _cache(run.model, run.det, run.cfg, run.weights, spec, run.train_set, run.val_set,
+                                        run.train_view, run.eval_view, run.device, progress, run.align)
 
     def rank_order(epoch: int) -> np.ndarray:
         """This rank's share of the epoch's order, cut after the epoch's last pass (no batch prepared in vain)."""
-        order, _ = shard_order(epoch_order(len(train_set), spec.seed, epoch, shuffle=True), plan.pass_batch, dinfo)
-        return order[: passes_per_epoch * rank_bs]
+        order, _ = shard_order(epoch_order(len(run.train_set), spec.seed, epoch, shuffle=True), plan.pass_batch, dinfo)
+        return order[: run.passes_per_epoch * plan.rank_batch]
 
     sampler = EpochSampler(rank_order, state.epoch)
-    dataset = ViewDataset(train_set, train_view, seed=spec.seed, max_pixels=data.max_image_pixels,
+    dataset = ViewDataset(run.train_set, run.train_view, seed=spec.seed, max_pixels=data.max_image_pixels,
                           features=train_feats)
-    loader = make_loader(dataset, rank_bs, recipe.train.num_workers, device, sampler, settings=spec.profile.loader)
+    loader = make_loader(dataset, plan.rank_batch, recipe.train.num_workers, run.device, sampler,
+                         settings=spec.profile.loader)
 
     def eval_loader(samples, view, features=None):
         return inference_loader(
             samples, view, seed=spec.seed, batch_size=recipe.eval.batch_size, num_workers=recipe.eval.num_workers,
-            device=device, max_pixels=data.max_image_pixels, features=features,
+            device=run.device, max_pixels=data.max_image_pixels, features=features,
             bucket_by_size=recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
         )
 
     evaluator = _Evaluator(
-        model, spec, device, val_set, eval_loader(val_set, eval_view, val_feats) if val_set and dinfo.is_main else None,
+        run.model, spec, run.device, run.val_set,
+        eval_loader(run.val_set, run.eval_view, val_feats) if run.val_set and dinfo.is_main else None,
         # the test pass sees the test images as the clean evaluation does (no training alignment)
-        test_set, eval_loader(test_set, det.views(cfg, False, False)) if test_set and dinfo.is_main else None,
+        run.test_set,
+        eval_loader(run.test_set, run.det.views(run.cfg, False, False)) if run.test_set and dinfo.is_main else None,
     )
+    return sampler, loader, evaluator
 
-    # ---- epochs --------------------------------------------------------------------------------------------
+
+def _save_last(run: _Run, state: _State, epoch: int, step: int, losses: list[float]) -> None:
+    if run.dinfo.is_main:
+        meta = {**run.meta_base, **state.meta(epoch, step, losses)}
+        save_checkpoint(run.out_dir / "last.safetensors", run.model, meta, optimizer=run.optimizer,
+                        rng_state=_rng_snapshot())
+
+
+def _end_epoch(run: _Run, state: _State, epoch: int, losses: list[float], evaluator: _Evaluator, tracker,
+               base_lr: float) -> bool:
+    """Validation (and test) metrics, the epoch record, checkpoint selection and ``last``; True to stop early
+    (plateau schedule)."""
+    recipe, dinfo = run.spec.recipe, run.dinfo
+    val, test = evaluator.epoch_metrics()
+    record = _record(epoch, losses, run.optimizer.param_groups[0]["lr"], val, test)
+    state.history.append(record)
+    if tracker is not None and dinfo.is_main:
+        tracker.log_metrics(_loggable(record), step=epoch)
+    val_improved = broadcast_flag(val is None or val_better(val, state.selection.val_best,
+                                                            recipe.train.select_metric), dinfo)
+    keep, _ = state.selection.update(epoch, val, test["mean"]["acc"] if test else None, val_improved)
+    if broadcast_flag(keep, dinfo) and dinfo.is_main:
+        save_checkpoint(run.out_dir / "best.safetensors", run.model, {**run.meta_base, "epoch": epoch, "val": val,
+                                                                      **({"test_mean_acc": test["mean"]["acc"]}
+                                                                         if test else {})})
+    stop = recipe.schedule.name == "plateau" and _plateau_step(state.plateau, val_improved, recipe, base_lr)
+    _save_last(run, state, recipe.train.epochs if stop else epoch + 1, 0, losses)
+    log.info("epoch %d/%d: %s", epoch + 1, recipe.train.epochs, "  ".join(
+        f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, float)))
+    if stop:
+        log.info("plateau schedule: lr below %g after epoch %d, stopping", recipe.schedule.min_lr, epoch + 1)
+    return stop
+
+
+def _fit(run: _Run, state: _State, progress: Progress | None, tracker) -> None:
+    """The epochs from `state`'s position to the recipe's last (or an early plateau stop)."""
+    recipe, plan = run.spec.recipe, run.plan
+    sampler, loader, evaluator = _loaders(run, state, progress)
     # the recipe's lr (scaled by the batch plan), not the optimiser's: a resumed optimiser state holds the
     # scheduled lr of its last step
-    base_lrs = [plan.lr] * len(optimizer.param_groups)
-    steps = _Steps(model, forward, optimizer, loader, plan, steps_per_epoch, passes_per_epoch, n_epoch, spec, device,
-                   channels_last, base_lrs, progress)
-    epochs = recipe.train.epochs
+    base_lrs = [plan.lr] * len(run.optimizer.param_groups)
+    steps = _Steps(run.model, run.forward, run.optimizer, loader, plan, run.steps_per_epoch, run.passes_per_epoch,
+                   run.n_epoch, run.spec, run.device, run.channels_last, base_lrs, progress)
     every = recipe.train.checkpoint_every_steps
-    for epoch in range(state.epoch, epochs):
-        model.train()
+    for epoch in range(state.epoch, recipe.train.epochs):
+        run.model.train()
         first = state.step if epoch == state.epoch else 0
-        sampler.set_epoch(epoch, first * plan.accumulate * rank_bs)
+        sampler.set_epoch(epoch, first * plan.accumulate * plan.rank_batch)
 
         def on_step(step: int, global_step: int, losses: list[float], epoch: int = epoch) -> None:
-            if every and (global_step + 1) % every == 0 and step < steps_per_epoch:
-                save_last(epoch, step, losses)
+            if every and (global_step + 1) % every == 0 and step < run.steps_per_epoch:
+                _save_last(run, state, epoch, step, losses)
 
         losses = steps.run(epoch, first, state, on_step)
         state.step, state.epoch_losses = 0, []
-        state.seen += n_epoch - first * step_images
-        check_skips(state.seen, state.skips, data.max_skip_fraction, "training")
-
-        val, test = evaluator.epoch_metrics()
-        record = _record(epoch, losses, optimizer.param_groups[0]["lr"], val, test)
-        state.history.append(record)
-        if tracker is not None and dinfo.is_main:
-            tracker.log_metrics(_loggable(record), step=epoch)
-        val_improved = broadcast_flag(val is None or val_better(val, state.selection.val_best,
-                                                                recipe.train.select_metric), dinfo)
-        keep, _ = state.selection.update(epoch, val, test["mean"]["acc"] if test else None, val_improved)
-        if broadcast_flag(keep, dinfo) and dinfo.is_main:
-            save_checkpoint(out_dir / "best.safetensors", model, {**meta_base, "epoch": epoch, "val": val,
-                                                                  **({"test_mean_acc": test["mean"]["acc"]}
-                                                                     if test else {})})
-        stop = recipe.schedule.name == "plateau" and _plateau_step(state.plateau, val_improved, recipe, base_lrs[0])
-        save_last(epochs if stop else epoch + 1, 0, losses)
-        log.info("epoch %d/%d: %s", epoch + 1, epochs, "  ".join(
-            f"{k} {v:.4g}" for k, v in record.items() if k != "epoch" and isinstance(v, float)))
-        if stop:
-            log.info("plateau schedule: lr below %g after epoch %d, stopping", recipe.schedule.min_lr, epoch + 1)
+        state.seen += run.n_epoch - first * run.step_images
+        check_skips(state.seen, state.skips, run.spec.profile.data.max_skip_fraction, "training")
+        if _end_epoch(run, state, epoch, losses, evaluator, tracker, base_lrs[0]):
             break
 
-    seconds = time.perf_counter() - started
-    sel = state.selection
+
+def _summary(run: _Run, state: _State, seconds: float) -> dict:
+    """``train.json``: what was trained, on what, and each epoch's record."""
+    spec, recipe, sel = run.spec, run.spec.recipe, state.selection
     summary = {
-        "detector": spec.detector, "profile": spec.profile_name, "protocol_hash": phash,
-        "weights": weights.describe(), "pretrained": weights.pretrained,
-        "n_train": len(train_set), "n_val": len(val_set), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-        "best_epoch": sel.epoch, "best_val": sel.selected_val, "history": state.history,
-        "skipped": {"count": sum(state.skips.values()), "by_reason": dict(state.skips)}, "seconds": round(seconds, 2),
-        "device": str(device), "processes": dinfo.world,
+        "detector": spec.detector, "profile": spec.profile_name, "protocol_hash": run.meta_base["protocol_hash"],
+        "weights": run.weights.describe(), "pretrained": run.weights.pretrained,
+        "n_train": len(run.train_set), "n_val": len(run.val_set), "epochs": recipe.train.epochs,
+        "steps_per_epoch": run.steps_per_epoch, "best_epoch": sel.epoch, "best_val": sel.selected_val,
+        "history": state.history, "skipped": {"count": sum(state.skips.values()), "by_reason": dict(state.skips)},
+        "seconds": round(seconds, 2), "device": str(run.device), "processes": run.dinfo.world,
     }
-    if plan.accumulate > 1 or recipe.optim.lr_scale != "none" or recipe.train.global_batch is not None:
-        summary["batch"] = plan.record()
-    if align.quality is not None:
-        summary["align"] = align.describe()
+    if run.plan.accumulate > 1 or recipe.optim.lr_scale != "none" or recipe.train.global_batch is not None:
+        summary["batch"] = run.plan.record()
+    if run.align.quality is not None:
+        summary["align"] = run.align.describe()
     if recipe.train.select_on == "test":
         summary.update({"seed": spec.seed, "select_on": "test", "select_metric": recipe.train.select_metric,
-                        "n_test": len(test_set), "val_best_epoch": sel.val_epoch})
-    if dinfo.is_main:
+                        "n_test": len(run.test_set), "val_best_epoch": sel.val_epoch})
+    return summary
+
+
+def train(
+    spec: RunSpec,
+    out_dir: Path,
+    *,
+    tracker=None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train `spec.detector` under `spec`; write best/last checkpoints and ``train.json`` into `out_dir`."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe = spec.recipe
+    run = _build_run(spec, out_dir)
+    main = run.dinfo.is_main
+    if tracker is not None and main:
+        tracker.log_params({f"derived.{k}": v for k, v in {**run.plan.record(), "align": run.align.label,
+                                                            "align_source": run.align.source}.items()})
+    state = _resume(out_dir / "last.safetensors", run.model, run.optimizer, run.meta_base["protocol_hash"],
+                    recipe.train.epochs, Selection(on=recipe.train.select_on, metric=recipe.train.select_metric),
+                    spec.detector)
+    _fit(run, state, progress, tracker)
+    seconds = time.perf_counter() - started
+    summary = _summary(run, state, seconds)
+    if main:
         write_json(out_dir / "train.json", summary)
-    if tracker is not None and dinfo.is_main:  # skip events summed over epochs (each epoch decodes again)
+    if tracker is not None and main:  # skip events summed over epochs (each epoch decodes again)
         skips = state.skips
         tracker.log_metrics({"skipped": sum(skips.values()), **{f"skipped.{r}": n for r, n in skips.items()}})
         tracker.set_tags({"sep_bench.skipped": sum(skips.values()),
                           "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(skips.items())) or "none",
                           "sep_bench.select_on": recipe.train.select_on})
-    if dinfo.enabled:
+    if run.dinfo.enabled:
         torch.distributed.barrier()
-    return TrainResult(out_dir / "best.safetensors", sel.epoch, sel.selected_val or {}, epochs, seconds,
+    sel = state.selection
+    return TrainResult(out_dir / "best.safetensors", sel.epoch, sel.selected_val or {}, recipe.train.epochs, seconds,
                        summary["skipped"])

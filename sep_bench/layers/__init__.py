@@ -4,6 +4,7 @@
   PatchCraft) and the convolution that applies them.
 - `dwt`: discrete wavelet transforms (pytorch_wavelets wrappers; SEP's FPM, SAFE, FatFormer).
 - `dct`: orthonormal DCT-II matrices and 2-D / block DCTs (F3Net, FreDect, AIDE).
+- `eps`: exposed-patch selection, the patch of least texture (SEP, SSP; `ensure_min_size`: also AIDE, LoTA).
 
 Modules are imported by their full path (``from sep_bench.layers.srm import SRMConv2d``); this package imports
 nothing eagerly, so a block's optional dependency only matters to the detectors that use it.

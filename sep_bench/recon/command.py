@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Callable
 
+from sep_bench import paths
 from sep_bench.recon.config import ReconConfig
 
 __all__ = ["reconstruct_detector", "detector_recon_config"]
@@ -39,7 +39,7 @@ def detector_recon_config(p, profile: str, detector: str) -> tuple[object | None
 def reconstruct_detector(p, profile: str, detector: str, *, device=None,
                          progress: Callable[[str, int, int], None] | None = None, tracker_factory=None) -> dict:
     """Run the stage for one detector; returns the manifest (with ``last_run`` statistics when it computed)."""
-    out = Path("data/recon") / profile / detector  # = stage.out_dir (not imported: the no-op path stays light)
+    out = paths.recon_dir(profile, detector)
     spec, cfg = detector_recon_config(p, profile, detector)
     if cfg is None:
         stub = {"detector": detector, "needed": False}
@@ -49,20 +49,19 @@ def reconstruct_detector(p, profile: str, detector: str, *, device=None,
             old.write_text(json.dumps(stub, indent=2, sort_keys=True) + "\n")
         return stub
     from sep_bench.data.splits import evaluation_samples, training_samples
-    from sep_bench.paths import data_root
     from sep_bench.recon.samples import images_needed
     from sep_bench.recon.stage import run_reconstruction, write_manifest
 
     data = spec.profile.data
-    root = data_root(profile, data)
+    root = paths.data_root(profile, data)
     train, val = training_samples(root, data)
     test = evaluation_samples(root, data) if cfg.use == "replace" else []
-    paths = images_needed(cfg, train, val, test)
-    log.info("reconstruct %s: %d images (%s, %s, %d steps)", detector, len(paths), cfg.method, cfg.arch, cfg.steps)
+    images = images_needed(cfg, train, val, test)
+    log.info("reconstruct %s: %d images (%s, %s, %d steps)", detector, len(images), cfg.method, cfg.arch, cfg.steps)
     from contextlib import nullcontext
 
     with (tracker_factory(spec) if tracker_factory else nullcontext(None)) as tracker:
-        stats = run_reconstruction(cfg, paths, out, device=device, progress=progress)
+        stats = run_reconstruction(cfg, images, out, device=device, progress=progress)
         old_file = out / "manifest.json"
         old = json.loads(old_file.read_text()) if old_file.exists() else {}
         if stats["computed"] == 0 and old.get("config_key") == cfg.key():

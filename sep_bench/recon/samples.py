@@ -7,7 +7,7 @@
   what the loader decodes) and whose ``source`` is the original image (what predictions should be keyed by, so
   paired tests match DIRE's rows with other detectors'), label/generator/split kept, for every role;
 - ``use: augment`` (DRCT): for role ``train`` the reconstruction of every training image is appended with the
-  label of DRCT's rule, ``drct_label(is_fake, is_reconstruction=True)`` from ``baselines.drct`` (real -> real,
+  label of DRCT's rule, ``drct_label(is_fake, is_reconstruction=True)`` from ``sep_bench.baselines.drct`` (real -> real,
   fake, real-rec and fake-rec -> fake); the generator is suffixed ``+rec``. Other roles: unchanged (DRCT does no
   reconstruction at test time).
 
@@ -59,7 +59,7 @@ def images_needed(cfg: ReconConfig, train: list[Sample], val: list[Sample], test
 
 
 def _drct_label(is_fake: bool) -> int:
-    from baselines.drct import drct_label
+    from sep_bench.baselines.drct import drct_label
 
     return int(drct_label(is_fake, True))
 

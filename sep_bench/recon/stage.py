@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sep_bench import paths
 from sep_bench.recon.config import ReconConfig
 
 __all__ = ["ROOT", "out_dir", "result_paths", "file_sha256", "run_reconstruction", "write_manifest", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
-ROOT = Path("data/recon")
+ROOT = paths.RECON_DIR
 
 
 def out_dir(profile: str, detector: str) -> Path:

@@ -24,38 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from sep_bench.detectors.ablation import ablation_base_hash, ablation_switches, ablation_tags
 from sep_bench.io import write_text
 from sep_bench.report import tables
 
 __all__ = ["ablation_switches", "ablation_base_hash", "ablation_tags", "collect_ablation", "write_ablation"]
-
-
-def ablation_switches(detector: str) -> list[str]:
-    """The boolean model-config fields of `detector` whose description marks them as ablations."""
-    from sep_bench.detectors import get_detector
-
-    fields = get_detector(detector).config.model_fields
-    return [name for name, f in fields.items() if f.annotation is bool and "(ablation)" in (f.description or "")]
-
-
-def ablation_base_hash(spec) -> str:
-    """The protocol hash of `spec` (a RunSpec) with its detector's ablation switches removed from the model."""
-    from sep_bench.protocol import _hash
-
-    switches = set(ablation_switches(spec.detector))
-    d = spec.model_dump(mode="json")
-    d["recipe"]["model"] = {k: v for k, v in d["recipe"]["model"].items() if k not in switches}
-    d.pop("seed")
-    return _hash(d)
-
-
-def ablation_tags(spec) -> dict[str, str]:
-    """The tags `sep-bench evaluate` sets so that `collect_ablation` can find and group its runs."""
-    from sep_bench.detectors import get_detector
-
-    cfg = get_detector(spec.detector).make_config(spec.recipe.model)
-    return {"sep_bench.model_config": json.dumps(cfg.model_dump(mode="json"), sort_keys=True),
-            "sep_bench.ablation_base": ablation_base_hash(spec)}
 
 
 def _label(detector: str, off: list[str]) -> str:

@@ -28,15 +28,11 @@ from sep_bench import paths
 from sep_bench.io import read_json, write_text
 from sep_bench.report.tables import run_key, strip_marks
 
-__all__ = ["selection_path", "write_selection", "write_format", "write_preprocess", "protocol_card_link",
+__all__ = ["write_selection", "write_format", "write_preprocess", "protocol_card_link",
            "FORMAT_CONTROL"]
 
 FORMAT_CONTROL = "formatonly"
 _RULES = ("official", "center_crop", "resize", "native")
-
-
-def selection_path(profile: str, row: str, seed: int) -> Path:
-    return Path("results/selection") / profile / row / f"seed{seed}.json"
 
 
 def protocol_card_link(profile: str) -> str:
@@ -83,7 +79,7 @@ def write_selection(profile: str, rows: Sequence[str], seeds: Sequence[int], ste
     for row in rows:
         recs = []
         for s in seeds:
-            f = selection_path(profile, row, s)
+            f = paths.selection_path(profile, row, s)
             if f.is_file():
                 recs.append(read_json(f))
             else:

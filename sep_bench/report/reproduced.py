@@ -36,7 +36,7 @@ from sep_bench.hostinfo import cpu_flags, cpu_model
 __all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
            "write_tables"]
 
-REFERENCE_DIR = Path("results/reference")
+REFERENCE_DIR = paths.REFERENCE_DIR
 _PACKAGES = ("torch", "torchvision", "numpy", "pillow", "scipy", "timm", "open-clip-torch", "transformers",
              "diffusers", "numba")
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "asimd", "sve")

@@ -30,6 +30,7 @@ from tabulate import tabulate
 from sep_bench.io import read_json, write_text
 
 __all__ = [
+    "fmt", "fmt_p",
     "load_metrics",
     "run_key",
     "row_name",
@@ -519,3 +520,13 @@ def write_summary_csv(metrics: list[dict], out: str | Path, ci: Mapping[str, Map
     df = pd.DataFrame(rows)
     write_text(out, df.to_csv(index=False, float_format="%.4f"))
     return df
+
+
+def fmt(v: float | None, std: float | None = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.2f}" + (f" ± {std:.2f}" if std is not None and not math.isnan(std) else "")
+
+
+def fmt_p(p: float, prefix: str = "") -> str:
+    return f"{prefix}<0.001" if p < 0.001 else f"{prefix}{'=' if prefix else ''}{p:.3f}"

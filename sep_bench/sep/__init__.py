@@ -1,16 +1,16 @@
-"""SEP, the central detector: exposed-patch selection (`eps`), spatial branch SRM + GBCSA (`sapm`), frequency
-branch DWT + enhancer (`fpm`), the assembled model and its official-checkpoint loading (`model`), and per-image
-explanations (`explain`).
+"""SEP, the central detector: exposed-patch selection (`sep_bench.layers.eps`, shared with SSP), spatial branch
+SRM + GBCSA (`sapm`), frequency branch DWT + enhancer (`fpm`), the assembled model and its official-checkpoint
+loading (`model`), and per-image explanations (`explain`).
 
-The selector is imported eagerly (light, numpy only, shared with the SSP baseline); the model, which needs
-torchvision and pytorch_wavelets, is imported on first use of its names.
+The selector is re-exported eagerly (light, numpy only); the model, which needs torchvision and pytorch_wavelets,
+is imported on first use of its names.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sep_bench.sep.eps import (
+from sep_bench.layers.eps import (
     candidate_positions,
     ensure_min_size,
     patch_scores,

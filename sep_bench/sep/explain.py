@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sep_bench.io import atomic_path
-from sep_bench.sep.eps import score_map, texture_score
+from sep_bench.layers.eps import score_map, texture_score
 from sep_bench.sep.model import SEPConfig, choose_patch
 
 __all__ = ["render_explanation"]

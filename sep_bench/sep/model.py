@@ -5,7 +5,7 @@ Independent re-implementation of 1112348/SEP-for-AIGCDetection (``models/model.p
 Single Exposed Patch for AI-Generated Image Detection".
 
 Inputs (`_views`), per image:
-- ``patch``: the exposed patch (`sep_bench.sep.eps`), 32x32 from the full decoded image (not from the crop below),
+- ``patch``: the exposed patch (`sep_bench.layers.eps`), 32x32 from the full decoded image (not from the crop below),
   ImageNet-normalised; 64 candidates in training, 256 at evaluation; images whose short side is below the patch
   size are first resized to 256x256 (the official rule).
 - ``img_dwt``: a 256x256 crop of the image in [0, 1], not normalised (RandomCrop with zero padding in training,
@@ -45,7 +45,7 @@ Documented deviations from the official code:
   sides, as torchvision CenterCrop; torchvision's RandomCrop(pad_if_needed) pads both sides by the full deficit).
 - See `sep_bench.sep.fpm` (grouped-conv enhancer, DWT resize antialias, and ``dwt_bands``: the official
   repository changed the DWT input from the HH band alone to the tiled sub-bands five days after publishing the
-  checkpoint link; ``dwt_bands: hh`` evaluates the checkpoint with the earlier input) and `sep_bench.sep.eps`.
+  checkpoint link; ``dwt_bands: hh`` evaluates the checkpoint with the earlier input) and `sep_bench.layers.eps`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from torch import nn
 
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
-from sep_bench.sep.eps import ensure_min_size, select_patch
+from sep_bench.layers.eps import ensure_min_size, select_patch
 from sep_bench.sep.fpm import DWTMap, GroupedDilatedFrequencyEnhancer, dwt_encoder
 from sep_bench.sep.sapm import GBCSA, SRMConv2d
 from sep_bench.weights import WeightsFileError, WeightsSource, load_state_dict, timm_state_dict

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from sep_bench.cli_support import ParamsOpt, console, progress, user_errors
+from sep_bench.cli.common import ParamsOpt, console, progress, user_errors
 from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
 from sep_bench.data.acquire.verify import MANIFEST_NAME, check_generators, verify_tree
 

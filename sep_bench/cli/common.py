@@ -1,15 +1,14 @@
 """What every `sep-bench` command shares: the console, user-facing errors, progress bars, params and tracking.
 
-Command modules (sep_bench/cli.py and the command functions that other modules register there) use these so
-every command behaves the same: a fixable error is one line naming the fix (exit code 2), long loops show a
-rich progress bar, and every run is tracked the same way.
+The command modules of `sep_bench.cli` use these so every command behaves the same: a fixable error is one line
+naming the fix (exit code 2), long loops show a rich progress bar, and every run is tracked the same way.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -17,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["console", "user_errors", "progress", "load", "run_tracker", "ParamsOpt", "ProfileOpt", "SeedOpt",
+__all__ = ["console", "user_errors", "progress", "load", "tracking", "is_rank0", "PARENT_RUN_ENV", "ParamsOpt", "ProfileOpt", "SeedOpt",
            "TrackingOpt", "NoTrackOpt"]
 
 console = Console(stderr=True)
@@ -93,49 +92,22 @@ def load(params: Path, profile: Optional[str]):
     return p, name
 
 
-def run_tracker(p, spec, kind: str, tracking_uri: Optional[str], no_track: bool, extra_tags: dict | None = None,
-                row: str | None = None):
-    """The MLflow run of one train/evaluate command (a null context with --no-track).
+#: the MLflow run every tracked run of one pipeline execution is nested under: set by `sep-bench pipeline` (and by a
+#: cluster submitter) for the stage commands it starts; read here, once, and passed down as an argument
+PARENT_RUN_ENV = "SEP_BENCH_PARENT_RUN_ID"
 
-    `row`: the table row the run produces when it is not the detector's (an evaluation-only entry's name).
 
-    Inside a pipeline execution (a DVC stage, or $SEP_BENCH_PIPELINE_ID set, e.g. by `sep-bench compare`) the
-    run is nested under the execution's parent run, created by whichever tracked command comes first (see
-    sep_bench.tracking).
-    """
-    if no_track or os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 logs
-        return nullcontext(None)
-    from sep_bench.detectors import get_detector
-    from sep_bench.tracking import TAG_PREFIX, Tracker, pipeline_parent, resolve_tracking_uri
-    from sep_bench.weights import parse_pretrained
+def tracking(p, tracking_uri: Optional[str], no_track: bool):
+    """Where a command's MLflow runs go (`sep_bench.tracking.Tracking`), or None with --no-track and on the
+    ranks other than 0 of a torchrun launch (only rank 0 logs)."""
+    if no_track or os.environ.get("RANK", "0") != "0":
+        return None
+    from sep_bench.tracking import Tracking, resolve_tracking_uri
 
-    tags = {
-        f"{TAG_PREFIX}kind": kind,
-        f"{TAG_PREFIX}profile": spec.profile_name,
-        f"{TAG_PREFIX}detector": spec.detector,
-        f"{TAG_PREFIX}protocol_hash": spec.protocol_hash(),
-        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
-        f"{TAG_PREFIX}seed": str(spec.seed),
-        **(extra_tags or {}),
-    }
-    if kind == "train":
-        weights = parse_pretrained(spec.recipe.pretrained, get_detector(spec.detector).default_weights)
-        tags[f"{TAG_PREFIX}pretrained"] = str(weights.pretrained).lower()
-        tags[f"{TAG_PREFIX}weights"] = weights.describe()
-    uri = resolve_tracking_uri(tracking_uri or p.tracking.uri)
-    experiment = f"{p.tracking.experiment}/{spec.profile_name}"
-    parent = pipeline_parent(uri, experiment, {
-        f"{TAG_PREFIX}profile": spec.profile_name,
-        f"{TAG_PREFIX}detectors": ",".join([*p.run.detectors, *p.released]),
-        f"{TAG_PREFIX}seeds": ",".join(map(str, p.run.seeds)),
-        f"{TAG_PREFIX}test_generators": ",".join(spec.profile.data.test_generators),
-    })
-    return Tracker(
-        uri=uri,
-        experiment=experiment,
-        run_name=f"{kind}/{row or spec.detector}/seed{spec.seed}",
-        tags=tags,
-        params={"kind": kind, **spec.flat_params()},
-        parent_run_id=parent,
-        fail_parent=parent is not None,
-    )
+    return Tracking(uri=resolve_tracking_uri(tracking_uri or p.tracking.uri), experiment=p.tracking.experiment,
+                    parent_run_id=os.environ.get(PARENT_RUN_ENV, "").strip() or None)
+
+
+def is_rank0() -> bool:
+    """Under torchrun, rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sep_bench.protocol.syntax import check_alignment, check_preprocess, perturbation_steps
+
 __all__ = [
     "ProtocolError",
     "Params",
@@ -138,8 +140,6 @@ class TrainSpec(_Strict):
     @field_validator("align")
     @classmethod
     def _align_syntax(cls, v: str) -> str:
-        from sep_bench.engine.align import check_alignment
-
         return check_alignment(v)
 
     @model_validator(mode="after")
@@ -171,24 +171,18 @@ class EvalSpec(_Strict):
     @field_validator("align")
     @classmethod
     def _align_syntax(cls, v: str) -> str:
-        from sep_bench.engine.align import check_alignment
-
         return check_alignment(v)
 
     @field_validator("preprocess")
     @classmethod
     def _rules(cls, v: list[str]) -> list[str]:
-        from sep_bench.engine.protocol_axes import check_preprocess
-
         return check_preprocess(v)
 
     @field_validator("perturbations")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from sep_bench.data.perturb import parse_perturbation
-
         for name in v:
-            parse_perturbation(name)
+            perturbation_steps(name)
         if len(set(v)) != len(v) or "none" in v:
             raise ValueError("perturbations must be distinct and not 'none' (the clean evaluation always runs)")
         return v

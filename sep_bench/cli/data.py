@@ -1,0 +1,120 @@
+"""`sep-bench data ...`: build, fetch and check datasets (the pipeline's data stage is `data prepare`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sep_bench import paths
+from sep_bench.cli.common import (
+    ParamsOpt,
+    ProfileOpt,
+    console,
+    load,
+    progress,
+    user_errors,
+)
+
+__all__ = ["register", "build_mini"]
+
+
+def register(app: typer.Typer, argv=None) -> None:
+    data_app = typer.Typer(help="Build, fetch and check datasets.", no_args_is_help=True)
+    data_app.command("build-mini")(data_build_mini)
+    data_app.command("minigen-weights")(data_minigen_weights)
+    data_app.command("prepare")(data_prepare)
+    sub = argv[0] if argv else None
+    if sub in (None, "get", "--help"):  # the download code loads only for `data get` (and the group's help)
+        from sep_bench.data.acquire.commands import get_cmd
+
+        data_app.command("get")(get_cmd)
+    app.add_typer(data_app, name="data")
+
+
+def data_build_mini(
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: data/prepared/<profile>)."),
+    params: Path = ParamsOpt,
+    profile: Optional[str] = ProfileOpt,
+    seed: Optional[int] = typer.Option(None, help="Override the profile's minigen seed."),
+    force: bool = typer.Option(False, help="Rebuild even if a matching build exists."),
+) -> None:
+    """Build the embedded offline benchmark (minigen): real photo crops and locally trained generators' fakes."""
+    with user_errors():
+        build_mini(params, profile, out, seed, force)
+
+
+def build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed: Optional[int], force: bool) -> dict:
+    from sep_bench.data.minigen import BUILD_LOG_SUFFIX, MinigenConfig, build_minigen
+    from sep_bench.protocol import ProtocolError
+
+    p, prof_name = load(params, profile)
+    data = p.profiles[prof_name].data
+    if data.source != "minigen":
+        raise ProtocolError(f"profile {prof_name!r} uses external data; build-mini needs a `source: minigen` profile")
+    m = data.minigen
+    kwargs = dict(
+        seed=m.seed if seed is None else seed, image_size=m.image_size,
+        train_generators=tuple(data.train_generators), generators=tuple(data.test_generators),
+        n_train_real=m.n_train_real, n_val_real=m.n_val_real, n_test_real=m.n_test_real,
+    )
+    if m.ae_steps is not None:
+        kwargs["ae_steps"] = m.ae_steps
+    out = out or paths.prepared_dir(prof_name)
+    with progress() as update:
+        manifest = build_minigen(out, MinigenConfig(**kwargs), force=force, progress=update)
+    console.print(f"minigen ready in {out}: " + ", ".join(
+        f"{g} {sum(sum(c.values()) for c in s.values())}" for g, s in manifest["counts"].items()))
+    if m.digest and seed is None and manifest["pixels_sha256"] != m.digest:
+        unpinned = [g for g, info in manifest["generators"].items() if info.get("weights") != "pinned"]
+        raise ProtocolError(
+            f"the minigen build in {out} is not the pinned one: its pixels digest is {manifest['pixels_sha256']}, "
+            f"params.yaml profiles.{prof_name}.data.minigen.digest expects {m.digest}. "
+            + (f"Generators {unpinned} were trained on this machine (their training settings have no pinned "
+               "weights), which is reproducible on this machine only. " if unpinned else
+               "The build uses the pinned generator weights, so this should not happen: please report it with "
+               f"{out}/minigen.json and {out}{BUILD_LOG_SUFFIX}. ")
+            + "If you changed the benchmark on purpose, set the new digest (or null) in params.yaml.")
+    console.print(f"minigen pixels digest {manifest['pixels_sha256']}"
+                  + (" (matches params.yaml)" if m.digest == manifest["pixels_sha256"] else
+                     " (no digest pinned in params.yaml)" if not m.digest else ""), highlight=False, soft_wrap=True)
+    return manifest
+
+
+def data_minigen_weights(
+    out: Optional[Path] = typer.Option(None, help="Weights file (default: the committed sep_bench/data/minigen_generators.npz)."),
+) -> None:
+    """Maintainers: retrain minigen's generators with the default training settings and write their quantised
+    weights (commit the file, then update params.yaml's minigen digest: the benchmark's pixels change)."""
+    from sep_bench.data.minigen import GENERATOR_WEIGHTS, MinigenConfig, train_generator_weights
+
+    target = out or GENERATOR_WEIGHTS
+    with progress() as update:
+        train_generator_weights(MinigenConfig(), target, progress=update)
+    console.print(f"wrote {target}; rebuild with `sep-bench data build-mini --force` and pin the new digest",
+                  highlight=False)
+
+
+def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """The pipeline's data stage: build minigen, or verify an external dataset (manifest, counts) and write its summary."""
+    from sep_bench.io import write_json
+    from sep_bench.tracking import ensure_store, resolve_tracking_uri
+
+    with user_errors():
+        p, prof_name = load(params, profile)
+        ensure_store(resolve_tracking_uri(p.tracking.uri))  # created once here, before parallel stages
+        data = p.profiles[prof_name].data
+        if data.source == "minigen":
+            build_mini(params, prof_name, None, None, False)
+            return
+        from sep_bench.data.acquire.commands import verify_external  # external data only: the download package
+
+        root = paths.data_root(prof_name, data)
+        with progress() as update:
+            summary = verify_external(data, progress=update)  # sha256 manifest, counts, the profile's generators
+        write_json(paths.prepared_dir(prof_name) / "summary.json", summary)
+        console.print(f"{root}: verified against its manifest; "
+                      f"{sum(len(v) for v in summary['counts'].values())} generator/split folders", highlight=False)
+
+
