@@ -9,28 +9,35 @@ import platform
 from functools import cache
 from pathlib import Path
 
-__all__ = ["cpu_model", "cpu_flags"]
+__all__ = ["cpu_model", "cpu_vendor", "cpu_flags"]
 
 
 @cache
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    model, flags = "", set()
+def _cpuinfo() -> tuple[str, str, frozenset[str]]:
+    model, vendor, flags = "", "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name" and not model:
                 model = value.strip()
+            elif key in ("vendor_id", "CPU implementer") and not vendor:  # x86 / ARM
+                vendor = value.strip()
             elif key in ("flags", "Features"):  # x86 / ARM
                 flags |= set(value.split())
     except OSError:
         pass
-    return model or platform.processor() or platform.machine(), frozenset(flags)
+    return model or platform.processor() or platform.machine(), vendor, frozenset(flags)
 
 
 def cpu_model() -> str:
     return _cpuinfo()[0]
 
 
-def cpu_flags() -> frozenset[str]:
+def cpu_vendor() -> str:
+    """``AuthenticAMD``, ``GenuineIntel``, an ARM implementer code, or "" where /proc/cpuinfo does not say."""
     return _cpuinfo()[1]
+
+
+def cpu_flags() -> frozenset[str]:
+    return _cpuinfo()[2]

@@ -29,7 +29,7 @@ def test_bit_identical_within_and_outside_spread_with_causes():
     checks = {c.row: c for c in rp.compare(ref, new)}
     assert checks["a"].status == "bit-identical" and checks["a"].diff == 0
     assert checks["b"].status == "within spread" and checks["b"].diff == 0.5
-    assert checks["c"].status == "outside spread" and "instruction set" in checks["c"].cause
+    assert checks["c"].status == "outside spread" and checks["c"].cause.startswith("cpu (")
     assert checks["gone"].status == "missing" and checks["new"].status == "missing"
     line = rp.verdict_line("mini", list(checks.values()))
     assert line.startswith("NOT reproduced: 3 of 5 rows") and "c" in line
@@ -37,11 +37,57 @@ def test_bit_identical_within_and_outside_spread_with_causes():
 
 def test_cause_order_data_then_protocol_then_code_then_versions():
     ref = _run({"a": _row(80.0, logits="A")})
-    assert "different data" in rp.compare(ref, _run({"a": _row(81.0, logits="X")}, digest="d2"))[0].cause
-    assert "different protocol" in rp.compare(ref, _run({"a": _row(81.0, "p2", "X")}))[0].cause
-    assert "commit c1, this run from c2" in rp.compare(ref, _run({"a": _row(81.0, logits="X")}, code="c2"))[0].cause
+    assert rp.compare(ref, _run({"a": _row(81.0, logits="X")}, digest="d2"))[0].cause.startswith("data (")
+    assert rp.compare(ref, _run({"a": _row(81.0, "p2", "X")}))[0].cause.startswith("protocol (p1 -> p2)")
+    code = rp.compare(ref, _run({"a": _row(81.0, logits="X")}, code="c2"))[0].cause
+    assert code.startswith("code (c1 -> c2)")  # no record of the row's files: the commit is all there is
     other = _run({"a": _row(81.0, logits="X")}, machine=_machine(torch="2.15.0"))
-    assert "torch 2.14.1 -> 2.15.0" in rp.compare(ref, other)[0].cause
+    assert rp.compare(ref, other)[0].cause.startswith("libraries (torch 2.14.1 -> torch 2.15.0)")
+
+
+def _factored(row_ref: dict, row_run: dict, machine_ref: dict, machine_run: dict, code=("c1", "c2")):
+    ref = _run({"a": {"0": row_ref}}, machine=machine_ref, code=code[0])
+    run = _run({"a": {"0": row_run}}, machine=machine_run, code=code[1])
+    return rp.compare(ref, run)[0]
+
+
+def test_a_commit_that_changed_no_file_the_row_reads_is_not_a_cause_and_the_cpu_is():
+    deps = {"baselines/npr.py": "m1", "sep_bench/engine/train.py": "m2"}
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": deps}
+    row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B"}
+    amd = {**_machine(isa=("avx2", "avx512f")), "vendor": "AuthenticAMD", "cpu": "AMD EPYC", "deterministic": False}
+    intel = {**amd, "vendor": "GenuineIntel", "cpu": "Intel Xeon"}
+    check = _factored(row_ref, row_run, amd, intel)
+    assert check.status == "outside spread"
+    assert check.cause.startswith("cpu (AuthenticAMD AMD EPYC") and "deterministic training off" in check.cause
+    assert "not a cause: code (c1 -> c2): no file this row's stages read changed" in check.cause
+    assert check.top_cause.startswith("cpu (")
+
+
+def test_a_changed_file_the_row_reads_ranks_before_the_cpu():
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": {"baselines/npr.py": "m1"}}
+    row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B", "code_deps": {"baselines/npr.py": "m9"}}
+    amd = {**_machine(), "vendor": "AuthenticAMD", "cpu": "AMD EPYC", "deterministic": False}
+    intel = {**amd, "vendor": "GenuineIntel", "cpu": "Intel Xeon"}
+    cause = _factored(row_ref, row_run, amd, intel).cause
+    assert cause.startswith("code (c1 -> c2): files this row reads changed: baselines/npr.py; cpu (")
+
+
+def test_with_deterministic_training_on_both_avx2_cpus_are_only_a_possible_cause():
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": {}}
+    row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B"}
+    amd = {**_machine(), "vendor": "AuthenticAMD", "cpu": "AMD EPYC", "deterministic": True}
+    intel = {**amd, "vendor": "GenuineIntel", "cpu": "Intel Xeon"}
+    assert _factored(row_ref, row_run, amd, intel, code=("c1", "c1")).cause.startswith("possibly cpu (")
+    old = {**intel, "isa": ["sse4_2"]}  # no AVX2: the deterministic mode cannot pin the same kernels
+    assert _factored(row_ref, row_run, amd, old, code=("c1", "c1")).cause.startswith("cpu (")
+
+
+def test_same_logits_but_other_weights_is_not_bit_identical():
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "weights_sha256": "W1"}
+    row_run = {**row_ref, "weights_sha256": "W2"}
+    check = _factored(row_ref, row_run, _machine(), _machine(), code=("c1", "c1"))
+    assert check.status == "within spread" and check.diff == 0
 
 
 def test_all_identical_says_reproduced():

@@ -6,13 +6,14 @@ sha256 of the fake logits (so "bit-identical" is a fact, not a rounding coincide
 commit of the code, the library versions and the machine (CPU model, instruction set) the results came from, and
 the stated cross-machine spread of each row.
 
-`compare` reads this run's metrics and predictions and classifies every row:
+`compare` reads this run's metrics and predictions and classifies every row, digests first:
 
-- ``bit-identical``: the same logits, bit for bit;
+- ``bit-identical``: the same fake logits AND (where both record them) the same trained weights, bit for bit;
 - ``within spread``: |this Mean - reference Mean| <= the row's stated spread (in ACC points);
-- ``outside spread``: with the likely cause, checked in order: the data differ (benchmark digest), the protocol
-  differs (protocol hash), the code differs (commit), the library versions differ, the CPU's instruction set
-  differs;
+- ``outside spread``: with every factor that differs, ranked by whether it can change that row's bits
+  (`sep_bench.report.verdict`): data digest, protocol hash, the code files the row's stages read (DVC's hashes in
+  ``dvc.lock``; a commit that changed none of them is not a cause), library versions, deterministic mode,
+  threads, CPU (vendor, model, instruction sets);
 - ``missing``: in the reference but not in this run (or the other way round).
 
 The verdict line (`verdict_line`) is what ``make pipeline`` prints last.
@@ -31,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from sep_bench import paths
-from sep_bench.hostinfo import cpu_flags, cpu_model
+from sep_bench.hostinfo import cpu_flags, cpu_model, cpu_vendor
+from sep_bench.report.verdict import code_hashes, factors, likely_cause
 
 __all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
            "write_tables"]
@@ -46,8 +48,9 @@ DEFAULT_SPREAD = 0.0
 CODE_PATHS = ("sep_bench", "baselines", "pyproject.toml", "requirements.lock", "params.yaml", "dvc.yaml")
 
 
-def machine_info() -> dict:
-    """CPU model, instruction-set flags, the CPU capability torch dispatches to, threads and library versions."""
+def machine_info(deterministic: bool | None = None) -> dict:
+    """CPU vendor, model, instruction-set flags, the CPU capability torch dispatches to, threads, the profile's
+    deterministic mode and library versions."""
     import torch
 
     flags = cpu_flags()
@@ -59,6 +62,8 @@ def machine_info() -> dict:
             pass
     return {
         "cpu": cpu_model(),
+        "vendor": cpu_vendor(),
+        "deterministic": deterministic,
         "arch": platform.machine(),
         "isa": sorted(f for f in _ISA_FLAGS if f in flags),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -87,8 +92,21 @@ def _logits_sha256(predictions: Path) -> str | None:
     return h.hexdigest()
 
 
-def snapshot(profile: str) -> dict:
-    """This run's results: {rows: {row: {seed: {mean_acc, protocol_hash, logits_sha256}}}, data_digest, machine}."""
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _row_stages(row: str, seed: str) -> list[str]:
+    return [f"train@{row}-{seed}", f"evaluate@{row}-{seed}", f"evaluate_released@{row}-{seed}"]
+
+
+def snapshot(profile: str, deterministic: bool | None = None) -> dict:
+    """This run's results: {rows: {row: {seed: {mean_acc, protocol_hash, logits_sha256, weights_sha256,
+    code_deps}}}, data_digest, machine, code}. `code_deps`: the hashes DVC recorded (``dvc.lock``) for the code the
+    row's stages read."""
     rows: dict[str, dict[str, dict]] = {}
     for metrics_file in sorted(paths.metrics_dir(profile).glob("*/seed*.json")):
         m = json.loads(metrics_file.read_text())
@@ -98,18 +116,21 @@ def snapshot(profile: str) -> dict:
             "mean_acc": round(100 * m["mean"]["acc"], 4),
             "protocol_hash": m.get("protocol_hash"),
             "logits_sha256": _logits_sha256(pred),
+            "weights_sha256": _file_sha256(paths.train_dir(profile, row, int(seed)) / "best.safetensors"),
+            "code_deps": code_hashes(Path("dvc.lock"), _row_stages(row, seed)),
         }
     from sep_bench.tracking import git_state
 
     git = git_state(Path("."), CODE_PATHS)  # a run rewrites results/ and dvc.lock: those are not code
     code = git["git.commit"][:12] + ("+changes" if git["git.dirty"] == "true" else "")
-    return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(), "code": code,
-            "rows": rows}
+    return {"profile": profile, "data_digest": _data_digest(profile), "machine": machine_info(deterministic),
+            "code": code, "rows": rows}
 
 
-def write_reference(profile: str, spreads: dict[str, float] | None = None, note: str = "") -> Path:
+def write_reference(profile: str, spreads: dict[str, float] | None = None, note: str = "",
+                    deterministic: bool | None = None) -> Path:
     """Commit-ready reference of the current results (``results/reference/<profile>.json``)."""
-    snap = snapshot(profile)
+    snap = snapshot(profile, deterministic)
     old = _read(REFERENCE_DIR / f"{profile}.json") or {}
     keep = old.get("spread_acc_points", {})
     snap["spread_acc_points"] = {row: (spreads or {}).get(row, keep.get(row, DEFAULT_SPREAD)) for row in snap["rows"]}
@@ -135,6 +156,7 @@ class RowCheck:
     reproduced: float | None
     status: str  # bit-identical | within spread | outside spread | missing
     cause: str = ""
+    top_cause: str = ""  # the highest-ranked differing factor (the verdict line groups rows by it)
 
     @property
     def diff(self) -> float | None:
@@ -143,22 +165,11 @@ class RowCheck:
         return round(self.reproduced - self.reference, 4)
 
 
-def _likely_cause(ref: dict, run: dict, ref_row: dict, run_row: dict) -> str:
-    if ref.get("data_digest") and run.get("data_digest") and ref["data_digest"] != run["data_digest"]:
-        return "different data (benchmark digest differs)"
-    if ref_row.get("protocol_hash") != run_row.get("protocol_hash"):
-        return "different protocol (protocol hash differs)"
-    if ref.get("code") and run.get("code") and ref["code"] != run["code"]:
-        return f"different code (the reference is from commit {ref['code']}, this run from {run['code']})"
-    rv, nv = ref.get("machine", {}).get("versions", {}), run.get("machine", {}).get("versions", {})
-    changed = [f"{p} {rv[p]} -> {nv.get(p)}" for p in rv if nv.get(p) != rv[p]]
-    if changed:
-        return "different library versions: " + ", ".join(changed)
-    rm, nm = ref.get("machine", {}), run.get("machine", {})
-    if (rm.get("isa"), rm.get("arch"), rm.get("threads")) != (nm.get("isa"), nm.get("arch"), nm.get("threads")):
-        return (f"different CPU (instruction set {'/'.join(rm.get('isa', []))} -> {'/'.join(nm.get('isa', []))}, "
-                f"threads {rm.get('threads')} -> {nm.get('threads')})")
-    return "unknown: same data, protocol, libraries and CPU type"
+def _same_bits(a: dict, b: dict) -> bool:
+    """The same logits, and the same weights where both sides recorded them (released rows have none)."""
+    if not a.get("logits_sha256") or a["logits_sha256"] != b.get("logits_sha256"):
+        return False
+    return not (a.get("weights_sha256") and b.get("weights_sha256")) or a["weights_sha256"] == b["weights_sha256"]
 
 
 def compare(reference: dict, run: dict) -> list[RowCheck]:
@@ -175,14 +186,16 @@ def compare(reference: dict, run: dict) -> list[RowCheck]:
                                        f"not in {where}"))
                 continue
             check = RowCheck(row, seed, a["mean_acc"], b["mean_acc"], "")
-            if a.get("logits_sha256") and a["logits_sha256"] == b.get("logits_sha256"):
+            found = factors(reference, run, a, b)
+            cause = likely_cause(found)
+            check.top_cause = found[0].describe() if found else "unknown"
+            if _same_bits(a, b):
                 check.status = "bit-identical"
             elif abs(check.diff) <= spreads.get(row, DEFAULT_SPREAD) + 1e-9:
                 check.status = "within spread"
-                check.cause = _likely_cause(reference, run, a, b) if check.diff else ""
+                check.cause = cause if check.diff else ""
             else:
-                check.status = "outside spread"
-                check.cause = _likely_cause(reference, run, a, b)
+                check.status, check.cause = "outside spread", cause
             checks.append(check)
     return checks
 
@@ -198,16 +211,16 @@ def verdict_line(profile: str, checks: list[RowCheck], reference_found: bool = T
     if not bad:
         detail = f"{same} of {n} rows bit-identical" + (f", {within} within the stated spread" if within else "")
         return f"reproduced: {detail} (committed reference results/reference/{profile}.json)"
-    causes = sorted({c.cause for c in bad})
+    causes = sorted({c.top_cause or c.cause for c in bad})
     return (f"NOT reproduced: {len(bad)} of {n} rows differ from the committed reference "
             f"({', '.join(f'{c.row}' for c in bad[:6])}{'...' if len(bad) > 6 else ''}); likely cause: "
             f"{'; '.join(causes)}. Details: results/tables/{profile}_reproduced.md")
 
 
-def write_tables(profile: str) -> tuple[str, list[Path]]:
+def write_tables(profile: str, deterministic: bool | None = None) -> tuple[str, list[Path]]:
     """``results/tables/<profile>_reproduced.{md,csv}`` and the verdict line."""
     reference = _read(REFERENCE_DIR / f"{profile}.json")
-    run = snapshot(profile)
+    run = snapshot(profile, deterministic)
     checks = compare(reference, run) if reference else []
     line = verdict_line(profile, checks, reference is not None)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
