@@ -69,7 +69,7 @@ def pipeline(
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     with user_errors():
-        line, _ = write_tables(prof_name)
+        line, _ = write_tables(prof_name, p.profiles[prof_name].deterministic)
     console.print("tables: results/tables/  plots: results/plots/  runs: sep-bench ui", highlight=False)
     console.print(line, highlight=False, soft_wrap=True)  # the last line: the reproduced-vs-committed verdict
 

@@ -300,11 +300,13 @@ def reproduced(
     from sep_bench.report.reproduced import snapshot, write_reference, write_tables
 
     with user_errors():
-        _, prof_name = load(params, profile)
+        p, prof_name = load(params, profile)
+        deterministic = p.profiles[prof_name].deterministic
         if update_reference:
             spreads = _spreads(spread or [], list(snapshot(prof_name)["rows"]))
-            console.print(f"reference written: {write_reference(prof_name, spreads, note)}", highlight=False)
-        line, _ = write_tables(prof_name)
+            written = write_reference(prof_name, spreads, note, deterministic)
+            console.print(f"reference written: {written}", highlight=False)
+        line, _ = write_tables(prof_name, deterministic)
         console.print(line, highlight=False, soft_wrap=True)
 
 
