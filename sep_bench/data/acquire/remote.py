@@ -14,6 +14,13 @@ ordinary one-disk zip, so every offset in it is global:
 4. the members are then read from the spans by `extract.ZipReader` (size and CRC-32 of every member checked) and
    written by the safe extraction of `extract.extract_zip_reader`.
 
+A 206 answer can carry the right ``Content-Range`` and the wrong bytes; nothing in the transfer can tell. So span
+files are never trusted by their size: each one's sha256 is recorded when it is written and checked before it is
+reused in a later run; the members a reused span holds are CRC-checked before extraction (a span that fails is
+deleted, the user told, and fetched again in the same run); an index that does not parse, or a member that fails
+its CRC or local header during extraction, deletes the spans involved (the member's and the index's) and the
+error names the cache folder, so the next run against an honest server fetches them anew.
+
 The PyPI package ``remotezip`` reads a remote zip with Range requests but only over one URL; it cannot span 500
 slices served by separate URLs, hence this module. Slices already on disk (``--root`` with ``GenImage.z000``...)
 are read in place by `extract.MultiFile`; only the member selection (`member_selector`) is shared.

@@ -19,6 +19,12 @@
   or the Dataverse slices ``GenImage.z000``...); GenImage archives are checked against a community md5 list
   (see `verify.genimage_md5`): a mismatch is a warning, and ``--trust-sha256`` pins a copy.
 
+Everything a service sends is untrusted: every name taken from a listing (Dataverse ``filename``,
+``directoryLabel``, ``originalFileName``; ModelScope ``Path``; Hub tree paths; repository ids) is checked by
+`safepath` before it becomes a path (a violation is an error naming the entry and the service), sizes and ids
+must be non-negative integers, listings are read within `ctx.policy` (time, rate, size, pages, entries), and
+every download stays inside `ctx.cache`.
+
 Sources are looked up by name in `SOURCES`; each is a function ``fetch(ctx) -> Payload``.
 """
 

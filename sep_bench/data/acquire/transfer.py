@@ -24,8 +24,8 @@ import requests
 
 from sep_bench.data.acquire.catalog import AcquireError
 
-__all__ = ["Policy", "RateWatch", "NetworkError", "TooSlow", "Interrupted", "body_chunks", "network_error", "describe", "check_redirect", "host_of",
-           "ALLOWED_SCHEMES"]
+__all__ = ["Policy", "RateWatch", "NetworkError", "TooSlow", "Interrupted", "body_chunks", "network_error", "describe",
+           "check_redirect", "host_of", "ALLOWED_SCHEMES"]
 
 ALLOWED_SCHEMES = ("http", "https")
 
