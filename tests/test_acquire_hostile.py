@@ -381,12 +381,51 @@ def test_a_redirect_to_another_scheme_is_refused_not_read_as_a_bad_archive(serve
     assert "zip" not in line.lower().replace("genimage", "")
 
 
-def test_an_unreachable_service_is_a_one_line_network_error(tmp_path):
+@pytest.mark.parametrize("source", ["modelscope", "dataverse"])  # hf: huggingface_hub retries for ~25 s first
+def test_an_unreachable_service_is_a_one_line_network_error(tmp_path, source):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    res = runner.invoke(app, ["data", "get", "aigcbench", "--endpoint", f"http://127.0.0.1:{port}",
-                              "--out", str(tmp_path / "o")])
+    bench = "aigcbench" if source == "modelscope" else "genimage"
+    res = runner.invoke(app, ["data", "get", bench, "--source", source, "--endpoint", f"http://127.0.0.1:{port}",
+                              "--out", str(tmp_path / "o"), "-g", "ADM"])
     line = _error_line(res)
-    assert _has(line, f"network error talking to 127.0.0.1:{port}", "the connection failed",
-                "check the network"), line
+    assert _has(line, f"network error talking to 127.0.0.1:{port}", "the connection failed", "check the network"), line
+    assert "zip" not in line.lower()
+
+
+def test_a_hostile_listed_digest_or_size_is_refused(server, storage, tmp_path):
+    _, blob = big_archive()
+    serve_dataverse(server, storage, blob, slice_size=50_000)
+    _add_dataverse_entry(server, {"label": "x.csv", "dataFile": {"id": 78, "filename": "x.csv", "filesize": 3,
+                                                                  "md5": "../../../etc/passwd"}})
+    line = _error_line(_dv(server, tmp_path / "out", "-g", "ADM"))
+    assert _has(line, f"Dataverse {DOI}", "the listed md5 of 'x.csv'", "not a md5 digest"), line
+    serve_dataverse(server, storage, blob, slice_size=50_000)
+    _add_dataverse_entry(server, {"label": "y.csv", "dataFile": {"id": 79, "filename": "y.csv", "filesize": -5}})
+    line = _error_line(_dv(server, tmp_path / "out", "-g", "ADM"))
+    assert _has(line, "the size of 'y.csv' is -5, not a non-negative integer"), line
+    assert not storage.requests
+
+
+def test_a_shard_with_a_listed_digest_that_is_not_parquet_is_deleted_and_an_honest_rerun_succeeds(server, tmp_path,
+                                                                                                  monkeypatch):
+    from huggingface_hub import constants
+
+    from tests.test_acquire_http import _tiny_rows
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    shard = "data/train-00000-of-00001.parquet"
+    _fake_hub(server, "TheKernel01/Tiny-GenImage", {shard: b"PAR1 this is not parquet PAR1"})  # digest matches
+    cache, out = tmp_path / "cache", tmp_path / "genimage"
+    args = ["data", "get", "genimage", "--source", "hf", "--endpoint", server.url, "--out", str(out), "--cache",
+            str(cache), "-g", "ADM"]
+    line = _error_line(runner.invoke(app, args))
+    local = cache / "hf" / "TheKernel01__Tiny-GenImage" / "data"
+    assert _has(line, "not a readable parquet shard", str(local), "was deleted", "run the command again"), line
+    assert not (local / "train-00000-of-00001.parquet").exists()
+    _fake_hub(server, "TheKernel01/Tiny-GenImage", {shard: parquet_shard(_tiny_rows("train"))})
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert summarize(read_layout(out, "genimage"))["imagenet_ai_0508_adm"]["train"]["fake"] == 4

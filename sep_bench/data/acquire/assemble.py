@@ -33,7 +33,7 @@ from sep_bench.data.acquire import safepath
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator
 from sep_bench.data.acquire.download import Progress, discard
 from sep_bench.data.acquire.extract import ArchiveError, ArchiveGroup, Limits, extract, group_archives, is_archive_name
-from sep_bench.data.acquire.normalise import convert_parquet, normalise_tree
+from sep_bench.data.acquire.normalise import ShardError, convert_parquet, normalise_tree
 from sep_bench.data.acquire.remote import member_selector
 from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
 from sep_bench.data.acquire.verify import (
@@ -85,6 +85,20 @@ def _extract_downloaded(grp: ArchiveGroup, dest: Path, limits: Limits, progress:
             discard(cache, p)
         raise ArchiveError(f"{err}; the downloaded file(s) {', '.join(p.name for p in cached)} in "
                            f"{cached[0].parent} were deleted: run the command again to fetch them anew") from None
+
+
+def _convert_downloaded(payload: Payload, tree: Path, bench: Benchmark, wanted: set[str], ctx, rep: dict) -> Counter:
+    """`convert_parquet` of the payload's shards; a shard that cannot be read is deleted from the download cache
+    and the error says so (a rerun fetches it anew)."""
+    try:
+        return convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress,
+                               fakes_only=bool(payload.real_dirs), report=rep)
+    except ShardError as err:
+        if err.path not in set(payload.downloaded):
+            raise
+        discard(ctx.cache, err.path)
+        raise AcquireError(f"{err}; the downloaded shard {err.path.name} in {err.path.parent} was deleted: run the "
+                           "command again to fetch it anew") from None
 
 
 def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress | None, bench: Benchmark,
@@ -168,8 +182,7 @@ def acquire(
         pairing = {g.folder: "benchmark" for g in todo}
         if payload.shards:
             rep: dict = {}
-            counts += convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress,
-                                      fakes_only=bool(payload.real_dirs), report=rep)
+            counts += _convert_downloaded(payload, tree, bench, wanted, ctx, rep)
             payload.provenance["parquet_rows"] = rep
             if rep["reals_shared"] or (payload.repo is not None and payload.repo.shared_reals
                                        and not rep["reals_recovered"]):

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -244,6 +245,22 @@ def _listed_int(value, what: str, service: str) -> int:
     return value
 
 
+_DIGEST_LEN = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+
+
+def _dataverse_checksum(df: dict, name: str, service: str) -> tuple[str, str] | None:
+    """``(algorithm, hex digest)`` a Dataverse file entry lists (``md5``, else ``checksum{type, value}``)."""
+    cs = df.get("checksum") if isinstance(df.get("checksum"), dict) else {}
+    algo, value = ("md5", df["md5"]) if df.get("md5") else (str(cs.get("type") or "").replace("-", "").lower(),
+                                                             cs.get("value"))
+    if not value or algo not in _DIGEST_LEN:
+        return None
+    if not isinstance(value, str) or len(value) != _DIGEST_LEN[algo] or not re.fullmatch(r"[0-9a-fA-F]+", value):
+        raise AcquireError(f"{service}: the listed {algo} of {name!r} is {str(value)[:80]!r}, not a {algo} digest; "
+                           "refused")
+    return algo, value.lower()
+
+
 def _dataverse_files(entries: list, service: str, policy: Policy) -> list[tuple[str, str, dict]]:
     """``(file name, folder, dataFile)`` of each listed file, every name checked (`safepath`)."""
     if len(entries) > policy.max_listing_entries:
@@ -303,13 +320,7 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
         ingested = bool(df.get("originalFileFormat"))
         if ingested:  # tabular files are served converted unless the original is asked for
             name = df.get("originalFileName") or name
-        md5 = df.get("md5") or ((df.get("checksum") or {}).get("value")
-                                if (df.get("checksum") or {}).get("type", "").upper() == "MD5" else None)
-        checksum = None
-        if md5:
-            checksum = ("md5", md5)
-        elif (cs := df.get("checksum")) and cs.get("type", "").upper() in ("SHA-1", "SHA-256", "SHA-512"):
-            checksum = (cs["type"].replace("-", "").lower(), cs["value"])
+        checksum = _dataverse_checksum(df, name, service)
         url = f"{base}/api/access/datafile/{int(df['id'])}" + ("?format=original" if ingested else "")
         size = None if ingested or df.get("filesize") is None else _listed_int(df["filesize"], f"the size of {name!r}",
                                                                                 service)
@@ -497,6 +508,17 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
+def _hub_transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP client huggingface_hub uses (httpx or its successor httpx2), if any."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def fetch_hf(ctx: FetchContext) -> Payload:
     try:
         from huggingface_hub import HfApi, constants, hf_hub_url
@@ -538,8 +560,11 @@ def fetch_hf(ctx: FetchContext) -> Payload:
                            "`hf auth login`)") from None
     except RepositoryNotFoundError:
         raise AcquireError(f"{repo.repo_id}: no such dataset repository (or it is private: set HF_TOKEN)") from None
-    except (HfHubHTTPError, OSError) as err:
-        raise AcquireError(f"{repo.repo_id}: cannot list the repository ({err})") from None
+    except (HfHubHTTPError, OSError, *_hub_transport_errors()) as err:
+        where = host_of(endpoint or constants.ENDPOINT)
+        raise NetworkError(f"{repo.repo_id}: cannot list the repository at {where} ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:160]}); check the network and --endpoint / HF_ENDPOINT, "
+                           "then run the command again") from None
     files = [e for e in entries if e.path.endswith(".parquet") or is_archive_name(Path(e.path).name)]
     if not files:
         raise AcquireError(f"{repo.repo_id}: no parquet shards or archives in the repository")
