@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from sep_bench.data.acquire import safepath
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
 from sep_bench.data.acquire.download import Progress
 from sep_bench.data.layouts import IMAGE_SUFFIXES
@@ -55,8 +56,10 @@ def _enclosing_generator(bench: Benchmark, start: Path, top: Path) -> tuple[Gene
     return None, None
 
 
-def _place(src: Path, dst: Path, mode: str) -> bool:
-    """Move (or hard-link/copy) one file; False when an identical file is already there."""
+def _place(src: Path, dst: Path, mode: str, root: Path) -> bool:
+    """Move (or hard-link/copy) one file to `dst` inside the tree `root` (no link followed on the way); False when
+    an identical file is already there."""
+    safepath.guard(root, dst, "write")
     if dst.exists():
         if filecmp.cmp(src, dst, shallow=False):
             return False
@@ -115,7 +118,7 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 if classes is not None and cls not in classes:
                     continue
                 for f in _images(cdir):
-                    if _place(f, dest / g.folder / split / cls / f.relative_to(cdir), mode):
+                    if _place(f, dest / g.folder / split / cls / f.relative_to(cdir), mode, dest):
                         counts[g.folder] += 1
     else:
         units = []
@@ -146,7 +149,7 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 if classes is not None and cls not in classes:
                     continue
                 for f in _images(cdir):
-                    if _place(f, base / cls / f.relative_to(cdir), mode):
+                    if _place(f, base / cls / f.relative_to(cdir), mode, dest):
                         counts[g.folder] += 1
     if skipped:
         log.info("not requested, left out: %s", ", ".join(sorted(skipped)))
@@ -348,13 +351,14 @@ def _convert_shard(path: Path, shard_name: str, dest: Path, bench: Benchmark, wa
             cls = ("ai", "nature") if bench.layout == "genimage" else ("1_fake", "0_real")
             folder = (dest / g.folder / split / cls[1 - label]) if bench.layout == "genimage" else (
                 dest / g.folder / cls[1 - label])
-            folder.mkdir(parents=True, exist_ok=True)
+            safepath.mkdir(dest, folder)
             target = folder / _safe_name(ipath, data, digest)
             if target.exists():
                 if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
                     continue
                 target = target.with_name(f"{target.stem}_{digest[:8]}{target.suffix}")
-            target.write_bytes(data)
+            with safepath.open_write(dest, target, "wb") as f:
+                f.write(data)
             counts[g.folder] += 1
         done += batch.num_rows
         if progress is not None:
