@@ -244,6 +244,7 @@ def acquire(
             gens_meta[g.folder] = {"display": g.display, "source": source, "acquired": now,
                                    "files": sum(1 for r in files if r.split("/", 1)[0] == g.folder),
                                    "data_pairing": pairing[g.folder]}
+        safepath.guard(out, out / MANIFEST_NAME, "write")
         manifest = build_manifest(out, bench.layout, files=None if unmarked else full,  # unmarked: hash it all
                                   extra={"benchmark": bench.name, "licence": bench.licence,
                                          "data_pairing": {**(prev.get("data_pairing") or {}), **pairing},
