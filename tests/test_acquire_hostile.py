@@ -314,19 +314,25 @@ def test_a_trickling_listing_is_a_network_error_naming_the_host(server, storage,
     serve_dataverse(server, storage, blob, slice_size=50_000)
     server.trickle[LISTING] = 0.05
     monkeypatch.setenv("SEP_BENCH_RATE_WINDOW", "0.4")
+    canary = Canary(tmp_path / "outside", ("keep.txt",))
+    t0 = time.monotonic()
     line = _error_line(_dv(server, tmp_path / "out", "-g", "ADM"))
+    assert time.monotonic() - t0 < 10
     assert _has(line, f"Dataverse {DOI}: network error talking to {server.url.split('//')[1]}", "below the minimum",
                 "check the network"), line
+    assert canary.untouched() and not storage.requests
 
 
 def test_the_deadline_stops_a_run_that_is_slow_but_not_below_the_rate(server, tmp_path):
     blob = _aigc_zip(tmp_path)
     serve_modelscope(server, {"AIGCDetectionBenchMark/test_set.zip": blob})
     server.trickle[MS] = 0.001
+    canary = Canary(tmp_path / "outside", ("keep.txt",))
     t0 = time.monotonic()
     line = _error_line(_ms(server, tmp_path / "aigcbench", "--deadline", "0.01", "--min-rate", "0.1"))
     assert time.monotonic() - t0 < 10
     assert _has(line, "deadline of 1 s passed", "run the command again to resume", "--deadline"), line
+    assert canary.untouched()
 
 
 def test_an_endless_paged_listing_stops_at_the_page_cap(server, tmp_path, monkeypatch):
@@ -375,10 +381,12 @@ def test_a_redirect_to_another_scheme_is_refused_not_read_as_a_bad_archive(serve
     parts = serve_dataverse(server, storage, blob, slice_size=50_000)
     for i in range(len(parts)):
         server.redirects[f"/api/access/datafile/{100 + i}"] = target
+    canary = Canary(tmp_path / "outside", ("keep.txt",))
     line = _error_line(_dv(server, tmp_path / "out", "-g", "ADM"))
     host = server.url.split("//")[1]
     assert _has(line, f"{host} redirected to a {target.split(':')[0]}: URL", "only http and https"), line
-    assert "zip" not in line.lower().replace("genimage", "")
+    assert "zip" not in line.lower() and not storage.requests and canary.untouched()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("source", ["modelscope", "dataverse"])  # hf: huggingface_hub retries for ~25 s first

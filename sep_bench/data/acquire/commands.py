@@ -91,8 +91,8 @@ def get_cmd(
     rate_window: Optional[float] = typer.Option(
         None, "--rate-window", min=0, help="Seconds over which --min-rate is measured (default 60; 0: no check)."),
     deadline: Optional[float] = typer.Option(
-        None, "--deadline", min=0, help="Stop with an error after this many minutes (default: none; downloads "
-        "resume on the next run)."),
+        None, "--deadline", min=0, help="Stop downloading with an error once this many minutes have passed "
+        "(default: none; downloads resume on the next run)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Download (or take from --root), verify, extract and normalise a benchmark into the canonical tree.
