@@ -25,7 +25,7 @@ from pathlib import Path
 from sep_bench.data.acquire.catalog import AcquireError
 
 __all__ = ["UnsafePathError", "check_name", "check_relpath", "inside", "guard", "unlink", "replace", "mkdir",
-           "open_write", "write_text"]
+           "open_write", "write_text", "shown"]
 
 _MAX_NAME = 255  # bytes, the usual file-system limit of one component
 _MAX_PATH = 4096
@@ -78,6 +78,12 @@ def check_relpath(path: str, *, what: str, service: str) -> str:
             raise UnsafePathError(f"{service}: {what} {path!r}: component {part!r} {why}; refused (a listing must "
                                   "name files inside the dataset)")
     return path
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """`text` from a service, safe to print: as it is when printable, else its repr (no terminal escapes)."""
+    text = str(text)[:limit]
+    return text if text.isprintable() else repr(text)
 
 
 def inside(root: Path, rel: str, *, what: str, service: str) -> Path:

@@ -472,7 +472,8 @@ def fetch_modelscope(ctx: FetchContext) -> Payload:
         shown = sorted(listing)[:40]
         raise AcquireError(f"ModelScope {ds} (revision {rev}): no {' or '.join(names)} in any folder; the repository "
                            f"holds {len(listing)} file(s)"
-                           + (": " + ", ".join(f"{p} ({human_bytes(listing[p]['size'] or 0)})" for p in shown)
+                           + (": " + ", ".join(f"{safepath.shown(p)} ({human_bytes(listing[p]['size'] or 0)})"
+                                                for p in shown)
                               + (" ..." if len(listing) > len(shown) else "") if listing else "")
                            + ". Pass --repo for another dataset, or download the test set by hand and use --root")
     ctx.confirm(sum(listing[p].get("size") or 0 for p in wanted_files), f"ModelScope {ds}: {', '.join(wanted_files)}")

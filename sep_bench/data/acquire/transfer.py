@@ -151,7 +151,7 @@ def check_redirect(response: requests.Response, target: str | None, policy: Poli
     scheme = urlsplit(absolute).scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         raise NetworkError(f"{host_of(response.url)} redirected to a {scheme or 'scheme-less'}: URL "
-                           f"({absolute[:120]}); "
+                           f"({absolute[:120]!r}); "
                            "only http and https redirects are followed: the service (or --endpoint) is not one "
                            "sep-bench can trust for this download")
     return target
