@@ -136,3 +136,18 @@ def test_the_write_time_guard_refuses_links_and_paths_outside_the_root(planted):
     assert (root / "sub" / "mine").read_bytes() == b"xy"
     safepath.unlink(root, root / "sub" / "mine")
     assert not (root / "sub" / "mine").exists()
+
+
+def test_colliding_listing_entries_are_a_clear_error(tmp_path):
+    """A listing naming both ``x`` (a file) and ``x/y``: the folder cannot be made, and a folder where a file
+    should be is not read as a file."""
+    from sep_bench.data.acquire.download import download
+
+    root = tmp_path / "cache"
+    (root / "x").parent.mkdir(parents=True)
+    (root / "x").write_bytes(b"file")
+    with pytest.raises(UnsafePathError, match="a file is in the way"):
+        safepath.mkdir(root, root / "x" / "y")
+    (root / "d").mkdir()
+    with pytest.raises(UnsafePathError, match="exists and is not a file"):
+        download("http://127.0.0.1:9/never", root / "d", root=root, retries=0)

@@ -216,6 +216,9 @@ def _reusable(root: Path, dest: Path, expected_size: int | None, checksum: tuple
               progress: Progress | None, say: Callable[[str], None]) -> bool:
     """Whether the cached `dest` passes its checks; a copy that fails is deleted (and the user told)."""
     safepath.guard(root, dest, "reuse")
+    if not dest.is_file():
+        raise safepath.UnsafePathError(f"{label}: {dest} exists and is not a file (two entries of the listing "
+                                       "collide?); refused")
     size = dest.stat().st_size
     if expected_size is not None and size != expected_size:
         why = f"has {size} bytes, the listing says {expected_size}"

@@ -114,7 +114,7 @@ def guard(root: Path, path: Path, action: str) -> Path:
         cur = cur / part
         try:
             st = os.lstat(cur)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the rest does not exist (yet)
             break
         if stat.S_ISLNK(st.st_mode):
             raise UnsafePathError(f"refused to {action} {path}: {cur} is a symbolic link (inside {root}, where "
@@ -148,7 +148,11 @@ def mkdir(root: Path, path: Path) -> Path:
     Path(root).mkdir(parents=True, exist_ok=True)
     if Path(path) != Path(root):
         guard(root, path, "create the folder")
-        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:  # a listing naming both "x" and "x/y"
+            raise UnsafePathError(f"cannot create the folder {path}: a file is in the way ({err.strerror}); two "
+                                  "entries of the listing collide") from None
         guard(root, path, "create the folder")  # a link swapped in while creating it
     return Path(path)
 

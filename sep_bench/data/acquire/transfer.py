@@ -73,7 +73,7 @@ class Policy:
     """Limits of one acquisition run (see the module docstring)."""
 
     timeout: float = 60.0  # seconds to wait for a connection or for any one read
-    min_rate: float = 1024.0  # bytes per second, averaged over rate_window ...
+    min_rate: float = 1000.0  # bytes per second (1 KB/s), averaged over rate_window ...
     rate_window: float = 60.0  # ... seconds; 0 disables the check
     deadline: float = 0.0  # seconds for the whole run; 0 = no deadline
     max_redirects: int = 10
