@@ -223,31 +223,37 @@ def test_a_poisoned_index_is_deleted_from_the_cache_and_an_honest_rerun_succeeds
     assert canary.untouched()
 
 
-@pytest.mark.parametrize("digest", ["stale", "rewritten"])
+@pytest.mark.parametrize("digest", ["stale", "rewritten", "index"])
 def test_cached_ranges_are_verified_before_reuse_and_a_bad_one_is_fetched_again(server, storage, tmp_path, digest):
     """A kept range whose bytes changed is deleted and fetched anew in the same run: caught by its recorded sha256
     ("stale"), or, when the recorded digest matches bad bytes (a poisoned range kept by a killed run), by the
-    CRC-32 of the members it holds ("rewritten")."""
+    CRC-32 of the members it holds ("rewritten") or by the index not parsing ("index")."""
     _, blob = big_archive()
     serve_dataverse(server, storage, blob, slice_size=50_000)
     out, cache = tmp_path / "genimage", tmp_path / "cache"
     res = _dv(server, out, "-g", "ADM", "--keep-downloads", "--cache", cache)
     assert res.exit_code == 0, res.output
     ranges = cache / "dataverse" / "GenImage.ranges"
-    span = sorted(ranges.glob("GenImage.bytes-*"))[0]  # the lowest offsets: ADM's members
+    spans = sorted(ranges.glob("GenImage.bytes-*"))
+    span = spans[0] if digest != "index" else next(p for p in spans if b"PK\x05\x06" in p.read_bytes())
     data = bytearray(span.read_bytes())
-    i = data.find(b"IDAT") + 40
-    data[i] ^= 0xFF
+    if digest == "index":  # the end-of-archive record's signature
+        i = data.rfind(b"PK\x05\x06")
+        data[i:i + 2] = b"XX"
+    else:  # a byte of ADM's first PNG (the lowest offsets)
+        data[data.find(b"IDAT") + 40] ^= 0xFF
     span.write_bytes(bytes(data))
-    if digest == "rewritten":
+    if digest != "stale":
         recorded_digest_path(span).write_text(hashlib.sha256(data).hexdigest() + "\n")
     before = len(storage.requests)
     res = _dv(server, out, "-g", "ADM", "--force", "--cache", cache)
     assert res.exit_code == 0, res.output
     flat = " ".join(res.output.split())
-    assert ("failed their recorded sha256" if digest == "stale" else "fails its check") in flat
-    assert "deleted" in flat and str(ranges) in flat.replace(" ", "") or str(ranges) in res.output.replace("\n", "")
-    assert any(p.startswith("/s3/GenImage.z000") for _, p, _ in storage.requests[before:])
+    assert {"stale": "failed their recorded sha256", "rewritten": "fails its check",
+            "index": "do not read as a zip index"}[digest] in flat
+    assert "deleted" in flat and str(ranges) in res.output.replace("\n", "")
+    again = [p for _, p, _ in storage.requests[before:]]
+    assert any(p.startswith("/s3/GenImage.z000") for p in again) == (digest != "index")  # only the bad range
     assert summarize(read_layout(out, "genimage"))["imagenet_ai_0508_adm"]["val"] == {"real": 4, "fake": 4}
 
 

@@ -117,6 +117,7 @@ class SparseFile(ReadOnlyFile):
         self.allow_fetch = True
         self.spans: list[tuple[int, int, Path]] = []
         self.last_span: Path | None = None
+        self.touched: set[Path] = set()  # span files read from
         self._pos = 0
         self._handles: dict[Path, io.BufferedReader] = {}
 
@@ -155,6 +156,7 @@ class SparseFile(ReadOnlyFile):
             if not got:
                 raise ArchiveError(f"{self.label}: {p} is shorter than the range it holds")
             self.last_span = p
+            self.touched.add(p)
             n += got
             self._pos += got
         return n
@@ -312,10 +314,14 @@ class SlicedArchive:
         for attempt in (0, 1):
             try:
                 return ZipReader(f=self.sparse, label=f"{self.label} ({len(self.slices)} slices)")
-            except ArchiveError as err:
-                stale = bool(self.reused)
-                names = self._drop([s[2] for s in self.sparse.spans])
-                self.sparse = SparseFile(self.total, self._fetch, self.label)
+            except ArchiveError as err:  # the spans it read are at fault: drop them, keep the others
+                read = set(self.sparse.touched)
+                stale = bool(read & self.reused)
+                names = self._drop(read)
+                kept = list(self.sparse.spans)
+                self.sparse = SparseFile(self.total, self._fetch, self.label)  # the reader closed the old one
+                for a, b, p in kept:
+                    self.sparse.add(a, b, p)
                 if attempt == 0 and stale:
                     self.notify(f"{self.label}: the cached index ranges in {self.cache} do not read as a zip index "
                                 f"({err}); deleted {len(names)} cached range(s), fetching the index again")
