@@ -33,6 +33,10 @@ class FakeServer:
     connection. Range requests (``bytes=N-`` and ``bytes=N-M``, one range) are answered with 206 unless
     ``ignore_range``; ``If-Range`` with another ETag gets the whole file. ``redirects[path] = url`` answers 302
     to `url` (another host: object storage). ``sent`` counts the body bytes sent per path.
+
+    Misbehaviour on demand: ``poison[path] = k`` answers a range request with the right ``Content-Range`` but
+    the bytes from `k` further on (a poisoned 206); ``trickle[path] = s`` sends the body one byte every `s`
+    seconds (until the server stops).
     """
 
     def __init__(self):
@@ -43,6 +47,9 @@ class FakeServer:
         self.drop: dict[str, int] = {}
         self.extra_headers: dict[str, dict] = {}
         self.ignore_range = False
+        self.poison: dict[str, int] = {}
+        self.trickle: dict[str, float] = {}
+        self.stopped = threading.Event()
         self.lock = threading.Lock()
 
     def resolve(self, raw_path: str):
@@ -113,9 +120,25 @@ def _handler(server: FakeServer):
                     server.sent[path] = server.sent.get(path, 0) + min(cut, stop - start)
                 self.close_connection = True
                 return
+            if (shift := server.poison.get(path)) and status == 206:
+                body = body[shift:] + body[:shift]  # the announced range, another offset's bytes
+            if (delay := server.trickle.get(path)) is not None:
+                self._trickle(body[start:stop], delay)
+                return
             self.wfile.write(body[start:stop])
             with server.lock:
                 server.sent[path] = server.sent.get(path, 0) + stop - start
+
+        def _trickle(self, data: bytes, delay: float) -> None:
+            for i in range(len(data)):
+                if server.stopped.wait(delay):
+                    break
+                try:
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    break
+            self.close_connection = True
 
         def do_GET(self):
             self._serve(head=False)
@@ -130,6 +153,7 @@ def _start(host_name: str = "127.0.0.1"):
     fake = FakeServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     httpd.daemon_threads = True
+    httpd.fake = fake
     t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     fake.url = f"http://{host_name}:{httpd.server_address[1]}"
@@ -137,6 +161,7 @@ def _start(host_name: str = "127.0.0.1"):
 
 
 def _stop(httpd, t) -> None:
+    httpd.fake.stopped.set()
     httpd.shutdown()
     httpd.server_close()
     t.join(timeout=5)

@@ -6,7 +6,10 @@ Modules: `catalog` (benchmarks, generator names, hosting), `sources` (hf, datave
 of a remote byte-sliced zip, GenImage on Dataverse, without downloading the rest), `extract` (safe zip/multi-part
 zip/tar, member selection), `normalise` (archive nesting and parquet shards -> canonical tree, real/fake
 pairing), `verify` (md5 lists, sha256 manifest, counts, image statistics, bad files, pairing tag), `assemble`
-(staging, atomic install, completion marker), `commands` (the `sep-bench data get` command).
+(staging, atomic install, completion marker), `commands` (the `sep-bench data get` command), `safepath` (every
+name a service supplies checked; every write, rename and delete kept inside its folder, no link followed),
+`transfer` (minimum rate, deadline, redirect and listing caps; network failures as one-line errors).
+See docs/downloads-security.md for what a hostile or broken service can and cannot do.
 """
 
 from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sep_bench.data.acquire import safepath
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator
-from sep_bench.data.acquire.download import Progress
-from sep_bench.data.acquire.extract import Limits, extract, group_archives, is_archive_name
-from sep_bench.data.acquire.normalise import convert_parquet, normalise_tree
+from sep_bench.data.acquire.download import Progress, discard
+from sep_bench.data.acquire.extract import ArchiveError, ArchiveGroup, Limits, extract, group_archives, is_archive_name
+from sep_bench.data.acquire.normalise import ShardError, convert_parquet, normalise_tree
 from sep_bench.data.acquire.remote import member_selector
 from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
 from sep_bench.data.acquire.verify import (
@@ -70,8 +71,38 @@ def read_marker(out: Path, name: str = MARKER_NAME) -> dict:
         return {}
 
 
+def _extract_downloaded(grp: ArchiveGroup, dest: Path, limits: Limits, progress: Progress | None, select,
+                        downloaded: set[Path], cache: Path) -> None:
+    """Extract one archive group; when it came from the download cache and its bytes fail (CRC, size,
+    structure), the cached files are deleted and the error says so (a rerun fetches them anew)."""
+    try:
+        extract(grp, dest, limits, progress, select=select)
+    except ArchiveError as err:
+        cached = [p for p in grp.parts if p in downloaded]
+        if not cached:
+            raise
+        for p in cached:
+            discard(cache, p)
+        raise ArchiveError(f"{err}; the downloaded file(s) {', '.join(p.name for p in cached)} in "
+                           f"{cached[0].parent} were deleted: run the command again to fetch them anew") from None
+
+
+def _convert_downloaded(payload: Payload, tree: Path, bench: Benchmark, wanted: set[str], ctx, rep: dict) -> Counter:
+    """`convert_parquet` of the payload's shards; a shard that cannot be read is deleted from the download cache
+    and the error says so (a rerun fetches it anew)."""
+    try:
+        return convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress,
+                               fakes_only=bool(payload.real_dirs), report=rep)
+    except ShardError as err:
+        if err.path not in set(payload.downloaded):
+            raise
+        discard(ctx.cache, err.path)
+        raise AcquireError(f"{err}; the downloaded shard {err.path.name} in {err.path.parent} was deleted: run the "
+                           "command again to fetch it anew") from None
+
+
 def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress | None, bench: Benchmark,
-                 wanted: set[str], splits: set[str] | None) -> list[tuple[Path, Generator | None]]:
+                 wanted: set[str], splits: set[str] | None, cache: Path) -> list[tuple[Path, Generator | None]]:
     """Extract every archive (and archives found inside them) under `raw`; return (folder, hint) pairs."""
     bench_match = bench.match_in
     done: list[tuple[Path, Generator | None]] = []
@@ -88,10 +119,11 @@ def _extract_all(payload: Payload, raw: Path, limits: Limits, progress: Progress
         n += 1
         dest = raw / f"{n:04d}_{grp.name}"
         log.info("extracting %s (%d part%s)", grp.name, len(grp.parts), "s" if len(grp.parts) > 1 else "")
-        extract(grp, dest, limits, progress, select=member_selector(bench, wanted, splits, hint))
+        _extract_downloaded(grp, dest, limits, progress, member_selector(bench, wanted, splits, hint),
+                            set(payload.downloaded) if depth == 0 else set(), cache)
         if depth > 0:  # an archive we extracted ourselves: drop it once its content is out
             for p in grp.parts:
-                p.unlink(missing_ok=True)
+                safepath.unlink(raw, p)
         done.append((dest, hint))
         if depth + 1 >= _NESTED_DEPTH:
             continue
@@ -143,15 +175,14 @@ def acquire(
     try:
         tree.mkdir(parents=True)
         counts: Counter = Counter()
-        for folder, hint in _extract_all(payload, raw, limits, ctx.progress, bench, wanted, ctx.splits):
+        for folder, hint in _extract_all(payload, raw, limits, ctx.progress, bench, wanted, ctx.splits, ctx.cache):
             counts += normalise_tree(folder, tree, bench, wanted, hint=hint, mode="move", splits=ctx.splits)
         for folder, mode in payload.dirs:
             counts += normalise_tree(folder, tree, bench, wanted, mode=mode, splits=ctx.splits)
         pairing = {g.folder: "benchmark" for g in todo}
         if payload.shards:
             rep: dict = {}
-            counts += convert_parquet(payload.shards, tree, bench, wanted, payload.repo, ctx.progress,
-                                      fakes_only=bool(payload.real_dirs), report=rep)
+            counts += _convert_downloaded(payload, tree, bench, wanted, ctx, rep)
             payload.provenance["parquet_rows"] = rep
             if rep["reals_shared"] or (payload.repo is not None and payload.repo.shared_reals
                                        and not rep["reals_recovered"]):
@@ -175,8 +206,8 @@ def acquire(
                 pairing[g.folder] = f"real-from:{folder}"
         payload.provenance["data_pairing"] = sorted(set(pairing.values()))
         for src_file, name in payload.extras:
-            (tree / "metadata").mkdir(exist_ok=True)
-            shutil.copy2(src_file, tree / "metadata" / name)
+            safepath.mkdir(tree, tree / "metadata")
+            shutil.copy2(src_file, safepath.inside(tree / "metadata", name, what="metadata file", service=source))
         missing = [g for g in todo if not counts.get(g.folder)]
         if missing:
             raise AcquireError(f"the {source} download holds no images of {', '.join(g.display for g in missing)}"
@@ -190,16 +221,17 @@ def acquire(
         # install: generator by generator, then the manifest, then the marker (last)
         old.mkdir()
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / INTENT_NAME, {"generators": sorted(wanted | interrupted)})
+        write_json(safepath.guard(out, out / INTENT_NAME, "write"), {"generators": sorted(wanted | interrupted)})
         for g in todo:
-            dst = out / g.folder
+            dst = safepath.guard(out, out / g.folder, "replace")
             if dst.exists():
-                os.replace(dst, old / g.folder)
-            os.replace(tree / g.folder, dst)
+                os.replace(dst, safepath.guard(staging, old / g.folder, "write"))
+            os.replace(safepath.guard(staging, tree / g.folder, "move"), dst)
         if (tree / "metadata").is_dir():
-            (out / "metadata").mkdir(exist_ok=True)
+            safepath.mkdir(out, out / "metadata")
             for f in (tree / "metadata").iterdir():
-                os.replace(f, out / "metadata" / f.name)
+                os.replace(safepath.guard(staging, f, "move"),
+                           safepath.guard(out, out / "metadata" / f.name, "replace"))
         prev = load_manifest(out) or {} if marker else {}
         merged = {r: i for r, i in (prev.get("files") or {}).items() if r.split("/", 1)[0] not in wanted}
         merged.update(files)
@@ -212,25 +244,34 @@ def acquire(
             gens_meta[g.folder] = {"display": g.display, "source": source, "acquired": now,
                                    "files": sum(1 for r in files if r.split("/", 1)[0] == g.folder),
                                    "data_pairing": pairing[g.folder]}
+        safepath.guard(out, out / MANIFEST_NAME, "write")
         manifest = build_manifest(out, bench.layout, files=None if unmarked else full,  # unmarked: hash it all
                                   extra={"benchmark": bench.name, "licence": bench.licence,
                                          "data_pairing": {**(prev.get("data_pairing") or {}), **pairing},
                                          "provenance": {**(prev.get("provenance") or {}),
                                                         **{g.folder: payload.provenance for g in todo}}})
-        write_json(out / MARKER_NAME, {"benchmark": bench.name, "layout": bench.layout, "generators": gens_meta,
-                                       "manifest": MANIFEST_NAME, "completed": now})
+        write_json(safepath.guard(out, out / MARKER_NAME, "write"),
+                   {"benchmark": bench.name, "layout": bench.layout, "generators": gens_meta,
+                    "manifest": MANIFEST_NAME, "completed": now})
         if interrupted - wanted:  # still not rebuilt: keep them marked as unfinished
-            write_json(out / INTENT_NAME, {"generators": sorted(interrupted - wanted)})
+            write_json(safepath.guard(out, out / INTENT_NAME, "write"), {"generators": sorted(interrupted - wanted)})
         else:
-            (out / INTENT_NAME).unlink()
+            safepath.unlink(out, out / INTENT_NAME)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(out, staging)
         raise
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_staging(out, staging)
     if not keep_downloads:
         for p in payload.downloaded:
-            p.unlink(missing_ok=True)
+            discard(ctx.cache, p)
     return AcquireResult(out, [g.folder for g in todo], present, manifest["counts"], out / MANIFEST_NAME)
+
+
+def _remove_staging(out: Path, staging: Path) -> None:
+    """Delete the staging folder this run created beside `out` (never through a link)."""
+    if staging.exists():
+        safepath.guard(out.parent, staging, "delete")
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _classes(folder: Path, layout: str) -> set[str]:

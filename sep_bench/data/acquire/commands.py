@@ -85,6 +85,14 @@ def get_cmd(
     keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded archives/shards afterwards."),
     force: bool = typer.Option(False, "--force", help="Fetch and replace generators that are already installed."),
     retries: int = typer.Option(5, "--retries", min=0, help="Attempts per file after an interrupted transfer."),
+    min_rate: Optional[float] = typer.Option(
+        None, "--min-rate", min=0, help="Minimum transfer rate in KB/s over --rate-window seconds; a slower "
+        "transfer is cut and resumed (default 1; env SEP_BENCH_MIN_RATE in bytes/s)."),
+    rate_window: Optional[float] = typer.Option(
+        None, "--rate-window", min=0, help="Seconds over which --min-rate is measured (default 60; 0: no check)."),
+    deadline: Optional[float] = typer.Option(
+        None, "--deadline", min=0, help="Stop downloading with an error once this many minutes have passed "
+        "(default: none; downloads resume on the next run)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Download (or take from --root), verify, extract and normalise a benchmark into the canonical tree.
@@ -101,6 +109,7 @@ def get_cmd(
     """
     from sep_bench.data.acquire.assemble import acquire
     from sep_bench.data.acquire.sources import FetchContext
+    from sep_bench.data.acquire.transfer import Policy
 
     with user_errors():
         try:
@@ -119,17 +128,20 @@ def get_cmd(
                 raise AcquireError(f"{bench.name}: unknown split(s) {', '.join(sorted(bad))}; its splits: "
                                    f"{', '.join(bench.splits)}")
             dest = out or default_out(bench.name, params)
+            policy = Policy.from_env(min_rate=None if min_rate is None else min_rate * 1000,
+                                     rate_window=rate_window, deadline=None if deadline is None else deadline * 60)
             ctx = FetchContext(bench=bench, generators=gens, cache=cache or dest.parent / ".downloads" / bench.name,
                                endpoint=endpoint, repo=repo, revision=revision, root=root, checksums=checksums,
                                retries=retries, splits=split_set, yes=yes, real_from=real_from,
-                               trust_sha256=trust_sha256,
+                               trust_sha256=trust_sha256, policy=policy,
                                notify=lambda m: console.print(m, highlight=False, markup=False))
             console.print(f"{bench.name}: {', '.join(g.display for g in gens)} from {src} -> {dest}", highlight=False)
             with progress() as update:
                 ctx.progress = update
                 res = acquire(bench, gens, src, dest, ctx, force=force, keep_downloads=keep_downloads)
-        except AcquireError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False)
+        except AcquireError as err:  # names from a service may hold [brackets]: never read as markup
+            console.print("[bold red]error:[/] ", end="", highlight=False)
+            console.print(str(err), highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
     for stamp in write_stamps(res.out, params):
         console.print(f"updated {stamp}", highlight=False)

@@ -1,8 +1,8 @@
 """Safe extraction of zip (single, spanned multi-part ``.z01``... ``.zip``, byte-split ``.zip.001``...) and tar
 archives.
 
-Every member name is checked before anything is written: absolute paths, drive letters, ``..`` components and
-NUL bytes are refused; links (symbolic or hard) whose target leaves the extraction root are refused; device
+Every member name is checked before anything is written: absolute paths, drive letters, ``..`` components,
+NUL bytes and other control characters are refused; links (symbolic or hard) whose target leaves the extraction root are refused; device
 files, FIFOs and sockets are refused; links that stay inside are skipped (datasets need none); member count,
 per-file and total sizes and the compression ratio are bounded (`Limits`). Refusal raises `UnsafeArchiveError`
 naming the archive and the member. Files are opened with ``O_NOFOLLOW`` and nothing is ever created outside
@@ -423,6 +423,8 @@ def _safe_rel(archive: str, name: str) -> str:
     """The member's path relative to the destination ("" for the root); refuses anything that could escape."""
     if "\x00" in name:
         raise UnsafeArchiveError(f"{archive}: member {name!r} has a NUL byte in its name; refused")
+    if re.search(r"[\x01-\x1f\x7f]", name):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has a control character in its name; refused")
     norm = name.replace("\\", "/")
     if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refused")

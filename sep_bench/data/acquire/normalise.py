@@ -31,11 +31,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from sep_bench.data.acquire import safepath
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
 from sep_bench.data.acquire.download import Progress
 from sep_bench.data.layouts import IMAGE_SUFFIXES
 
-__all__ = ["normalise_tree", "convert_parquet", "image_ext"]
+__all__ = ["normalise_tree", "convert_parquet", "image_ext", "ShardError"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ def _enclosing_generator(bench: Benchmark, start: Path, top: Path) -> tuple[Gene
     return None, None
 
 
-def _place(src: Path, dst: Path, mode: str) -> bool:
-    """Move (or hard-link/copy) one file; False when an identical file is already there."""
+def _place(src: Path, dst: Path, mode: str, root: Path) -> bool:
+    """Move (or hard-link/copy) one file to `dst` inside the tree `root` (no link followed on the way); False when
+    an identical file is already there."""
+    safepath.guard(root, dst, "write")
     if dst.exists():
         if filecmp.cmp(src, dst, shallow=False):
             return False
@@ -115,7 +118,7 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 if classes is not None and cls not in classes:
                     continue
                 for f in _images(cdir):
-                    if _place(f, dest / g.folder / split / cls / f.relative_to(cdir), mode):
+                    if _place(f, dest / g.folder / split / cls / f.relative_to(cdir), mode, dest):
                         counts[g.folder] += 1
     else:
         units = []
@@ -146,7 +149,7 @@ def normalise_tree(src: Path, dest: Path, bench: Benchmark, wanted: set[str], *,
                 if classes is not None and cls not in classes:
                     continue
                 for f in _images(cdir):
-                    if _place(f, base / cls / f.relative_to(cdir), mode):
+                    if _place(f, base / cls / f.relative_to(cdir), mode, dest):
                         counts[g.folder] += 1
     if skipped:
         log.info("not requested, left out: %s", ", ".join(sorted(skipped)))
@@ -247,6 +250,14 @@ def _generator_in_path(bench: Benchmark, path: str | None) -> Generator | None:
     return next((g for p in folders if (g := bench.match_in(p)) is not None), None)
 
 
+class ShardError(AcquireError):
+    """A parquet shard cannot be read (damaged or not parquet); `path` is the shard."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark, wanted: set[str], repo: HFRepo,
                     progress: Progress | None = None, *, fakes_only: bool = False,
                     report: dict | None = None) -> Counter:
@@ -258,86 +269,101 @@ def convert_parquet(shards: list[tuple[Path, str]], dest: Path, bench: Benchmark
     rep = report if report is not None else {}
     for k in ("reals_recovered", "reals_shared", "fakes_only"):
         rep.setdefault(k, 0)
+    import pyarrow as pa
+
+    counts: Counter = Counter()
+    for path, shard_name in shards:
+        try:
+            counts += _convert_shard(path, shard_name, dest, bench, wanted, repo, progress, fakes_only, rep)
+        except (pa.ArrowException, TypeError) as err:  # damaged or not parquet; cells of unexpected types
+            raise ShardError(f"{repo.repo_id}/{shard_name}: not a readable parquet shard "
+                             f"({type(err).__name__}: {str(err)[:200]})", Path(path)) from None
+    return counts
+
+
+def _convert_shard(path: Path, shard_name: str, dest: Path, bench: Benchmark, wanted: set[str], repo: HFRepo,
+                   progress: Progress | None, fakes_only: bool, rep: dict) -> Counter:
+    """`convert_parquet` for one shard."""
     import pyarrow.parquet as pq
 
     counts: Counter = Counter()
     fixed = bench.match(repo.generator) if repo.generator else None
-    for path, shard_name in shards:
-        pf = pq.ParquetFile(path)
-        schema = pf.schema_arrow
-        names = schema.names
-        feats = _hf_features(schema)
-        img_col = _column(names, feats, _IMAGE_COLS, "Image")
-        lab_col = _column(names, feats, _LABEL_COLS)
-        gen_col = next((n for n in names if n.lower() in _GEN_COLS and n != lab_col), None)
-        if img_col is None:
-            raise AcquireError(f"{repo.repo_id}/{shard_name}: no image column; found columns {', '.join(names)}")
-        if lab_col is None and not (fakes_only or repo.fake_only):
-            raise AcquireError(f"{repo.repo_id}/{shard_name}: no real/fake label column (columns: {', '.join(names)}): "
-                               "the copy holds fake images only; pair it with real images with --real-from DIR")
-        lab_names = _class_names(feats, lab_col)
-        gen_names = _class_names(feats, gen_col)
-        if gen_col is None:
-            g = fixed or (bench.match(next(iter(wanted))) if len(wanted) == 1 else None)
-            if g is None:
-                raise AcquireError(f"{repo.repo_id} has no generator column; name the one generator it holds with "
-                                   "--generators")
-            pool = [g]
-        else:  # real images are shared out among the copy's own generators (all of them, not only the wanted)
-            declared = [bench.match(n) for n in gen_names] if gen_names else []
-            pool = sorted({g for g in declared if g is not None}, key=lambda g: g.folder) or None
-        split = _split_of(shard_name, bench)
-        total = pf.metadata.num_rows
-        done = 0
-        unknown = Counter()
-        for batch in pf.iter_batches(batch_size=128, columns=[c for c in (img_col, lab_col, gen_col) if c]):
-            cols = batch.to_pydict()
-            for i in range(batch.num_rows):
-                cell = cols[img_col][i]
-                data, ipath = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (cell, None)
-                if not data:
-                    raise AcquireError(f"{repo.repo_id}/{shard_name}: row {done + i} has no image bytes")
-                if lab_col is None:
-                    label = 1
-                    rep["fakes_only"] += 1
-                else:
-                    label = _label_of(cols[lab_col][i], lab_names, f"{repo.repo_id}/{shard_name} row {done + i}")
-                digest = hashlib.sha256(data).hexdigest()
-                if gen_col is None:
-                    g = pool[0]
-                else:
-                    raw = cols[gen_col][i]
-                    gname = gen_names[raw] if isinstance(raw, int) and gen_names and 0 <= raw < len(gen_names) else str(raw)
-                    g = bench.match(gname)
-                    if g is None:
-                        if label == 1 or re.sub(r"[^a-z0-9]", "", gname.lower()) not in _REAL_NAMES:
-                            unknown[gname] += 1
-                            continue
-                        g = _generator_in_path(bench, ipath)
-                        if g is not None:  # the original pairing, from the file's path
-                            rep["reals_recovered"] += g.folder in wanted
-                        else:
-                            if pool is None:  # no class-label names: share among the generators requested
-                                pool = sorted((bench.match(w) for w in wanted), key=lambda g: g.folder)
-                            g = pool[int(digest[:15], 16) % len(pool)]
-                            rep["reals_shared"] += g.folder in wanted
-                if g.folder not in wanted:
-                    continue
-                cls = ("ai", "nature") if bench.layout == "genimage" else ("1_fake", "0_real")
-                folder = (dest / g.folder / split / cls[1 - label]) if bench.layout == "genimage" else (
-                    dest / g.folder / cls[1 - label])
-                folder.mkdir(parents=True, exist_ok=True)
-                target = folder / _safe_name(ipath, data, digest)
-                if target.exists():
-                    if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    names = schema.names
+    feats = _hf_features(schema)
+    img_col = _column(names, feats, _IMAGE_COLS, "Image")
+    lab_col = _column(names, feats, _LABEL_COLS)
+    gen_col = next((n for n in names if n.lower() in _GEN_COLS and n != lab_col), None)
+    if img_col is None:
+        raise AcquireError(f"{repo.repo_id}/{shard_name}: no image column; found columns {', '.join(names)}")
+    if lab_col is None and not (fakes_only or repo.fake_only):
+        raise AcquireError(f"{repo.repo_id}/{shard_name}: no real/fake label column (columns: {', '.join(names)}): "
+                           "the copy holds fake images only; pair it with real images with --real-from DIR")
+    lab_names = _class_names(feats, lab_col)
+    gen_names = _class_names(feats, gen_col)
+    if gen_col is None:
+        g = fixed or (bench.match(next(iter(wanted))) if len(wanted) == 1 else None)
+        if g is None:
+            raise AcquireError(f"{repo.repo_id} has no generator column; name the one generator it holds with "
+                               "--generators")
+        pool = [g]
+    else:  # real images are shared out among the copy's own generators (all of them, not only the wanted)
+        declared = [bench.match(n) for n in gen_names] if gen_names else []
+        pool = sorted({g for g in declared if g is not None}, key=lambda g: g.folder) or None
+    split = _split_of(shard_name, bench)
+    total = pf.metadata.num_rows
+    done = 0
+    unknown = Counter()
+    for batch in pf.iter_batches(batch_size=128, columns=[c for c in (img_col, lab_col, gen_col) if c]):
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            cell = cols[img_col][i]
+            data, ipath = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (cell, None)
+            if not data:
+                raise AcquireError(f"{repo.repo_id}/{shard_name}: row {done + i} has no image bytes")
+            if lab_col is None:
+                label = 1
+                rep["fakes_only"] += 1
+            else:
+                label = _label_of(cols[lab_col][i], lab_names, f"{repo.repo_id}/{shard_name} row {done + i}")
+            digest = hashlib.sha256(data).hexdigest()
+            if gen_col is None:
+                g = pool[0]
+            else:
+                raw = cols[gen_col][i]
+                gname = gen_names[raw] if isinstance(raw, int) and gen_names and 0 <= raw < len(gen_names) else str(raw)
+                g = bench.match(gname)
+                if g is None:
+                    if label == 1 or re.sub(r"[^a-z0-9]", "", gname.lower()) not in _REAL_NAMES:
+                        unknown[gname] += 1
                         continue
-                    target = target.with_name(f"{target.stem}_{digest[:8]}{target.suffix}")
-                target.write_bytes(data)
-                counts[g.folder] += 1
-            done += batch.num_rows
-            if progress is not None:
-                progress(f"converting {Path(shard_name).name}", done, total)
-        if unknown:
-            log.warning("%s/%s: rows of generators unknown to %s were skipped: %s", repo.repo_id, shard_name,
-                        bench.name, ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items())))
+                    g = _generator_in_path(bench, ipath)
+                    if g is not None:  # the original pairing, from the file's path
+                        rep["reals_recovered"] += g.folder in wanted
+                    else:
+                        if pool is None:  # no class-label names: share among the generators requested
+                            pool = sorted((bench.match(w) for w in wanted), key=lambda g: g.folder)
+                        g = pool[int(digest[:15], 16) % len(pool)]
+                        rep["reals_shared"] += g.folder in wanted
+            if g.folder not in wanted:
+                continue
+            cls = ("ai", "nature") if bench.layout == "genimage" else ("1_fake", "0_real")
+            folder = (dest / g.folder / split / cls[1 - label]) if bench.layout == "genimage" else (
+                dest / g.folder / cls[1 - label])
+            safepath.mkdir(dest, folder)
+            target = folder / _safe_name(ipath, data, digest)
+            if target.exists():
+                if hashlib.sha256(target.read_bytes()).hexdigest() == digest:
+                    continue
+                target = target.with_name(f"{target.stem}_{digest[:8]}{target.suffix}")
+            with safepath.open_write(dest, target, "wb") as f:
+                f.write(data)
+            counts[g.folder] += 1
+        done += batch.num_rows
+        if progress is not None:
+            progress(f"converting {Path(shard_name).name}", done, total)
+    if unknown:
+        log.warning("%s/%s: rows of generators unknown to %s were skipped: %s", repo.repo_id, shard_name,
+                    bench.name, ", ".join(f"{k} ({v})" for k, v in sorted(unknown.items())))
     return counts

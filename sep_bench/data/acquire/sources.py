@@ -19,14 +19,22 @@
   or the Dataverse slices ``GenImage.z000``...); GenImage archives are checked against a community md5 list
   (see `verify.genimage_md5`): a mismatch is a warning, and ``--trust-sha256`` pins a copy.
 
+Everything a service sends is untrusted: every name taken from a listing (Dataverse ``filename``,
+``directoryLabel``, ``originalFileName``; ModelScope ``Path``; Hub tree paths; repository ids) is checked by
+`safepath` before it becomes a path (a violation is an error naming the entry and the service), sizes and ids
+must be non-negative integers, listings are read within `ctx.policy` (time, rate, size, pages, entries), and
+every download stays inside `ctx.cache`.
+
 Sources are looked up by name in `SOURCES`; each is a function ``fetch(ctx) -> Payload``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,12 +42,16 @@ from urllib.parse import quote
 
 import requests
 
+from sep_bench.data.acquire import safepath
 from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
-from sep_bench.data.acquire.download import ChecksumError, Progress, ScopedSession, Slice, download, file_digest
+from sep_bench.data.acquire.download import (
+    ChecksumError, Progress, ScopedSession, Slice, discard, download, file_digest,
+)
 from sep_bench.data.acquire.extract import ArchiveGroup, group_archives, is_archive_name
 from sep_bench.data.acquire.remote import (
     RemoteZip, SlicedArchive, find_slice_sets, human_bytes, member_selector, plan_spans,
 )
+from sep_bench.data.acquire.transfer import Interrupted, NetworkError, Policy, body_chunks, host_of, network_error
 from sep_bench.data.acquire.verify import (
     VerificationError, genimage_md5, load_md5_csv, load_sha256_manifest, verify_archives, write_sha256_manifest,
 )
@@ -77,6 +89,7 @@ class FetchContext:
     notify: Callable[[str], None] | None = None  # messages the user must see (sizes before downloading)
     retries: int = 5
     backoff: float = 1.0
+    policy: Policy = field(default_factory=Policy)  # time, rate, redirect and listing bounds
 
     def say(self, msg: str) -> None:
         (self.notify or log.warning)(msg)
@@ -180,7 +193,7 @@ def fetch_manual(ctx: FetchContext) -> Payload:
             more = f" (and {len(res['unlisted']) - 10} more)" if len(res["unlisted"]) > 10 else ""
             log.warning("no md5 in the list for: %s%s", ", ".join(res["unlisted"][:10]), more)
         if res["mismatched"]:
-            pin = ctx.cache / "archives.sha256.json"
+            pin = safepath.guard(ctx.cache, ctx.cache / "archives.sha256.json", "write")
             write_sha256_manifest(pin, [f for f in files if f.name in res["mismatched"]], ctx.progress)
             for name, (got, want) in res["mismatched"].items():
                 ctx.say(f"warning: {name}: md5 {got} differs from {want} in the md5 list, which is community-"
@@ -195,19 +208,81 @@ def fetch_manual(ctx: FetchContext) -> Payload:
 # ---- Dataverse ---------------------------------------------------------------------------------------------
 
 
-def _json(session: requests.Session, url: str, what: str, **kw) -> dict:
+def _json(session: requests.Session, url: str, what: str, policy: Policy, **kw) -> dict:
+    """A JSON object from `url`, read within the policy's time, rate and size bounds; one-line errors."""
     try:
-        r = session.get(url, timeout=60, **kw)
-    except requests.RequestException as err:
-        raise AcquireError(f"{what}: cannot reach {url} ({err})") from None
-    if r.status_code in (401, 403):
-        raise AcquireError(f"{what}: access denied (HTTP {r.status_code}) at {url}; a token may be needed")
-    if r.status_code != 200:
-        raise AcquireError(f"{what}: HTTP {r.status_code} from {url}")
+        with session.get(url, timeout=policy.request_timeout(), stream=True, **kw) as r:
+            if r.status_code in (401, 403):
+                raise NetworkError(f"{what}: access denied (HTTP {r.status_code}) by {host_of(url)} at {url}; a "
+                                   "token may be needed")
+            if r.status_code != 200:
+                raise NetworkError(f"{what}: HTTP {r.status_code} from {host_of(url)} for {url}; check --endpoint "
+                                   "and --repo, or try again later")
+            watch, body = policy.watch(what, url), bytearray()
+            for chunk in body_chunks(r, 64 << 10):
+                watch.feed(len(chunk))
+                body += chunk
+                if len(body) > policy.max_json_bytes:
+                    raise NetworkError(f"{what}: the answer of {host_of(url)} exceeds {policy.max_json_bytes} bytes "
+                                       "(SEP_BENCH_MAX_JSON_BYTES); refused")
+    except (requests.RequestException, Interrupted) as err:
+        raise network_error(err, url, what, policy) from None
     try:
-        return r.json()
+        data = json.loads(bytes(body))
     except ValueError:
-        raise AcquireError(f"{what}: {url} did not answer JSON") from None
+        raise NetworkError(f"{what}: {url} did not answer JSON (is --endpoint the service's base URL?)") from None
+    if not isinstance(data, dict):
+        raise NetworkError(f"{what}: {url} answered JSON that is not an object")
+    return data
+
+
+def _listed_int(value, what: str, service: str) -> int:
+    """A size or id from a listing: a non-negative integer, else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        raise AcquireError(f"{service}: {what} is {value!r}, not a non-negative integer; refused")
+    return value
+
+
+_DIGEST_LEN = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+
+
+def _dataverse_checksum(df: dict, name: str, service: str) -> tuple[str, str] | None:
+    """``(algorithm, hex digest)`` a Dataverse file entry lists (``md5``, else ``checksum{type, value}``)."""
+    cs = df.get("checksum") if isinstance(df.get("checksum"), dict) else {}
+    algo, value = ("md5", df["md5"]) if df.get("md5") else (str(cs.get("type") or "").replace("-", "").lower(),
+                                                             cs.get("value"))
+    if not value or algo not in _DIGEST_LEN:
+        return None
+    if not isinstance(value, str) or len(value) != _DIGEST_LEN[algo] or not re.fullmatch(r"[0-9a-fA-F]+", value):
+        raise AcquireError(f"{service}: the listed {algo} of {name!r} is {str(value)[:80]!r}, not a {algo} digest; "
+                           "refused")
+    return algo, value.lower()
+
+
+def _dataverse_files(entries: list, service: str, policy: Policy) -> list[tuple[str, str, dict]]:
+    """``(file name, folder, dataFile)`` of each listed file, every name checked (`safepath`)."""
+    if len(entries) > policy.max_listing_entries:
+        raise AcquireError(f"{service}: the listing has {len(entries)} files, over the limit of "
+                           f"{policy.max_listing_entries} (SEP_BENCH_MAX_LISTING_ENTRIES); refused")
+    files = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("dataFile") or {}, dict):
+            raise AcquireError(f"{service}: a listing entry is not an object ({str(e)[:80]!r}); refused")
+        df = e.get("dataFile") or {}
+        name = df.get("filename") or e.get("label")
+        if not name or df.get("id") is None:
+            continue
+        safepath.check_name(name, what="file name", service=service)
+        folder = e.get("directoryLabel") or ""
+        if folder:
+            safepath.check_relpath(folder, what=f"directoryLabel of {name!r}", service=service)
+        _listed_int(df["id"], f"the id of {name!r}", service)
+        if df.get("originalFileFormat") and df.get("originalFileName"):
+            safepath.check_name(df["originalFileName"], what=f"originalFileName of {name!r}", service=service)
+        files.append((name, folder, df))
+    return files
 
 
 def fetch_dataverse(ctx: FetchContext) -> Payload:
@@ -215,25 +290,22 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
     if not doi:
         raise AcquireError(f"{ctx.bench.name} has no known Dataverse copy; pass --repo doi:...")
     base = ctx.base_url("dataverse")
-    session = ScopedSession()
+    session = ScopedSession(ctx.policy)
     if token := os.environ.get("DATAVERSE_API_TOKEN"):
         session.add_credential(base, "X-Dataverse-key", token)  # the Dataverse host only, not its storage
-    listing = _json(session, f"{base}/api/datasets/:persistentId/", f"Dataverse {doi}",
+    service = f"Dataverse {doi}"
+    listing = _json(session, f"{base}/api/datasets/:persistentId/", service, ctx.policy,
                     params={"persistentId": doi})
-    version = (listing.get("data") or {}).get("latestVersion") or {}
+    version = listing.get("data") if isinstance(listing.get("data"), dict) else {}
+    version = version.get("latestVersion") if isinstance(version.get("latestVersion"), dict) else {}
     entries = version.get("files") or []
-    if not entries:
+    if not entries or not isinstance(entries, list):
         raise AcquireError(f"Dataverse {doi}: the dataset lists no files")
     vstr = f"{version.get('versionNumber')}.{version.get('versionMinorNumber')}"
     out_dir = ctx.cache / "dataverse"
     payload = Payload(provenance={"source": "dataverse", "endpoint": base, "doi": doi, "version": vstr,
                                   "files": []})
-    files = []
-    for e in entries:
-        df = e.get("dataFile") or {}
-        name = df.get("filename") or e.get("label")
-        if name and df.get("id") is not None:
-            files.append((name, e.get("directoryLabel") or "", df))
+    files = _dataverse_files(entries, service, ctx.policy)
     slice_sets = find_slice_sets([n for n, _, _ in files])
     in_sets = {n for names in slice_sets.values() for n in names}
     by_name = {n: (folder, df) for n, folder, df in files}
@@ -248,15 +320,12 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
         ingested = bool(df.get("originalFileFormat"))
         if ingested:  # tabular files are served converted unless the original is asked for
             name = df.get("originalFileName") or name
-        md5 = df.get("md5") or ((df.get("checksum") or {}).get("value")
-                                if (df.get("checksum") or {}).get("type", "").upper() == "MD5" else None)
-        checksum = None
-        if md5:
-            checksum = ("md5", md5)
-        elif (cs := df.get("checksum")) and cs.get("type", "").upper() in ("SHA-1", "SHA-256", "SHA-512"):
-            checksum = (cs["type"].replace("-", "").lower(), cs["value"])
-        url = f"{base}/api/access/datafile/{df['id']}" + ("?format=original" if ingested else "")
-        plan.append((url, out_dir / folder / name, None if ingested else df.get("filesize"), checksum, hint))
+        checksum = _dataverse_checksum(df, name, service)
+        url = f"{base}/api/access/datafile/{int(df['id'])}" + ("?format=original" if ingested else "")
+        size = None if ingested or df.get("filesize") is None else _listed_int(df["filesize"], f"the size of {name!r}",
+                                                                                service)
+        dest = safepath.inside(out_dir, f"{folder}/{name}" if folder else name, what="file", service=service)
+        plan.append((url, dest, size, checksum, hint))
     archives_named = [d for _, d, _, _, h in plan if is_archive_name(d.name)]
     if not plan and not slice_sets:
         raise AcquireError(f"Dataverse {doi}: no file matches {', '.join(g.display for g in ctx.generators)}")
@@ -268,10 +337,12 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
             folder, df = by_name[n]
             if df.get("filesize") is None:
                 raise AcquireError(f"Dataverse {doi}: {n} has no size in the listing; cannot map the archive")
-            slices.append(Slice(n, int(df["filesize"]), url=f"{base}/api/access/datafile/{df['id']}"))
-        arch = SlicedArchive(slices, out_dir / f"{stem}.ranges", session=session, validator=f"{doi} v{vstr} {sum(x.size for x in slices)} bytes",
-                             retries=ctx.retries, backoff=ctx.backoff, progress=ctx.progress, notify=ctx.say,
-                             label=stem)
+            slices.append(Slice(n, _listed_int(df["filesize"], f"the size of {n!r}", service),
+                                url=f"{base}/api/access/datafile/{int(df['id'])}"))
+        arch = SlicedArchive(slices, ctx.cache, subdir=out_dir.name, session=session,
+                             validator=f"{doi} v{vstr} {sum(x.size for x in slices)} bytes", retries=ctx.retries,
+                             backoff=ctx.backoff, progress=ctx.progress, notify=ctx.say, label=stem,
+                             policy=ctx.policy)
         reader = arch.open()
         select = member_selector(ctx.bench, ctx.wanted, ctx.splits, keep_unknown=False)
         chosen = [e for e in reader.entries if select(e.name)]
@@ -292,8 +363,9 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
                 f"{' (' + ', '.join(sorted(ctx.splits)) + ')' if ctx.splits else ''} in {len(spans)} byte "
                 f"range(s) of {first}..{last}")
         ctx.confirm(need + sum(s or 0 for _, _, s, _, _ in plan), what)
+        arch.verify_reused(reader, chosen)
         arch.fetch(spans)
-        payload.remote_zips.append(RemoteZip(reader, arch.sparse, select, stem, files=list(arch.files)))
+        payload.remote_zips.append(RemoteZip(reader, arch, select, stem))
         payload.downloaded += arch.files
         payload.provenance.setdefault("sliced_archives", []).append({
             "name": stem, "slices": len(slices), "archive_bytes": arch.total, "members": len(chosen),
@@ -302,8 +374,9 @@ def fetch_dataverse(ctx: FetchContext) -> Payload:
     if not slice_sets:
         ctx.confirm(sum(s or 0 for _, _, s, _, _ in plan), f"Dataverse {doi}")
     for url, dest, size, checksum, hint in plan:
-        download(url, dest, expected_size=size, checksum=checksum, session=session, retries=ctx.retries,
-                 backoff=ctx.backoff, progress=ctx.progress, label=dest.name)
+        download(url, dest, root=ctx.cache, expected_size=size, checksum=checksum, session=session,
+                 retries=ctx.retries, backoff=ctx.backoff, policy=ctx.policy, progress=ctx.progress,
+                 label=dest.name, notify=ctx.say)
         payload.downloaded.append(dest)
         payload.provenance["files"].append({"name": str(dest.relative_to(out_dir)), "url": url,
                                             **({checksum[0]: checksum[1]} if checksum else {})})
@@ -331,24 +404,40 @@ def _collect(payload: Payload, ctx: FetchContext, out_dir: Path, files: list[Pat
 _MS_PAGE = 100  # the ModelScope SDK's page size
 
 
-def _modelscope_listing(session: requests.Session, base: str, ds: str, rev: str) -> dict[str, dict]:
-    """``{path: {"size", "sha256"}}`` of every file of the repository tree, all pages read."""
+def _modelscope_listing(session: requests.Session, base: str, ds: str, rev: str,
+                        policy: Policy) -> dict[str, dict]:
+    """``{path: {"size", "sha256"}}`` of every file of the repository tree, all pages read (at most
+    `policy.max_listing_pages` pages and `policy.max_listing_entries` files). Paths are as listed, less one
+    leading ``/`` (the repository root the request names); they are checked (`safepath`) when used."""
     url = f"{base}/api/v1/datasets/{ds}/repo/tree"
+    service = f"ModelScope {ds}"
     out: dict[str, dict] = {}
     page = 1
     while True:
-        data = _json(session, url, f"ModelScope {ds}", params={
+        if page > policy.max_listing_pages:
+            raise AcquireError(f"{service}: the tree listing goes on past {policy.max_listing_pages} pages "
+                               f"({len(out)} files so far); stopped (a broken or hostile service?); raise "
+                               "SEP_BENCH_MAX_LISTING_PAGES if the repository is really that large")
+        data = _json(session, url, service, policy, params={
             "Revision": rev, "Root": "/", "Recursive": "True", "PageNumber": page, "PageSize": _MS_PAGE})
         body = data.get("Data", data)
         items = body.get("Files") if isinstance(body, dict) else body
-        items = [it for it in items or [] if isinstance(it, dict) and it.get("Path")]
+        items = [it for it in items if isinstance(it, dict) and isinstance(it.get("Path"), str) and it["Path"]] \
+            if isinstance(items, list) else []
         new = 0
         for it in items:
-            if it.get("Type", "blob") != "tree" and it["Path"].lstrip("/") not in out:
-                out[it["Path"].lstrip("/")] = {"size": it.get("Size"), "sha256": it.get("Sha256")}
+            path = it["Path"][1:] if it["Path"].startswith("/") else it["Path"]
+            if it.get("Type", "blob") != "tree" and path not in out:
+                size = it.get("Size")
+                out[path] = {"size": None if size is None else _listed_int(size, f"the size of {path!r}", service),
+                             "sha256": it.get("Sha256") if isinstance(it.get("Sha256"), str) else None}
                 new += 1
+        if len(out) > policy.max_listing_entries:
+            raise AcquireError(f"{service}: the tree listing holds more than {policy.max_listing_entries} files; "
+                               "stopped (SEP_BENCH_MAX_LISTING_ENTRIES)")
         total = body.get("TotalCount") if isinstance(body, dict) else None
-        if len(items) < _MS_PAGE or not new or (total is not None and page * _MS_PAGE >= int(total)):
+        total = total if isinstance(total, int) and not isinstance(total, bool) else None
+        if len(items) < _MS_PAGE or not new or (total is not None and page * _MS_PAGE >= total):
             return out
         page += 1
 
@@ -375,30 +464,34 @@ def fetch_modelscope(ctx: FetchContext) -> Payload:
         raise AcquireError(f"{ctx.bench.name} has no known ModelScope copy; pass --repo namespace/name")
     base = ctx.base_url("modelscope")
     rev = ctx.revision or "master"
-    session = ScopedSession()
-    listing = _modelscope_listing(session, base, ds, rev)
+    session = ScopedSession(ctx.policy)
+    listing = _modelscope_listing(session, base, ds, rev, ctx.policy)
     names = ctx.bench.modelscope_files or ("test_set.zip", "test.zip")
     wanted_files = _modelscope_pick(listing, names)
     if not wanted_files:
         shown = sorted(listing)[:40]
         raise AcquireError(f"ModelScope {ds} (revision {rev}): no {' or '.join(names)} in any folder; the repository "
                            f"holds {len(listing)} file(s)"
-                           + (": " + ", ".join(f"{p} ({human_bytes(listing[p]['size'] or 0)})" for p in shown)
+                           + (": " + ", ".join(f"{safepath.shown(p)} ({human_bytes(listing[p]['size'] or 0)})"
+                                                for p in shown)
                               + (" ..." if len(listing) > len(shown) else "") if listing else "")
                            + ". Pass --repo for another dataset, or download the test set by hand and use --root")
     ctx.confirm(sum(listing[p].get("size") or 0 for p in wanted_files), f"ModelScope {ds}: {', '.join(wanted_files)}")
     out_dir = ctx.cache / "modelscope"
     payload = Payload(provenance={"source": "modelscope", "endpoint": base, "dataset": ds, "revision": rev,
                                   "files": []})
+    service = f"ModelScope {ds}"
+    dests = {path: safepath.inside(out_dir, path, what="tree entry", service=service) for path in wanted_files}
     for path in wanted_files:
         meta = listing.get(path, {})
         checksum = ("sha256", meta["sha256"]) if meta.get("sha256") else None
         if checksum is None:
             ctx.say(f"warning: ModelScope lists no sha256 for {path}: only the members' CRC-32 will be checked")
         url = f"{base}/api/v1/datasets/{ds}/repo?Revision={quote(rev)}&FilePath={quote(path)}"
-        dest = out_dir / path
-        download(url, dest, expected_size=meta.get("size"), checksum=checksum, session=session,
-                 retries=ctx.retries, backoff=ctx.backoff, progress=ctx.progress, label=Path(path).name)
+        dest = dests[path]
+        download(url, dest, root=ctx.cache, expected_size=meta.get("size"), checksum=checksum, session=session,
+                 retries=ctx.retries, backoff=ctx.backoff, policy=ctx.policy, progress=ctx.progress,
+                 label=Path(path).name, notify=ctx.say)
         payload.downloaded.append(dest)
         payload.provenance["files"].append({"name": path, **({"sha256": checksum[1]} if checksum else {})})
     _collect(payload, ctx, out_dir, payload.downloaded)
@@ -414,6 +507,17 @@ def _git_blob_sha1(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _hub_transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP client huggingface_hub uses (httpx or its successor httpx2), if any."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def fetch_hf(ctx: FetchContext) -> Payload:
@@ -457,17 +561,22 @@ def fetch_hf(ctx: FetchContext) -> Payload:
                            "`hf auth login`)") from None
     except RepositoryNotFoundError:
         raise AcquireError(f"{repo.repo_id}: no such dataset repository (or it is private: set HF_TOKEN)") from None
-    except (HfHubHTTPError, OSError) as err:
-        raise AcquireError(f"{repo.repo_id}: cannot list the repository ({err})") from None
+    except (HfHubHTTPError, OSError, *_hub_transport_errors()) as err:
+        where = host_of(endpoint or constants.ENDPOINT)
+        raise NetworkError(f"{repo.repo_id}: cannot list the repository at {where} ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:160]}); check the network and --endpoint / HF_ENDPOINT, "
+                           "then run the command again") from None
     files = [e for e in entries if e.path.endswith(".parquet") or is_archive_name(Path(e.path).name)]
     if not files:
         raise AcquireError(f"{repo.repo_id}: no parquet shards or archives in the repository")
     ctx.confirm(sum(e.size or 0 for e in files), f"{repo.repo_id} ({len(files)} files)")
-    local_dir = ctx.cache / "hf" / repo.repo_id.replace("/", "__")
+    service = f"Hugging Face {repo.repo_id}"
+    local_dir = safepath.inside(ctx.cache, "hf/" + repo.repo_id.replace("/", "__"), what="repository id",
+                                service=service)
     payload = Payload(repo=repo, provenance={"source": "hf", "endpoint": endpoint or ctx.base_url("hf"),
                                              "repo": repo.repo_id, "revision": rev, "files": []})
     headers = dict(build_hf_headers())  # the user's token (HF_TOKEN / `hf auth login`) for gated or private repos
-    session = ScopedSession()
+    session = ScopedSession(ctx.policy)
     for k in [k for k in headers if k.lower() == "authorization"]:  # sent to the Hub only, never to its storage
         session.add_credential(endpoint or constants.ENDPOINT, "Authorization", headers.pop(k))
     if ctx.real_from is not None:
@@ -477,15 +586,16 @@ def fetch_hf(ctx: FetchContext) -> Payload:
         url = hf_hub_url(repo.repo_id, e.path, repo_type="dataset", revision=rev, endpoint=endpoint)
         lfs = getattr(e, "lfs", None)
         sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
-        local = download(url, local_dir / e.path, expected_size=e.size, headers=headers, session=session,
+        dest = safepath.inside(local_dir, e.path, what="tree entry", service=service)
+        local = download(url, dest, root=ctx.cache, expected_size=e.size, headers=headers, session=session,
                          checksum=("sha256", sha256) if sha256 else None, retries=ctx.retries, backoff=ctx.backoff,
-                         progress=ctx.progress, label=Path(e.path).name)
+                         policy=ctx.policy, progress=ctx.progress, label=Path(e.path).name, notify=ctx.say)
         if sha256:
             algo, want = "sha256", sha256
         else:  # a small file kept in git: its id is the git blob sha1
             algo, want = "git-sha1", e.blob_id
             if want and _git_blob_sha1(local) != want:
-                local.unlink(missing_ok=True)
+                discard(ctx.cache, local)
                 raise ChecksumError(f"{repo.repo_id}/{e.path}: git blob sha1 differs from the Hub's {want}; deleted, "
                                     "run again to download it anew")
         payload.downloaded.append(local)
