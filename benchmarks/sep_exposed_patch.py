@@ -46,7 +46,7 @@ def colour_stats(patch: np.ndarray) -> np.ndarray:
 
 def patches(split_dir: Path, train: bool, mode: str, cfg) -> dict:
     """Per image of both classes: texture and colour statistics of the chosen patch, the label, |real - fake|."""
-    from sep_bench.sep.model import choose_patch
+    from sep_bench.baselines.sep import choose_patch
 
     size = cfg.patch_size
     out = {"texture": [], "colour": [], "label": [], "abs_diff": []}
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/sep_exposed_patch.json")
     args = parser.parse_args()
     from sep_bench.protocol import load_params, resolve
-    from sep_bench.sep.model import SEPConfig
+    from sep_bench.baselines.sep import SEPConfig
 
     spec = resolve(load_params(ROOT / "params.yaml"), "sep", "mini")  # SEP's mini recipe, as training gets it
     generator = spec.profile.data.train_generators[0]

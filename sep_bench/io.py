@@ -18,9 +18,11 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text", "read_json", "remove_stale_temps"]
+__all__ = ["atomic_path", "write_json", "write_text", "read_json", "remove_stale_temps", "file_digest", "Progress"]
+
+Progress = Callable[[str, int, int], None]  # (task, completed, total)
 
 _HOST = hashlib.sha256(platform.node().encode()).hexdigest()[:8]
 _TEMP_RE = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -98,3 +100,18 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", progress: Progress | None = None,
+                task: str | None = None) -> str:
+    """The hex digest of a file, read in 1 MiB chunks (`progress` is told the bytes done)."""
+    h = hashlib.new(algorithm)
+    size = os.path.getsize(path)
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(task or f"{algorithm} {Path(path).name}", done, size)
+    return h.hexdigest()

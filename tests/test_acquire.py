@@ -21,12 +21,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sep_bench.cli import app
-from sep_bench.data.acquire.catalog import AcquireError, get_benchmark
-from sep_bench.data.acquire.extract import (
+from sep_bench.acquire.catalog import AcquireError, get_benchmark
+from sep_bench.acquire.extract import (
     ArchiveError, ArchiveGroup, Limits, UnsafeArchiveError, extract, group_archives,
 )
-from sep_bench.data.acquire.normalise import normalise_tree
-from sep_bench.data.acquire.verify import (
+from sep_bench.acquire.normalise import normalise_tree
+from sep_bench.acquire.verify import (
     INTENT_NAME, MANIFEST_NAME, MARKER_NAME, VerificationError, genimage_md5, verify_tree,
 )
 from sep_bench.data.layouts import read_layout, summarize
@@ -418,7 +418,7 @@ def test_missing_generator_and_foreign_tree_are_user_errors(tmp_path, genimage_d
 
 
 def test_interrupted_install_is_never_taken_as_complete(tmp_path, genimage_downloads, monkeypatch):
-    import sep_bench.data.acquire.assemble as assemble
+    import sep_bench.acquire.assemble as assemble
 
     dl, csv = genimage_downloads
     out = tmp_path / "genimage"

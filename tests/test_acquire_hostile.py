@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sep_bench.cli import app
-from sep_bench.data.acquire.download import recorded_digest_path
+from sep_bench.acquire.download import recorded_digest_path
 from sep_bench.data.layouts import read_layout, summarize
 from tests.test_acquire import _has, image_bytes, write_zip
 from tests.test_acquire_http import _fake_hub, parquet_shard

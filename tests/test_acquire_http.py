@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sep_bench.cli import app
-from sep_bench.data.acquire.catalog import HFRepo, get_benchmark
-from sep_bench.data.acquire.download import ChecksumError, DownloadError, download
-from sep_bench.data.acquire.normalise import convert_parquet
-from sep_bench.data.acquire.verify import verify_tree
+from sep_bench.acquire.catalog import HFRepo, get_benchmark
+from sep_bench.acquire.download import ChecksumError, DownloadError, download
+from sep_bench.acquire.normalise import convert_parquet
+from sep_bench.acquire.verify import verify_tree
 from sep_bench.data.layouts import read_layout, summarize
 from tests.test_acquire import image_bytes
 

@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sep_bench.cli import app
-from sep_bench.data.acquire.verify import MANIFEST_NAME, MARKER_NAME, data_pairing, verify_tree
+from sep_bench.acquire.verify import MANIFEST_NAME, MARKER_NAME, data_pairing, verify_tree
 from sep_bench.data.layouts import read_layout, summarize
 from tests.test_acquire import _has, image_bytes, write_zip
 from tests.test_acquire_http import _fake_hub, _start, _stop, parquet_shard

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.safepath import UnsafePathError
+from sep_bench.acquire import safepath
+from sep_bench.acquire.safepath import UnsafePathError
 
 # pieces a hostile listing combines: traversal, separators, control characters, drive letters, look-alikes
 _ATOMS = ["..", ".", "", "a", "b.zip", "GenImage", "test_set.zip", "ü", "名前", " ", "...", "\\", "/", "\x00", "\n",
@@ -141,7 +141,7 @@ def test_the_write_time_guard_refuses_links_and_paths_outside_the_root(planted):
 def test_colliding_listing_entries_are_a_clear_error(tmp_path):
     """A listing naming both ``x`` (a file) and ``x/y``: the folder cannot be made, and a folder where a file
     should be is not read as a file."""
-    from sep_bench.data.acquire.download import download
+    from sep_bench.acquire.download import download
 
     root = tmp_path / "cache"
     (root / "x").parent.mkdir(parents=True)

@@ -281,7 +281,7 @@ def test_rows_are_marked_by_provenance():
 
 
 def test_shared_reals_data_is_said_in_the_caption():
-    from sep_bench.data.acquire.verify import SHARED_REALS_CAPTION
+    from sep_bench.data.pairing import SHARED_REALS_CAPTION
     from sep_bench.report.tables import caption_lines
 
     m = {"detector": "npr", "profile": "aigcbench", "seed": 0, "protocol_hash": "h", "weights": "none",

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from sep_bench.detectors import get_detector
 from sep_bench.layers.eps import select_patch
-from sep_bench.sep.model import AI, NATURE, SEP, SEPConfig, SPEC, _load_official, _views
+from sep_bench.baselines.sep import AI, NATURE, SEP, SEPConfig, SPEC, _load_official, _views
 from sep_bench.weights import WeightsFileError, WeightsSource, parse_pretrained
 
 SMALL = dict(classifier_size=64, backbone="resnet18", dwt_size=64, train_candidates=16, eval_candidates=32)
@@ -206,7 +206,7 @@ def _official_checkpoint(path: Path, seed: int = 0) -> OrderedDict:
         elif key.endswith(".weight") and _is_bn(key):
             sd[key] = 1 + 0.1 * torch.randn(shape, generator=g)
         elif key == "srm.kernel":
-            from sep_bench.sep.sapm import srm_kernel
+            from sep_bench.layers.sapm import srm_kernel
 
             sd[key] = srm_kernel(3)
         else:
@@ -333,7 +333,7 @@ def test_dwt_map_and_grouped_enhancer_match_the_official_formulas():
     import torchvision
     from pytorch_wavelets import DWTForward
 
-    from sep_bench.sep.fpm import DWTMap, GroupedDilatedFrequencyEnhancer
+    from sep_bench.layers.fpm import DWTMap, GroupedDilatedFrequencyEnhancer
 
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     yl, yh = DWTForward(J=1, mode="symmetric", wave="bior1.3")(x)
@@ -417,7 +417,7 @@ def test_views_are_deterministic_and_take_the_patch_from_the_full_image():
 
 
 def test_explain_renders_a_png(tmp_path):
-    from sep_bench.sep.explain import render_explanation
+    from sep_bench.engine.explain import render_explanation
 
     img = _img(4, 96, 128)
     img[50:90, 10:60] = 128

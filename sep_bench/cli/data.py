@@ -27,7 +27,7 @@ def register(app: typer.Typer, argv=None) -> None:
     data_app.command("prepare")(data_prepare)
     sub = argv[0] if argv else None
     if sub in (None, "get", "--help"):  # the download code loads only for `data get` (and the group's help)
-        from sep_bench.data.acquire.commands import get_cmd
+        from sep_bench.acquire.commands import get_cmd
 
         data_app.command("get")(get_cmd)
     app.add_typer(data_app, name="data")
@@ -108,7 +108,7 @@ def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) 
         if data.source == "minigen":
             build_mini(params, prof_name, None, None, False)
             return
-        from sep_bench.data.acquire.commands import verify_external  # external data only: the download package
+        from sep_bench.data.verify import verify_external  # external data: the installed tree against its manifest
 
         root = paths.data_root(prof_name, data)
         with progress() as update:

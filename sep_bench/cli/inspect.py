@@ -118,7 +118,7 @@ def explain(
     from sep_bench.engine.predict import predict as run_predict
     from sep_bench.io import atomic_path
     from sep_bench.protocol import resolve
-    from sep_bench.sep.explain import render_explanation
+    from sep_bench.engine.explain import render_explanation
 
     with user_errors():
         if checkpoint is not None and not official:

@@ -278,7 +278,7 @@ def _pairing(spec: RunSpec) -> dict:
     data = spec.profile.data
     if data.source != "external":
         return {}
-    from sep_bench.data.acquire.verify import data_pairing
+    from sep_bench.data.pairing import data_pairing
 
     folder_of = {shown: folder for folder, shown in (data.generator_aliases or {}).items()}
     pairing = data_pairing(data_root(spec.profile_name, data), [folder_of.get(g, g) for g in data.test_generators])

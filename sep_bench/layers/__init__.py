@@ -5,6 +5,8 @@
 - `dwt`: discrete wavelet transforms (pytorch_wavelets wrappers; SEP's FPM, SAFE, FatFormer).
 - `dct`: orthonormal DCT-II matrices and 2-D / block DCTs (F3Net, FreDect, AIDE).
 - `eps`: exposed-patch selection, the patch of least texture (SEP, SSP; `ensure_min_size`: also AIDE, LoTA).
+- `sapm`: SEP's spatial branch, SRM-guided GBCSA attention on the patch.
+- `fpm`: SEP's frequency branch, the DWT map of the crop and its grouped dilated enhancer.
 
 Modules are imported by their full path (``from sep_bench.layers.srm import SRMConv2d``); this package imports
 nothing eagerly, so a block's optional dependency only matters to the detectors that use it.

@@ -419,7 +419,7 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
     if any(m.get("select_on") == "test" for m in metrics):
         notes.append(TEST_SELECTED_NOTE)
     if any(m.get("data_pairing") == "shared-reals" for m in metrics):
-        from sep_bench.data.acquire.verify import SHARED_REALS_CAPTION
+        from sep_bench.data.pairing import SHARED_REALS_CAPTION
 
         notes.append(SHARED_REALS_CAPTION)
     for kind, note in PROVENANCE_NOTE.items():

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from sep_bench.data.acquire.catalog import AcquireError
-from sep_bench.data.acquire.download import Progress
+from sep_bench.acquire.catalog import AcquireError
+from sep_bench.acquire.download import Progress
 
 __all__ = ["Limits", "ArchiveGroup", "UnsafeArchiveError", "ArchiveError", "group_archives", "extract",
            "is_archive_name", "MultiFile", "ZipReader", "extract_zip_reader", "Select"]

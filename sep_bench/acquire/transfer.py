@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from sep_bench.data.acquire.catalog import AcquireError
+from sep_bench.acquire.catalog import AcquireError
 
 __all__ = ["Policy", "RateWatch", "NetworkError", "TooSlow", "Interrupted", "body_chunks", "network_error", "describe",
            "check_redirect", "host_of", "ALLOWED_SCHEMES"]

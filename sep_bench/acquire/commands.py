@@ -9,10 +9,10 @@ from typing import List, Optional
 import typer
 
 from sep_bench.cli.common import ParamsOpt, console, progress, user_errors
-from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
-from sep_bench.data.acquire.verify import MANIFEST_NAME, check_generators, verify_tree
+from sep_bench.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
+from sep_bench.acquire.verify import MANIFEST_NAME
 
-__all__ = ["get_cmd", "verify_external", "default_out", "write_stamps", "STAMPS_DIR"]
+__all__ = ["get_cmd", "default_out", "write_stamps", "STAMPS_DIR"]
 
 STAMPS_DIR = Path("data/stamps")  # one small file per external profile, for the DVC data stage to depend on
 
@@ -107,9 +107,9 @@ def get_cmd(
 
       sep-bench data get aigcbench                                     # ModelScope test_set.zip
     """
-    from sep_bench.data.acquire.assemble import acquire
-    from sep_bench.data.acquire.sources import FetchContext
-    from sep_bench.data.acquire.transfer import Policy
+    from sep_bench.acquire.assemble import acquire
+    from sep_bench.acquire.sources import FetchContext
+    from sep_bench.acquire.transfer import Policy
 
     with user_errors():
         try:
@@ -163,35 +163,6 @@ def _print_counts(counts: dict) -> None:
         for sp, c in splits.items():
             table.add_row(g, sp, str(c.get("real", 0)), str(c.get("fake", 0)))
     console.print(table)
-
-
-def verify_external(data, *, level: str = "full", progress=None) -> dict:
-    """Verify an external profile's data (root, and train_root if set) and that its generators are there.
-
-    `data` is a `protocol.DataSpec` with ``source: external``. Returns the summary the data stage writes:
-    ``{"root", "counts", "verification": {"test": report, ["train": report]}}``. Raises `VerificationError`
-    (a `LayoutError`) naming the files or generators at fault.
-    """
-    bench_of = {"genimage": "genimage", "aigcbench": "aigcbench"}
-    reports = {"test": verify_tree(data.root, data.layout, level=level, progress=progress)}
-    aliases = dict(data.generator_aliases)
-    hint = (f"fetch them with `sep-bench data get {bench_of.get(data.layout, data.layout)} --generators ...` "
-            "(README: Getting the real data)")
-    check_generators(reports["test"].counts, list(data.test_generators), aliases, data.root, hint)
-    if data.train_root:
-        reports["train"] = verify_tree(data.train_root, data.train_layout or data.layout, level=level,
-                                       progress=progress)
-        check_generators(reports["train"].counts, list(data.train_generators), aliases, data.train_root,
-                         "fetch them with `sep-bench data get progan --root <folder with the ProGAN training set>`")
-    else:
-        check_generators(reports["test"].counts, list(data.train_generators), aliases, data.root, hint)
-    from sep_bench.data.acquire.verify import load_manifest
-
-    pairing = (load_manifest(Path(data.root)) or {}).get("data_pairing") or {}
-    return {"root": str(data.root), "counts": reports["test"].counts,
-            **({"data_pairing": pairing} if pairing else {}),
-            **({"train_root": str(data.train_root), "train_counts": reports["train"].counts} if data.train_root else {}),
-            "verification": {k: r.to_json() for k, r in reports.items()}}
 
 
 def write_stamps(out: Path, params: Path, stamps_dir: Path = STAMPS_DIR) -> list[Path]:

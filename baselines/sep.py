@@ -43,7 +43,7 @@ Documented deviations from the official code:
   random transforms on the global torch RNG and never seeds evaluation).
 - Padding of small images for ``img_dwt`` follows `sep_bench.data.transforms` (zero padding split between both
   sides, as torchvision CenterCrop; torchvision's RandomCrop(pad_if_needed) pads both sides by the full deficit).
-- See `sep_bench.sep.fpm` (grouped-conv enhancer, DWT resize antialias, and ``dwt_bands``: the official
+- See `sep_bench.layers.fpm` (grouped-conv enhancer, DWT resize antialias, and ``dwt_bands``: the official
   repository changed the DWT input from the HH band alone to the tiled sub-bands five days after publishing the
   checkpoint link; ``dwt_bands: hh`` evaluates the checkpoint with the earlier input) and `sep_bench.layers.eps`.
 """
@@ -62,8 +62,8 @@ from torch import nn
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.eps import ensure_min_size, select_patch
-from sep_bench.sep.fpm import DWTMap, GroupedDilatedFrequencyEnhancer, dwt_encoder
-from sep_bench.sep.sapm import GBCSA, SRMConv2d
+from sep_bench.layers.fpm import DWTMap, GroupedDilatedFrequencyEnhancer, dwt_encoder
+from sep_bench.layers.sapm import GBCSA, SRMConv2d
 from sep_bench.weights import WeightsFileError, WeightsSource, load_state_dict, timm_state_dict
 
 __all__ = ["SEPConfig", "SEP", "AI", "NATURE", "choose_patch", "SPEC"]
@@ -116,7 +116,7 @@ class SEP(Detector):
         classifier_size: side the patch branch is up-sampled to (official 512).
         backbone: ``resnet50`` (official), ``resnet34`` or ``resnet18``.
         gbcsa, fpm, srm_guide: ablation switches (see the module docstring); all True is the official model.
-        dwt_antialias, dwt_bands: see `sep_bench.sep.fpm` (`DWTMap`).
+        dwt_antialias, dwt_bands: see `sep_bench.layers.fpm` (`DWTMap`).
     """
 
     def __init__(

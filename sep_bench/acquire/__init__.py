@@ -12,15 +12,15 @@ name a service supplies checked; every write, rename and delete kept inside its 
 See docs/downloads-security.md for what a hostile or broken service can and cannot do.
 """
 
-from sep_bench.data.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
-from sep_bench.data.acquire.verify import MANIFEST_NAME, MARKER_NAME, VerificationError, build_manifest, verify_tree
+from sep_bench.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
+from sep_bench.acquire.verify import MANIFEST_NAME, MARKER_NAME, VerificationError, build_manifest, verify_tree
 
 __all__ = ["BENCHMARKS", "AcquireError", "get_benchmark", "MANIFEST_NAME", "MARKER_NAME", "VerificationError",
            "build_manifest", "verify_tree", "acquire"]
 
 
 def acquire(*args, **kwargs):
-    """See `sep_bench.data.acquire.assemble.acquire`."""
-    from sep_bench.data.acquire.assemble import acquire as _acquire
+    """See `sep_bench.acquire.assemble.acquire`."""
+    from sep_bench.acquire.assemble import acquire as _acquire
 
     return _acquire(*args, **kwargs)

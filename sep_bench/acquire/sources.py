@@ -42,17 +42,17 @@ from urllib.parse import quote
 
 import requests
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
-from sep_bench.data.acquire.download import (
+from sep_bench.acquire import safepath
+from sep_bench.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
+from sep_bench.acquire.download import (
     ChecksumError, Progress, ScopedSession, Slice, discard, download, file_digest,
 )
-from sep_bench.data.acquire.extract import ArchiveGroup, group_archives, is_archive_name
-from sep_bench.data.acquire.remote import (
+from sep_bench.acquire.extract import ArchiveGroup, group_archives, is_archive_name
+from sep_bench.acquire.remote import (
     RemoteZip, SlicedArchive, find_slice_sets, human_bytes, member_selector, plan_spans,
 )
-from sep_bench.data.acquire.transfer import Interrupted, NetworkError, Policy, body_chunks, host_of, network_error
-from sep_bench.data.acquire.verify import (
+from sep_bench.acquire.transfer import Interrupted, NetworkError, Policy, body_chunks, host_of, network_error
+from sep_bench.acquire.verify import (
     VerificationError, genimage_md5, load_md5_csv, load_sha256_manifest, verify_archives, write_sha256_manifest,
 )
 from sep_bench.data.layouts import IMAGE_SUFFIXES

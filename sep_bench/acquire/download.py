@@ -24,10 +24,8 @@ cut into slices (GenImage on Dataverse) with single-range requests, resumable li
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -36,18 +34,18 @@ from typing import Callable, Mapping, Sequence, TypeVar
 
 import requests
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.catalog import AcquireError
-from sep_bench.data.acquire.transfer import (
+from sep_bench.acquire import safepath
+from sep_bench.acquire.catalog import AcquireError
+from sep_bench.acquire.transfer import (
     Interrupted, NetworkError, Policy, body_chunks, check_redirect, describe, host_of, network_error,
 )
+from sep_bench.io import Progress, file_digest  # re-exported: the download code's callers use them from here
 
 __all__ = ["download", "file_digest", "ChecksumError", "DownloadError", "Progress", "ScopedSession", "Slice",
            "fetch_span", "host_of", "discard", "recorded_digest_path", "check_recorded"]
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (task, completed, total)
 
 _CHUNK = 1 << 20
 
@@ -58,20 +56,6 @@ class ChecksumError(AcquireError):
 
 class DownloadError(NetworkError):
     """A transfer failed after every retry, or the server refused it."""
-
-
-def file_digest(path: str | Path, algorithm: str = "sha256", progress: Progress | None = None,
-                task: str | None = None) -> str:
-    h = hashlib.new(algorithm)
-    size = os.path.getsize(path)
-    done = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(task or f"{algorithm} {Path(path).name}", done, size)
-    return h.hexdigest()
 
 
 def check_digest(path: Path, algorithm: str, expected: str, label: str | None = None,

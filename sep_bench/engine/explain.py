@@ -1,7 +1,7 @@
 """One PNG per image showing what SEP looked at: the exposed patch in the image, the texture map the selector
 minimises, the patch enlarged, and (when given) the fake probability.
 
-The patch is chosen exactly as the evaluation view chooses it (`sep_bench.sep.model.choose_patch`), so with the
+The patch is chosen exactly as the evaluation view chooses it (`sep_bench.baselines.sep.choose_patch`), so with the
 sample's evaluation generator the figure shows the patch the model classified.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from sep_bench.io import atomic_path
 from sep_bench.layers.eps import score_map, texture_score
-from sep_bench.sep.model import SEPConfig, choose_patch
+from sep_bench.baselines.sep import SEPConfig, choose_patch
 
 __all__ = ["render_explanation"]
 

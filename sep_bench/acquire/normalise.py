@@ -31,9 +31,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
-from sep_bench.data.acquire.download import Progress
+from sep_bench.acquire import safepath
+from sep_bench.acquire.catalog import AcquireError, Benchmark, Generator, HFRepo
+from sep_bench.acquire.download import Progress
 from sep_bench.data.layouts import IMAGE_SUFFIXES
 
 __all__ = ["normalise_tree", "convert_parquet", "image_ext", "ShardError"]

@@ -37,12 +37,12 @@ from typing import Callable, Sequence
 
 import requests
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.catalog import AcquireError, Benchmark
-from sep_bench.data.acquire.download import Progress, ScopedSession, Slice, check_recorded, discard, fetch_span
-from sep_bench.data.acquire.extract import (ArchiveError, Limits, ReadOnlyFile, Select, ZipEntry, ZipReader,
+from sep_bench.acquire import safepath
+from sep_bench.acquire.catalog import AcquireError, Benchmark
+from sep_bench.acquire.download import Progress, ScopedSession, Slice, check_recorded, discard, fetch_span
+from sep_bench.acquire.extract import (ArchiveError, Limits, ReadOnlyFile, Select, ZipEntry, ZipReader,
                                             extract_zip_reader)
-from sep_bench.data.acquire.transfer import Policy
+from sep_bench.acquire.transfer import Policy
 
 __all__ = ["SparseFile", "SlicedArchive", "RemoteZip", "member_selector", "plan_spans", "human_bytes",
            "SLICE_RE", "find_slice_sets"]

@@ -22,7 +22,7 @@ import re
 import stat
 from pathlib import Path
 
-from sep_bench.data.acquire.catalog import AcquireError
+from sep_bench.acquire.catalog import AcquireError
 
 __all__ = ["UnsafePathError", "check_name", "check_relpath", "inside", "guard", "unlink", "replace", "mkdir",
            "open_write", "write_text", "shown"]

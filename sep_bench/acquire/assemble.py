@@ -29,21 +29,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sep_bench.data.acquire import safepath
-from sep_bench.data.acquire.catalog import AcquireError, Benchmark, Generator
-from sep_bench.data.acquire.download import Progress, discard
-from sep_bench.data.acquire.extract import ArchiveError, ArchiveGroup, Limits, extract, group_archives, is_archive_name
-from sep_bench.data.acquire.normalise import ShardError, convert_parquet, normalise_tree
-from sep_bench.data.acquire.remote import member_selector
-from sep_bench.data.acquire.sources import SOURCES, FetchContext, Payload
-from sep_bench.data.acquire.verify import (
+from sep_bench.acquire import safepath
+from sep_bench.acquire.catalog import AcquireError, Benchmark, Generator
+from sep_bench.acquire.download import Progress, discard
+from sep_bench.acquire.extract import ArchiveError, ArchiveGroup, Limits, extract, group_archives, is_archive_name
+from sep_bench.acquire.normalise import ShardError, convert_parquet, normalise_tree
+from sep_bench.acquire.remote import member_selector
+from sep_bench.acquire.sources import SOURCES, FetchContext, Payload
+from sep_bench.data.verify import (
     INTENT_NAME,
     MANIFEST_NAME,
     MARKER_NAME,
-    _tree_files,
     build_manifest,
     hash_files,
     load_manifest,
+    tree_files,
 )
 from sep_bench.io import write_json
 
@@ -216,7 +216,7 @@ def acquire(
             classes = _classes(tree / g.folder, bench.layout)
             if len(classes) < 2:
                 log.warning("%s: only %s images found", g.display, ", ".join(sorted(classes)) or "no")
-        files = hash_files(tree, _tree_files(tree), ctx.progress, "hashing")
+        files = hash_files(tree, tree_files(tree), ctx.progress, "hashing")
 
         # install: generator by generator, then the manifest, then the marker (last)
         old.mkdir()

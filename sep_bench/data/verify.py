@@ -1,49 +1,38 @@
-"""Verification: publisher checksums of archives, and a sha256 manifest of the canonical tree.
+"""Verification of an installed dataset tree against its ``MANIFEST.sha256.json``, and of its generators.
 
-- Archives: an md5 list where one exists. For GenImage the bundled list (`genimage_md5`) is community-contributed:
-  it comes from an unmerged pull request (#2 of GenImage-Dataset/GenImage) whose hashes were read from the Google
-  Drive copy, not from the publisher; a copy from another mirror (Baidu) may differ, so a mismatch is reported
-  (`verify_archives` returns it) and the caller warns; ``--trust-sha256`` takes a sha256 manifest of a copy the
-  user vouches for (`write_sha256_manifest` / `load_sha256_manifest`). Google Drive's ``-001`` name suffixes are
-  tolerated. Dataverse/Hub/ModelScope checksums are checked at download.
-- Trees: ``MANIFEST.sha256.json`` at the dataset root, written when a tree is first acquired (or, for a tree
-  put there by hand, the first time it is verified), then checked: every file's size and sha256, no file
-  missing, no file added, and the counts per generator/split/class that the layout reader sees. Its ``stats``
-  give, per generator/split/class, the image formats (from the file headers) and width/height statistics, and
-  list files whose header cannot be read. ``bad_files`` counts and lists every zero-byte file and every image whose
-  header cannot be read (the real GenImage has zero-byte PNGs in ADM and GLIDE and ~3.6k unreadable SD v1.5
-  nature JPEGs): recorded, never fatal.
+``MANIFEST.sha256.json`` at the dataset root is written when a tree is first acquired (`sep_bench.acquire`) or,
+for a tree put there by hand, the first time it is verified, then checked: every file's size and sha256, no file
+missing, no file added, and the counts per generator/split/class that the layout reader sees. Its ``stats`` give,
+per generator/split/class, the image formats (from the file headers) and width/height statistics, and list files
+whose header cannot be read. ``bad_files`` counts and lists every zero-byte file and every image whose header
+cannot be read (the real GenImage has zero-byte PNGs in ADM and GLIDE and ~3.6k unreadable SD v1.5 nature JPEGs):
+recorded, never fatal. `verify_external` is what the data stage runs for an external profile; it reads no
+download code.
 
 A mismatch raises `VerificationError` (a `LayoutError`, so the CLI prints it as one line) naming the files.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
-import re
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
-from sep_bench.data.acquire.download import Progress, file_digest
 from sep_bench.data.layouts import IMAGE_SUFFIXES, LayoutError, read_layout, summarize
-from sep_bench.io import write_text
+from sep_bench.data.pairing import MANIFEST_NAME
+from sep_bench.io import Progress, write_text
 
-__all__ = ["MANIFEST_NAME", "MARKER_NAME", "INTENT_NAME", "VerificationError", "VerifyReport", "hash_files", "build_manifest",
-           "verify_tree", "load_md5_csv", "verify_archives", "genimage_md5", "write_sha256_manifest",
-           "load_sha256_manifest", "data_pairing", "PAIRING_TAG", "SHARED_REALS_CAPTION"]
+__all__ = ["MANIFEST_NAME", "MARKER_NAME", "INTENT_NAME", "VerificationError", "VerifyReport", "hash_files",
+           "build_manifest", "load_manifest", "verify_tree", "check_generators", "verify_external", "tree_files"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "MANIFEST.sha256.json"
 MARKER_NAME = ".sep-bench-complete.json"
 INTENT_NAME = ".sep-bench-installing.json"  # present only while generator folders are being renamed into place
 _SKIP = {MANIFEST_NAME, MARKER_NAME, INTENT_NAME}
@@ -72,101 +61,10 @@ class VerifyReport:
                 "stats": self.stats}
 
 
-# ---- publisher md5 lists -------------------------------------------------------------------------------------
-
-
-def load_md5_csv(text_or_path: str | Path) -> dict[str, str]:
-    """``{file name: md5}`` from a CSV with an md5 column and a file-name column (GenImage's checksums.csv)."""
-    p = Path(text_or_path) if not isinstance(text_or_path, str) or "\n" not in text_or_path else None
-    text = p.read_text() if p is not None else str(text_or_path)
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return {}
-    head = [h.strip().lower() for h in rows[0]]
-    md5_col = next((i for i, h in enumerate(head) if "md5" in h), None)
-    name_col = next((i for i, h in enumerate(head) if "name" in h or "file" in h), None)
-    body = rows[1:]
-    if md5_col is None or name_col is None:  # no header: guess which column looks like an md5
-        body, md5_col = rows, 0 if re.fullmatch(r"[0-9a-fA-F]{32}", rows[0][0].strip()) else 1
-        name_col = 1 - md5_col
-    out: dict[str, str] = {}
-    for r in body:
-        if len(r) > max(md5_col, name_col):
-            out[r[name_col].strip()] = r[md5_col].strip().lower()
-    return out
-
-
-def genimage_md5() -> dict[str, str]:
-    from sep_bench.data.acquire._genimage_md5 import CHECKSUMS_CSV
-
-    return load_md5_csv(CHECKSUMS_CSV)
-
-
-def _publisher_name(name: str, known: dict[str, str]) -> str | None:
-    if name in known:
-        return name
-    m = re.fullmatch(r"(?P<base>.+?)-[^.]*(?P<ext>\.[^.]+)", name)  # Google Drive: base-001.z01
-    if m and m.group("base") + m.group("ext") in known:
-        return m.group("base") + m.group("ext")
-    return None
-
-
-def verify_archives(files: Iterable[Path], md5s: dict[str, str], progress: Progress | None = None) -> dict:
-    """Check each file that the md5 list names; return ``{"checked": [...], "unlisted": [...],
-    "mismatched": {name: (actual, listed)}}`` (the caller decides what a mismatch means)."""
-    checked, unlisted, mismatched = [], [], {}
-    for f in sorted(files):
-        key = _publisher_name(f.name, md5s)
-        if key is None:
-            unlisted.append(f.name)
-            continue
-        actual = file_digest(f, "md5", progress, f"md5 {f.name}")
-        if actual != md5s[key]:
-            mismatched[f.name] = (actual, md5s[key])
-        else:
-            checked.append(f.name)
-    return {"checked": checked, "unlisted": unlisted, "mismatched": mismatched}
-
-
-def write_sha256_manifest(path: Path, files: Iterable[Path], progress: Progress | None = None) -> Path:
-    """``{"algorithm": "sha256", "files": {name: sha256}}`` of archives, merged into `path` if it exists."""
-    try:
-        known = load_sha256_manifest(path)
-    except VerificationError:
-        known = {}
-    for f in files:
-        known[f.name] = file_digest(f, "sha256", progress, f"sha256 {f.name}")
-    write_text(path, json.dumps({"algorithm": "sha256", "files": dict(sorted(known.items()))}, indent=1) + "\n")
-    return path
-
-
-def load_sha256_manifest(path: Path) -> dict[str, str]:
-    """``{name: sha256}`` from a file written by `write_sha256_manifest` (or a plain ``sha256sum`` listing)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise VerificationError(f"--trust-sha256 {path}: cannot read it ({err})") from None
-    try:
-        data = json.loads(text)
-        files = data.get("files", data) if isinstance(data, dict) else None
-        if isinstance(files, dict):
-            return {Path(k).name: str(v).lower() for k, v in files.items()}
-    except ValueError:
-        pass
-    out = {}
-    for line in text.splitlines():
-        m = re.fullmatch(r"\s*([0-9a-fA-F]{64})\s+\*?(.+?)\s*", line)
-        if m:
-            out[Path(m.group(2)).name] = m.group(1).lower()
-    if not out:
-        raise VerificationError(f"--trust-sha256 {path}: no sha256 entries found")
-    return out
-
-
 # ---- the manifest --------------------------------------------------------------------------------------------
 
 
-def _tree_files(root: Path) -> list[str]:
+def tree_files(root: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
@@ -264,7 +162,7 @@ def build_manifest(root: str | Path, layout: str, *, files: dict[str, dict] | No
     """Hash every file under `root` (or take `files`), write ``MANIFEST.sha256.json``, return it."""
     root = Path(root)
     if files is None:
-        files = hash_files(root, _tree_files(root), progress, f"hashing {root.name}")
+        files = hash_files(root, tree_files(root), progress, f"hashing {root.name}")
     samples = read_layout(root, layout)
     manifest = {
         "version": 1,
@@ -296,31 +194,6 @@ def load_manifest(root: Path) -> dict | None:
     return m
 
 
-PAIRING_TAG = "sep_bench.data_pairing"
-SHARED_REALS_CAPTION = ("Real images of this data carry no generator (third-party copy): they were shared out among "
-                        "the generators by content hash, so per-generator numbers are not the benchmark's.")
-
-
-def data_pairing(root: str | Path, generators: Iterable[str] | None = None) -> str | None:
-    """How the real images of `root` (its manifest) are paired with generators, as one tag value.
-
-    ``shared-reals`` if any of `generators` (all when None) has its reals shared out by hash (a copy without the
-    pairing), else ``benchmark`` / ``recovered-from-path`` / ``real-from:<dir>`` (joined with "," when mixed);
-    None when the tree has no manifest or the manifest predates the record (minigen, trees put there by hand)."""
-    try:
-        m = load_manifest(Path(root))
-    except VerificationError:
-        return None
-    pairing = (m or {}).get("data_pairing") or {}
-    if generators is not None:
-        wanted = set(generators)
-        pairing = {g: v for g, v in pairing.items() if g in wanted}
-    values = set(pairing.values())
-    if not values:
-        return None
-    return "shared-reals" if "shared-reals" in values else ",".join(sorted(values))
-
-
 def _named(kind: str, items: list[str]) -> str:
     more = f" (and {len(items) - _MAX_NAMED} more)" if len(items) > _MAX_NAMED else ""
     return f"{len(items)} {kind}: " + ", ".join(items[:_MAX_NAMED]) + more
@@ -344,7 +217,7 @@ def verify_tree(root: str | Path, layout: str, *, level: str = "full", progress:
         return VerifyReport(str(root), layout, len(m["files"]), sum(f["size"] for f in m["files"].values()),
                             m["counts"], m["stats"], manifest_created=True, level=level)
     expected: dict[str, dict] = manifest["files"]
-    present = _tree_files(root)
+    present = tree_files(root)
     missing = sorted(set(expected) - set(present))
     added = sorted(set(present) - set(expected))
     problems = []
@@ -377,3 +250,30 @@ def check_generators(counts: dict, wanted: list[str], aliases: dict[str, str], r
     if missing:
         raise VerificationError(f"{root}: generator(s) {', '.join(missing)} not found (present: "
                                 f"{', '.join(sorted(counts)) or 'none'}); {hint}")
+
+
+def verify_external(data, *, level: str = "full", progress=None) -> dict:
+    """Verify an external profile's data (root, and train_root if set) and that its generators are there.
+
+    `data` is a `protocol.DataSpec` with ``source: external``. Returns the summary the data stage writes:
+    ``{"root", "counts", "verification": {"test": report, ["train": report]}}``. Raises `VerificationError`
+    (a `LayoutError`) naming the files or generators at fault.
+    """
+    bench_of = {"genimage": "genimage", "aigcbench": "aigcbench"}
+    reports = {"test": verify_tree(data.root, data.layout, level=level, progress=progress)}
+    aliases = dict(data.generator_aliases)
+    hint = (f"fetch them with `sep-bench data get {bench_of.get(data.layout, data.layout)} --generators ...` "
+            "(README: Getting the real data)")
+    check_generators(reports["test"].counts, list(data.test_generators), aliases, data.root, hint)
+    if data.train_root:
+        reports["train"] = verify_tree(data.train_root, data.train_layout or data.layout, level=level,
+                                       progress=progress)
+        check_generators(reports["train"].counts, list(data.train_generators), aliases, data.train_root,
+                         "fetch them with `sep-bench data get progan --root <folder with the ProGAN training set>`")
+    else:
+        check_generators(reports["test"].counts, list(data.train_generators), aliases, data.root, hint)
+    pairing = (load_manifest(Path(data.root)) or {}).get("data_pairing") or {}
+    return {"root": str(data.root), "counts": reports["test"].counts,
+            **({"data_pairing": pairing} if pairing else {}),
+            **({"train_root": str(data.train_root), "train_counts": reports["train"].counts} if data.train_root else {}),
+            "verification": {k: r.to_json() for k, r in reports.items()}}
