@@ -236,7 +236,7 @@ def bench_detector(name: str, spec, paths, args, device) -> dict:
     amp = C.amp_for(device, args.amp)
     ref_amp = C.amp_for(device, args.reference_amp)
     bs = min(args.batch_size or spec.recipe.eval.batch_size, len(paths))
-    workers = spec.recipe.eval.num_workers if args.workers is None else args.workers
+    workers = spec.profile.loader.eval_workers if args.workers is None else args.workers
     view = det.views(cfg, False, False)
     samples = C.samples_of(paths, args.samples)  # files cycled to --samples (page cache: decoding as from disk)
     labels = [0 if p.parent.name == "nature" else 1 for p in paths]
@@ -318,7 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(parser, "evaluate", images=1024, quick_images=16)
     parser.add_argument("--workers", type=int, default=None,
-                        help="loader workers of ours (default: the profile's eval.num_workers)")
+                        help="loader workers of ours (default: the profile's loader.eval_workers)")
     parser.add_argument("--batch-size", type=int, default=None, help="eval batch size of ours (default: the profile's)")
     parser.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast of ours (CUDA only)")
     parser.add_argument("--reference-amp", choices=["bf16", "fp16", "off"], default="off",

@@ -77,7 +77,7 @@ def bench_detector(name: str, spec, paths, args, device) -> dict:
     amp = C.amp_for(device, args.amp)
     cl = bool(args.channels_last and device.type == "cuda")
     bs = args.batch_size or recipe.train.batch_size
-    workers = recipe.train.num_workers if args.workers is None else args.workers
+    workers = spec.profile.loader.train_workers if args.workers is None else args.workers
     max_pixels = spec.profile.data.max_image_pixels
     view = det.views(cfg, True, recipe.train.hflip)
 
@@ -144,7 +144,7 @@ def main() -> None:
                         help="untimed pre-built steps first (default 3; 1 with --quick)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's (8 with --quick)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="loader workers (default: the profile's train.num_workers)")
+                        help="loader workers (default: the profile's loader.train_workers)")
     parser.add_argument("--loader-samples", type=int, default=None,
                         help="images through the loader pass (default max(8192, 8 x workers x batch); "
                              "small with --quick)")

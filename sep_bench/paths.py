@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sep_bench.protocol import DataSpec
 
-__all__ = ["data_root", "prepared_dir", "train_dir", "metrics_dir", "metrics_path", "predictions_path",
+__all__ = ["data_root", "prepared_dir", "timing_path", "train_dir", "metrics_dir", "metrics_path", "predictions_path",
            "robustness_dir", "selection_train_dir", "selection_path", "compare_stem", "recon_dir", "feature_cache_dir", "released_record",
            "TABLES_DIR", "PLOTS_DIR", "REFERENCE_DIR", "RECON_DIR"]
 
@@ -23,6 +23,13 @@ def prepared_dir(profile: str) -> Path:
 
 def data_root(profile: str, data: DataSpec) -> Path:
     return prepared_dir(profile) if data.source == "minigen" else Path(data.root)
+
+
+def timing_path(out_dir: Path) -> Path:
+    """Where a stage's wall-clock record goes: beside its output folder, not in it, so the output (a dependency of
+    later stages) has the same bytes on every run and machine and nothing reruns because a clock moved."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}-timing.json")
 
 
 def train_dir(profile: str, detector: str, seed: int) -> Path:

@@ -56,8 +56,8 @@ def tiny_params(data_root: Path, **train) -> dict:
                     "test_generators": ["g1", "g2"],
                     "val": {"group_pattern": "^(?P<group>p[0-9])__", "groups": ["p3"]},
                 },
-                "train": {"epochs": 2, "batch_size": 8, "num_workers": 0, **train},
-                "eval": {"batch_size": 16, "num_workers": 0},
+                "train": {"epochs": 2, "batch_size": 8, **train},
+                "eval": {"batch_size": 16},
                 "device": "cpu",
             }
         },

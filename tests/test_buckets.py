@@ -162,7 +162,7 @@ def test_training_with_persistent_workers_matches_in_process_loading(workdir):
         return load_file(workdir / out / "last.safetensors")
 
     base = run("inline")
-    workers = run("workers", **{"profiles.tiny.train.num_workers": 2, "profiles.tiny.eval.num_workers": 2,
+    workers = run("workers", **{"profiles.tiny.loader.train_workers": 2, "profiles.tiny.loader.eval_workers": 2,
                                 "profiles.tiny.loader": {"persistent_workers": True}})
     model_keys = [k for k in base if k.startswith("model.")]
     assert model_keys and all(torch.equal(base[k], workers[k]) for k in model_keys)

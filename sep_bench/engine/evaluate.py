@@ -172,7 +172,7 @@ def evaluate(
     def loader_for(view_, variants_=None, on_subset=False):
         return inference_loader(
             sub_samples if on_subset else samples, view_, seed=spec.seed, batch_size=ev.batch_size,
-            num_workers=ev.num_workers, device=device, max_pixels=data.max_image_pixels,
+            num_workers=spec.profile.loader.eval_workers, device=device, max_pixels=data.max_image_pixels,
             bucket_by_size=ev.bucket_by_size, loader_settings=spec.profile.loader, variants=variants_,
             index_offset=subset if on_subset else None,
         )

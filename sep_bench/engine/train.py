@@ -46,7 +46,7 @@ from sep_bench.engine.metrics import binary_metrics, summarize_predictions
 from sep_bench.engine.selection import Selection, val_better
 from sep_bench.engine.runtime import autocast, make_loader, pick_device, to_device
 from sep_bench.io import write_json
-from sep_bench.paths import data_root, feature_cache_dir
+from sep_bench.paths import data_root, feature_cache_dir, timing_path
 from sep_bench.protocol import OptimSpec, ProtocolError, RunSpec, ScheduleSpec
 from sep_bench.weights import parse_pretrained
 
@@ -141,7 +141,7 @@ def _cache(model, det, cfg, weights, spec: RunSpec, train_set, val_set, train_vi
     if align is not None and align.quality is not None:  # (absent when off: existing cache entries stay valid)
         common["align"] = align.label
     cache_dir = feature_cache_dir(spec.detector)
-    kwargs = dict(seed=spec.seed, batch_size=spec.recipe.eval.batch_size, num_workers=spec.recipe.eval.num_workers,
+    kwargs = dict(seed=spec.seed, batch_size=spec.recipe.eval.batch_size, num_workers=spec.profile.loader.eval_workers,
                   device=device, amp=spec.profile.amp, max_pixels=spec.profile.data.max_image_pixels,
                   progress=progress)
     train_feats, n_new = cached_features(model, train_set, train_view, cache_dir,
@@ -500,12 +500,12 @@ def _loaders(run: _Run, state: _State, progress: Progress | None) -> tuple[Epoch
     sampler = EpochSampler(rank_order, state.epoch)
     dataset = ViewDataset(run.train_set, run.train_view, seed=spec.seed, max_pixels=data.max_image_pixels,
                           features=train_feats)
-    loader = make_loader(dataset, plan.rank_batch, recipe.train.num_workers, run.device, sampler,
+    loader = make_loader(dataset, plan.rank_batch, spec.profile.loader.train_workers, run.device, sampler,
                          settings=spec.profile.loader)
 
     def eval_loader(samples, view, features=None):
         return inference_loader(
-            samples, view, seed=spec.seed, batch_size=recipe.eval.batch_size, num_workers=recipe.eval.num_workers,
+            samples, view, seed=spec.seed, batch_size=recipe.eval.batch_size, num_workers=spec.profile.loader.eval_workers,
             device=run.device, max_pixels=data.max_image_pixels, features=features,
             bucket_by_size=recipe.eval.bucket_by_size, loader_settings=spec.profile.loader,
         )
@@ -580,8 +580,8 @@ def _fit(run: _Run, state: _State, progress: Progress | None, tracker) -> None:
             break
 
 
-def _summary(run: _Run, state: _State, seconds: float) -> dict:
-    """``train.json``: what was trained, on what, and each epoch's record."""
+def _summary(run: _Run, state: _State) -> dict:
+    """``train.json``: what was trained, on what, and each epoch's record (no wall-clock time: `timing_path`)."""
     spec, recipe, sel = run.spec, run.spec.recipe, state.selection
     summary = {
         "detector": spec.detector, "profile": spec.profile_name, "protocol_hash": run.meta_base["protocol_hash"],
@@ -589,7 +589,7 @@ def _summary(run: _Run, state: _State, seconds: float) -> dict:
         "n_train": len(run.train_set), "n_val": len(run.val_set), "epochs": recipe.train.epochs,
         "steps_per_epoch": run.steps_per_epoch, "best_epoch": sel.epoch, "best_val": sel.selected_val,
         "history": state.history, "skipped": {"count": sum(state.skips.values()), "by_reason": dict(state.skips)},
-        "seconds": round(seconds, 2), "device": str(run.device), "processes": run.dinfo.world,
+        "device": str(run.device), "processes": run.dinfo.world,
     }
     if run.plan.accumulate > 1 or recipe.optim.lr_scale != "none" or recipe.train.global_batch is not None:
         summary["batch"] = run.plan.record()
@@ -623,12 +623,14 @@ def train(
                     spec.detector)
     _fit(run, state, progress, tracker)
     seconds = time.perf_counter() - started
-    summary = _summary(run, state, seconds)
+    summary = _summary(run, state)
     if main:
         write_json(out_dir / "train.json", summary)
+        write_json(timing_path(out_dir), {"seconds": round(seconds, 2), "device": str(run.device)})
     if tracker is not None and main:  # skip events summed over epochs (each epoch decodes again)
         skips = state.skips
-        tracker.log_metrics({"skipped": sum(skips.values()), **{f"skipped.{r}": n for r, n in skips.items()}})
+        tracker.log_metrics({"skipped": sum(skips.values()), "train_seconds": round(seconds, 2),
+                             **{f"skipped.{r}": n for r, n in skips.items()}})
         tracker.set_tags({"sep_bench.skipped": sum(skips.values()),
                           "sep_bench.skip_reasons": ",".join(f"{r}={n}" for r, n in sorted(skips.items())) or "none",
                           "sep_bench.select_on": recipe.train.select_on})

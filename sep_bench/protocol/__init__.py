@@ -114,11 +114,18 @@ class DataSpec(_Strict):
         return self
 
 
+def _refuse_moved_workers(data: Any, block: str) -> Any:
+    """`num_workers` moved to the loader block (speed only: outside the protocol hash and the DVC parameters)."""
+    if isinstance(data, dict) and "num_workers" in data:
+        raise ValueError(f"{block}.num_workers is now loader.{block}_workers (a speed setting: no stage reruns when "
+                         "it changes); move it there")
+    return data
+
+
 class TrainSpec(_Strict):
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
     max_steps_per_epoch: int | None = Field(None, ge=1)
-    num_workers: int = Field(0, ge=0)
     hflip: bool = True
     select_metric: Literal["acc", "ap", "loss"] = "acc"
     checkpoint_every_steps: int | None = Field(None, ge=1)
@@ -142,6 +149,11 @@ class TrainSpec(_Strict):
     def _align_syntax(cls, v: str) -> str:
         return check_alignment(v)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workers_moved(cls, data: Any) -> Any:
+        return _refuse_moved_workers(data, "train")
+
     @model_validator(mode="after")
     def _one_batch_rule(self) -> "TrainSpec":
         if self.global_batch is not None and self.accumulate != 1:
@@ -151,7 +163,11 @@ class TrainSpec(_Strict):
 
 class EvalSpec(_Strict):
     batch_size: int = Field(64, ge=1)
-    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workers_moved(cls, data: Any) -> Any:
+        return _refuse_moved_workers(data, "eval")
     # Extra evaluations of the same checkpoint under deterministic post-processing (see data.perturb), e.g.
     # jpeg95 for format-aligned evaluation, or the robustness suite: jpeg75, blur2, down0.5, blur1+jpeg75.
     perturbations: list[str] = []
@@ -231,13 +247,19 @@ class Recipe(_Strict):
 
 
 class LoaderSpec(_Strict):
-    """DataLoader settings of training and evaluation (speed only: no number in a table depends on them).
+    """DataLoader settings of training and evaluation (speed only: no number in a table depends on them, so they are
+    outside the protocol hash and no DVC stage lists them as a parameter).
+
+    `train_workers` / `eval_workers`: loader processes (every random choice derives from (seed, epoch, sample), so
+    results are bit-identical for any count).
 
     `pin_memory`: auto pins when the device is CUDA. `persistent_workers` keeps the workers of a loader alive
     between its passes (training epochs, the validation after each epoch), so their start-up is paid once.
     `prefetch_factor`: batches each worker prepares ahead (with workers only).
     """
 
+    train_workers: int = Field(0, ge=0)
+    eval_workers: int = Field(0, ge=0)
     pin_memory: Literal["auto", True, False] = "auto"
     persistent_workers: bool = True
     prefetch_factor: int = Field(4, ge=1)

@@ -38,7 +38,8 @@ def detector_recon_config(p, profile: str, detector: str) -> tuple[object | None
 
 def reconstruct_detector(p, profile: str, detector: str, *, device=None,
                          progress: Callable[[str, int, int], None] | None = None, tracker_factory=None) -> dict:
-    """Run the stage for one detector; returns the manifest (with ``last_run`` statistics when it computed)."""
+    """Run the stage for one detector; returns the manifest plus this run's statistics (``this_run``, not written
+    into the folder: it is a dependency of training)."""
     out = paths.recon_dir(profile, detector)
     spec, cfg = detector_recon_config(p, profile, detector)
     if cfg is None:
@@ -69,7 +70,7 @@ def reconstruct_detector(p, profile: str, detector: str, *, device=None,
         else:
             from sep_bench.recon.models import describe
 
-            manifest = write_manifest(out, cfg, detector, stats, describe(cfg))
+            manifest = write_manifest(out, cfg, detector, describe(cfg))
         if tracker is not None:
             tracker.log_params({f"reconstruct.{k}": v for k, v in cfg.model_dump().items()})
             tracker.set_tags({"sep_bench.reconstruct.pipeline": manifest.get("pipeline", cfg.arch),

@@ -2,7 +2,9 @@
 
 Layout (``out`` = ``data/recon/<profile>/<detector>``, next to ``data/prepared/<profile>``)::
 
-    out/manifest.json                 pipeline, weights, settings, device/dtype, counts, seconds per image
+    out/manifest.json                 pipeline, weights, settings (what produced the results; no run statistics:
+                                      this folder is a dependency of training, so it holds no clock or count that
+                                      changes between runs; they go to MLflow and the console)
     out/index.json                    image path -> sha256 of its bytes (so readers need not re-hash)
     out/<config key>/<sha[:2]>/<sha>.rec.png    the reconstruction (DIRE: at image_size; DRCT: cropped size)
     out/<config key>/<sha[:2]>/<sha>.dire.png   DIRE only: |x - x_rec| * 255 / 2
@@ -190,7 +192,7 @@ def run_reconstruction(
     return stats
 
 
-def write_manifest(out: Path, cfg: ReconConfig | None, detector: str, stats: dict | None, description: str = "") -> dict:
+def write_manifest(out: Path, cfg: ReconConfig | None, detector: str, description: str = "") -> dict:
     """``out/manifest.json``: what produced the results (or that the detector needs no reconstruction)."""
     from importlib.metadata import version
 
@@ -200,7 +202,7 @@ def write_manifest(out: Path, cfg: ReconConfig | None, detector: str, stats: dic
         manifest = {
             "detector": detector, "needed": True, "config": cfg.model_dump(), "config_key": cfg.key(),
             "pipeline": description or cfg.arch, "tiny_random_weights": cfg.tiny, "weights": cfg.weights,
-            "diffusers": version("diffusers"), "torch": torch.__version__, "last_run": stats,
+            "diffusers": version("diffusers"), "torch": torch.__version__,
         }
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"manifest.json.tmp{os.getpid()}"
