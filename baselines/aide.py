@@ -83,7 +83,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from sep_bench.baselines._common import ResNetName, jpeg_roundtrip, resnet_pooled_features
+from sep_bench.layers.augment import jpeg_roundtrip
+from sep_bench.layers.backbones import ResNetName, resnet_pooled_features
 from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.convnext import convnext_feature_map, create_convnext

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, check_input_size, crop_view, load_strict
+from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.backbones import check_input_size, load_strict
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.adapters import add_lora, merge_lora
 from sep_bench.layers.clip import CLIP_MEAN, CLIP_STD, clip_tokenize, hf_clip_from_weights

@@ -15,7 +15,7 @@ variants: Blur+JPEG(0.5) (blur p 0.5, sigma U[0, 3]; JPEG p 0.5, quality U{30..1
 Blur+JPEG(0.1) (both probabilities 0.1, same ranges). Evaluation (``eval.py``): no resize, CenterCrop 224 (the
 paper; the README also reports an uncropped variant at batch size 1), ImageNet normalisation.
 
-Documented deviations: the JPEG encoder is always PIL (see `sep_bench.baselines._common`); the official validation during
+Documented deviations: the JPEG encoder is always PIL (see `sep_bench.layers.augment`); the official validation during
 training also applies the augmentation at the mid values (sigma 1.5, quality 65, each with p 0.5); this
 harness validates on the plain evaluation view.
 """
@@ -29,7 +29,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view, resnet_pooled_features
+from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.backbones import ResNetName, build_resnet, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.weights import WeightsSource, load_state_dict

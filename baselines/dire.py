@@ -45,7 +45,8 @@ from pathlib import Path
 from pydantic import Field
 
 from sep_bench.baselines.cnnspot import CNNSpot
-from sep_bench.baselines._common import CropViewConfig, ResNetName, build_resnet, crop_view
+from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.backbones import ResNetName, build_resnet
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.recon.config import ReconConfig

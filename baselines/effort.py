@@ -53,7 +53,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, check_input_size, crop_view, load_strict
+from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.backbones import check_input_size, load_strict
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.adapters import SVDResidualLinear, apply_svd_residual
 from sep_bench.layers.clip import CLIP_MEAN, CLIP_STD, hf_clip_from_weights

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sep_bench.baselines._common import check_input_size, load_strict
+from sep_bench.layers.backbones import check_input_size, load_strict
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.clip import clip_tokenize, open_clip_from_weights

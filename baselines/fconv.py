@@ -58,7 +58,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sep_bench.baselines._common import PretrainedUnavailableError, gaussian_blur, hub_failure
+from sep_bench.layers.augment import gaussian_blur
+from sep_bench.weights import PretrainedUnavailableError, hub_failure
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, random_crop, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.weights import WeightsSource, load_state_dict

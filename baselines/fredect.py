@@ -44,7 +44,7 @@ Documented deviations and guesses:
   weight-updating epochs is then the port's). The training images of that pass go through the training view
   (identical to the evaluation view in the port's recipe).
 - Where the port's statistics came from (which images, how many) is not documented; here: the training split.
-- Resizing is PIL bilinear on uint8 (as torchvision on PIL images); JPEG is always PIL (``sep_bench.baselines._common``).
+- Resizing is PIL bilinear on uint8 (as torchvision on PIL images); JPEG is always PIL (``sep_bench.layers.augment``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, blur_jpeg, build_resnet, resnet_pooled_features
+from sep_bench.layers.augment import CropViewConfig, blur_jpeg
+from sep_bench.layers.backbones import build_resnet, resnet_pooled_features
 from sep_bench.data.transforms import center_crop, maybe_hflip, random_crop, resize_short
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.dct import dct2

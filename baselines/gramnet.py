@@ -41,7 +41,7 @@ Documented deviations and guesses:
 - ``main.py`` starts from the authors' own ``stylegan-ffhq.pth`` (a trained GramNet) on top of ImageNet; that
   file is not public beyond the face checkpoints, so training starts from ImageNet ResNet-18 only.
 - Official model selection on test generators is replaced by the harness's validation slice.
-- The down/up-sampling uses PIL bilinear instead of cv2 bilinear; JPEG is always PIL (``sep_bench.baselines._common``).
+- The down/up-sampling uses PIL bilinear instead of cv2 bilinear; JPEG is always PIL (``sep_bench.layers.augment``).
 - The Gram matrix is computed in float32 even under bf16 autocast (the official code runs fp32 only).
 """
 
@@ -55,7 +55,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, blur_jpeg, build_resnet
+from sep_bench.layers.augment import CropViewConfig, blur_jpeg
+from sep_bench.layers.backbones import build_resnet
 from sep_bench.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, center_crop, maybe_hflip, random_crop, resize,
                                       resize_short, to_tensor)
 from sep_bench.detectors import Detector, DetectorSpec

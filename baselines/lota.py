@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from sep_bench.baselines._common import ResNetName, build_resnet, negate_logits, resnet_pooled_features
+from sep_bench.layers.backbones import ResNetName, build_resnet, negate_logits, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.eps import ensure_min_size

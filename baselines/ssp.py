@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from sep_bench.baselines._common import (BlurJpegConfig, ResNetName, blur_jpeg, build_resnet, negate_logits,
-                               resnet_pooled_features)
+from sep_bench.layers.augment import BlurJpegConfig, blur_jpeg
+from sep_bench.layers.backbones import ResNetName, build_resnet, negate_logits, resnet_pooled_features
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.srm import SRMConv2d

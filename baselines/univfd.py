@@ -25,7 +25,7 @@ with 16 px patches, 112 px input and a 768-d embedding so the official head shap
 ``open_clip.CLIP`` from that config. The CLIP tower comes from `sep_bench.layers.clip` (`create_clip` is its
 ``create_open_clip``), shared with the other CLIP-based detectors.
 
-Documented deviations: the JPEG encoder is always PIL (see `sep_bench.baselines._common`); the official validation during
+Documented deviations: the JPEG encoder is always PIL (see `sep_bench.layers.augment`); the official validation during
 training also applies the augmentation at the mid values (sigma 1.5, quality 65, each with p 0.5); this harness
 validates on the plain evaluation view. Only the image tower is kept (the text tower is discarded after loading).
 """
@@ -39,7 +39,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sep_bench.baselines._common import CropViewConfig, PretrainedUnavailableError, check_input_size, crop_view
+from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.backbones import check_input_size
+from sep_bench.weights import PretrainedUnavailableError
 from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.clip import OPEN_CLIP_LOCAL_ARCHS as LOCAL_CLIP_ARCHS

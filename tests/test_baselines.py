@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sep_bench.baselines._common import PretrainedUnavailableError, blur_jpeg
+from sep_bench.layers.augment import blur_jpeg
+from sep_bench.weights import PretrainedUnavailableError
 from sep_bench.detectors import get_detector
 from sep_bench.weights import WeightsSource, parse_pretrained
 

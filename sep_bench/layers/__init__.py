@@ -5,6 +5,9 @@
 - `dwt`: discrete wavelet transforms (pytorch_wavelets wrappers; SEP's FPM, SAFE, FatFormer).
 - `dct`: orthonormal DCT-II matrices and 2-D / block DCTs (F3Net, FreDect, AIDE).
 - `eps`: exposed-patch selection, the patch of least texture (SEP, SSP; `ensure_min_size`: also AIDE, LoTA).
+- `augment`: CNNDetection's seeded blur/JPEG training augmentation and crop view (CNNSpot, UnivFD, SSP, ...).
+- `backbones`: the torchvision ResNet builder with a one-logit head, and checkpoint helpers (strict loading,
+  negated logits, input-size checks).
 - `sapm`: SEP's spatial branch, SRM-guided GBCSA attention on the patch.
 - `fpm`: SEP's frequency branch, the DWT map of the crop and its grouped dilated enhancer.
 
