@@ -23,14 +23,12 @@ harness validates on the plain evaluation view.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
-import torch
 from pydantic import Field
 from torch import nn
 
 from sep_bench.layers.augment import CropViewConfig, crop_view
-from sep_bench.layers.backbones import ResNetName, build_resnet, resnet_pooled_features
+from sep_bench.layers.backbones import ResNetChildren, ResNetName, build_resnet
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.weights import WeightsSource, load_state_dict
@@ -45,19 +43,12 @@ class CNNSpotConfig(CropViewConfig):
     fc_init_std: float = Field(0.02, gt=0.0, description="std of the N(0, std) init of fc.weight")
 
 
-class CNNSpot(Detector):
+class CNNSpot(ResNetChildren, Detector):
     """A torchvision ResNet whose children are this module's children, so the state-dict keys are torchvision's."""
 
     def __init__(self, resnet: nn.Module) -> None:
         super().__init__()
-        for name, child in resnet.named_children():  # conv1, bn1, relu, maxpool, layer1..4, avgpool, fc
-            self.add_module(name, child)
-
-    def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return resnet_pooled_features(self, views["image"])
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
+        self.adopt(resnet)
 
 
 def _build(cfg: CNNSpotConfig, weights: WeightsSource) -> CNNSpot:

@@ -43,10 +43,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
+from torch import nn
 
-from sep_bench.baselines.cnnspot import CNNSpot
 from sep_bench.layers.augment import CropViewConfig, crop_view
-from sep_bench.layers.backbones import ResNetName, build_resnet
+from sep_bench.layers.backbones import ResNetChildren, ResNetName, build_resnet
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.recon.config import ReconConfig
@@ -69,8 +69,12 @@ class DIREConfig(CropViewConfig):
     reconstruct: ReconConfig = Field(DEFAULT_RECONSTRUCT, description="the DIRE reconstructor (DVC stage reconstruct)")
 
 
-class DIRE(CNNSpot):
+class DIRE(ResNetChildren, Detector):
     """The CNNDetection ResNet (DIRE trains with CNNSpot's code) on DIRE maps; torchvision state-dict keys."""
+
+    def __init__(self, resnet: nn.Module) -> None:
+        super().__init__()
+        self.adopt(resnet)
 
 
 def _build(cfg: DIREConfig, weights: WeightsSource) -> DIRE:

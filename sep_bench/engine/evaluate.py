@@ -27,6 +27,7 @@ from typing import Callable, ContextManager
 
 import pandas as pd
 
+from sep_bench.data.pairing import data_pairing
 from sep_bench.data.perturb import parse_perturbation
 from sep_bench.data.splits import evaluation_samples
 from sep_bench.detectors import get_detector
@@ -278,8 +279,6 @@ def _pairing(spec: RunSpec) -> dict:
     data = spec.profile.data
     if data.source != "external":
         return {}
-    from sep_bench.data.pairing import data_pairing
-
     folder_of = {shown: folder for folder, shown in (data.generator_aliases or {}).items()}
     pairing = data_pairing(data_root(spec.profile_name, data), [folder_of.get(g, g) for g in data.test_generators])
     return {"data_pairing": pairing} if pairing else {}

@@ -18,7 +18,7 @@ from torch import nn
 
 from sep_bench.weights import PretrainedUnavailableError, WeightsSource, load_state_dict, timm_state_dict
 
-__all__ = ["ResNetName", "build_resnet", "resnet_pooled_features", "negate_logits", "check_input_size", "load_strict"]
+__all__ = ["ResNetName", "build_resnet", "resnet_pooled_features", "ResNetChildren", "negate_logits", "check_input_size", "load_strict"]
 
 ResNetName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -101,3 +101,19 @@ def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: str | Path,
                                          f"missing {missing[:4]}, unexpected {unexpected[:4]}"
                                          f"{hint(missing, unexpected)}")
     model.load_state_dict(sd, strict=True)
+
+
+class ResNetChildren:
+    """Mixin for a detector that IS a torchvision ResNet (CNNSpot, DIRE): `adopt` makes the ResNet's children the
+    module's own (state-dict keys conv1, bn1, layer1..4, fc, as the official checkpoints name them); the forward is
+    the pooled features, then ``fc``. Use it before the `Detector` base: ``class X(ResNetChildren, Detector)``."""
+
+    def adopt(self, resnet: nn.Module) -> None:
+        for name, child in resnet.named_children():  # conv1, bn1, relu, maxpool, layer1..4, avgpool, fc
+            self.add_module(name, child)
+
+    def forward_features(self, views) -> torch.Tensor:
+        return resnet_pooled_features(self, views["image"])
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
