@@ -183,5 +183,5 @@ def test_the_format_table_and_the_report_flag_a_control_that_still_leaks_after_a
     assert flag.startswith("format still leaks") and "seed 1: 70.00% under eval.align jpeg95" in flag
     assert "seed 0" not in flag
     text = write_format(clean, rows, [0, 1], "p", tmp_path / "p_format")[0].read_text()
-    assert "**Format still leaks" in text
+    assert "**Format still leaks" in text and "| formatonly¶ (format still leaks) |" in text
     assert format_leak({"npr": "npr"}, [0, 1], "p") == ""  # no control in the run: nothing to say

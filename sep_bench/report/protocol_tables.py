@@ -205,6 +205,9 @@ def write_format(clean: Sequence[dict], row_of: Mapping[str, str], seeds: Sequen
     leak_flag = format_leak(row_of, seeds, profile)
     if leak_flag:
         notes.append(f"**{leak_flag[0].upper()}{leak_flag[1:]}**")
+        for r in rows:  # the control's row carries the flag too
+            if strip_marks(r[0]) == FORMAT_CONTROL:
+                r[0] += " (format still leaks)"
     notes.append(protocol_card_link(profile))
     frame = pd.DataFrame(rows, columns=cols)
     write_text(stem.with_suffix(".md"), markdown(frame) + "\n\n" + "\n".join(notes) + "\n")
