@@ -222,3 +222,28 @@ TABLE: dict[str, Official] = {
                      ("return cv2.resize(patch_np, (img_height, img_height))",), _lota, ("cv2",)),
     "formatonly": Official(None),
 }
+
+
+# ---- training: the deterministic resize before the random crop (uint8 images, grey levels) -----------------------
+
+
+def _effort_train(repo, img):
+    import cv2
+
+    return cv2.resize(img, (224, 224), interpolation=cv2.INTER_CUBIC)
+
+
+#: detector -> (the authors' pre-crop training resize, this harness's: (cfg, img) -> uint8 image)
+TRAIN_RESIZE: dict[str, tuple[Callable, Callable]] = {
+    "npr": (lambda repo, img: np.asarray(T.Resize((256, 256))(_pil(img))),
+            lambda cfg, img, tr: tr.resize_short(img, cfg.train_resize)),
+    "univfd": (lambda repo, img: np.asarray(T.Resize(256)(_pil(img))),
+               lambda cfg, img, tr: tr.resize_short(img, cfg.train_resize)),
+    "cnnspot": (lambda repo, img: np.asarray(T.Resize(256)(_pil(img))),
+                lambda cfg, img, tr: tr.resize_short(img, cfg.train_resize)),
+    "dire": (lambda repo, img: np.asarray(T.Resize(256)(_pil(img))),
+             lambda cfg, img, tr: tr.resize_short(img, cfg.train_resize)),
+    "freqnet": (lambda repo, img: np.asarray(T.Resize((256, 256))(_pil(img))),
+                lambda cfg, img, tr: tr.resize(img, cfg.resize, cfg.resize)),
+    "effort": (_effort_train, lambda cfg, img, tr: tr.resize_short(img, cfg.train_resize)),
+}

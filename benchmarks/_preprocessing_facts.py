@@ -26,7 +26,8 @@ FACTS: dict[str, dict[str, str]] = {
         norm="ImageNet",
         ours="train: short side 256 -> random crop 224 -> flip (non-square images: short-side resize instead of "
              "the square squash); eval: centre crop 224",
-        note="training geometry differs for non-square images (not measured here: random crops)"),
+        note="deviation kept so far, not part of #30: the training squash of non-square images is a short-side "
+                  "resize here"),
     "univfd": dict(
         train="short side 256 -> blur/JPEG -> RandomCrop 224 -> flip", eval="CenterCrop 224, no resize",
         interp="PIL bilinear (train resize only)", norm="CLIP", ours="the same"),
@@ -137,6 +138,18 @@ def _cell(measured: dict | None, label: str) -> str:
     return "; ".join(parts)
 
 
+def _train_cell(tr: dict | None) -> str:
+    if not tr:
+        return ""
+    parts = []
+    for label, r in tr.items():
+        if r.get("max_abs") is None:
+            parts.append(f"{label} {tuple(r['official_shape'][:2])} vs ours {tuple(r['ours_shape'][:2])}")
+        else:
+            parts.append(f"{label} max {r['max_abs']} grey levels, mean {_num(r['mean_abs'])}")
+    return "training resize before the crop: " + "; ".join(parts)
+
+
 def _source(row: dict) -> str:
     off = row.get("official")
     if not off:
@@ -170,7 +183,8 @@ def render(report: dict) -> str:
     ]
     for row in report["rows"]:
         f = row["facts"]
-        status = "; ".join(x for x in (f.get("status", ""), f.get("note", ""), row.get("error", "")) if x) or "-"
+        status = "; ".join(x for x in (f.get("status", ""), f.get("note", ""), row.get("error", ""),
+                                       _train_cell(row.get("train_resize"))) if x) or "-"
         cells = [f"`{row['detector']}`", f["train"], f["eval"], f["interp"], f["norm"], f["ours"],
                  _cell(row.get("measured"), "nonsquare"), _cell(row.get("measured"), "square"), status,
                  _source(row)]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _official_preprocessing import TABLE, Official  # noqa: E402
+from _official_preprocessing import TABLE, TRAIN_RESIZE, Official  # noqa: E402
 from _preprocessing_facts import FACTS, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +47,36 @@ def photographs() -> dict[str, dict]:
     }
 
 
-def ours(name: str, img: np.ndarray) -> dict[str, torch.Tensor]:
-    """This harness's evaluation view of `img` under the genimage recipe (plus LOTA's in-model up-sampling)."""
+def _config(name: str):
     from sep_bench.detectors import get_detector
     from sep_bench.protocol import load_params, resolve
 
     det = get_detector(name)
-    cfg = det.make_config(resolve(load_params(ROOT / "params.yaml"), name, profile="genimage").recipe.model)
+    return det, det.make_config(resolve(load_params(ROOT / "params.yaml"), name, profile="genimage").recipe.model)
+
+
+def train_resize(name: str, repo: Path, photos: dict) -> dict | None:
+    """The deterministic resize before the training crop, the authors' vs ours (uint8, grey levels), or None."""
+    if name not in TRAIN_RESIZE:
+        return None
+    from sep_bench.data import transforms as tr
+
+    official, mine = TRAIN_RESIZE[name]
+    _, cfg = _config(name)
+    out = {}
+    for label, photo in photos.items():
+        a, b = np.asarray(official(repo, photo["image"])), np.asarray(mine(cfg, photo["image"], tr))
+        rec = {"official_shape": list(a.shape), "ours_shape": list(b.shape)}
+        if a.shape == b.shape:
+            d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+            rec |= {"max_abs": int(d.max()), "mean_abs": float(d.mean())}
+        out[label] = rec
+    return out
+
+
+def ours(name: str, img: np.ndarray) -> dict[str, torch.Tensor]:
+    """This harness's evaluation view of `img` under the genimage recipe (plus LOTA's in-model up-sampling)."""
+    det, cfg = _config(name)
     out = dict(det.views(cfg, False, False)(img, np.random.default_rng(0)))
     if name == "lota":  # the 32 -> 256 up-sampling and normalisation run in LOTA.forward_features
         from baselines.lota import LOTA
@@ -129,7 +152,7 @@ def audit_one(name: str, root: Path, photos: dict) -> dict:
             measured[label] = {"official_error": f"{type(e).__name__}: {e}"}
             continue
         measured[label] = compare(official, ours(name, img))
-    return rec | {"measured": measured}
+    return rec | {"measured": measured, "train_resize": train_resize(name, root / off.repo, photos)}
 
 
 def main() -> None:
