@@ -165,9 +165,10 @@ def format_leak(row_of: Mapping[str, str], seeds: Sequence[int], profile: str, b
     if not leaks:
         return ""
     return (f"format still leaks: the format control `{FORMAT_CONTROL}` stays above {bar:.0f}% ACC after alignment "
-            f"({'; '.join(leaks)}), so the aligned accuracies still contain a format shortcut. A JPEG re-encoding "
-            "alone leaves the reals' earlier compression under the new one (double vs single compression); an "
-            "alignment that resamples first (e.g. down0.5+jpeg95) removes it: docs/protocols.md#format-alignment.")
+            f"({'; '.join(leaks)}), so the aligned accuracies may still contain a format shortcut. A JPEG "
+            "re-encoding alone leaves the reals' earlier compression under the new one (double vs single "
+            "compression); an alignment that resamples first (down<scale>+jpeg<q>) removes the earlier grid. "
+            "Measured rules and what remains: docs/protocols.md#format-alignment.")
 
 
 def write_format(clean: Sequence[dict], row_of: Mapping[str, str], seeds: Sequence[int], profile: str,
