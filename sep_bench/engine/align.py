@@ -19,9 +19,10 @@ test split):
   ``blur<sigma>`` first, then the JPEG. A JPEG re-encoding alone does not remove an *earlier* compression: the
   reals' old 8 x 8 blocking and quantisation lattice stay under the new one, so a real image is then
   double-compressed and a fake single-compressed, which is itself a format trace (measured on mini:
-  results/benchmarks/format_alignment.json, docs/protocols.md#mini). Resampling both classes by a non-integer
-  factor before the JPEG mixes the old blocks' coefficients, so the old grid is gone and both classes carry one
-  compression, the new one, on the same grid. The price: the detector sees a resampled image of both classes.
+  results/benchmarks/format_alignment.json, docs/protocols.md#format-alignment). Resampling both classes before
+  the JPEG (antialiased bicubic for ``down``) mixes the old blocks' coefficients, so the old lattice is gone and
+  both classes carry one compression, the new one, on the same grid. The price: the detector sees a resampled
+  image of both classes.
 
 A PNG re-encoding is not offered: PNG is lossless, so it changes no pixel and removes no JPEG trace from the reals.
 """
