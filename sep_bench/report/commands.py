@@ -120,6 +120,8 @@ def report_cmd(
                           "params.yaml now gives (rerun `dvc repro`)", highlight=False)
         if rep.learning:
             console.print(rep.learning, highlight=False)
+        if rep.format_leak:
+            console.print(f"[yellow]warning:[/] {rep.format_leak}", highlight=False)
         console.print(f"wrote {len(rep.files)} files under {paths.TABLES_DIR} and {paths.PLOTS_DIR}", highlight=False)
         if not no_track:
             _log_report(p, prof_name, rep, tracking_uri)
