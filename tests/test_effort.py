@@ -162,3 +162,15 @@ def test_official_view_is_the_deepfakebench_opencv_cubic_squash():
     img = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
     expected = (torch.from_numpy(img[38:262, 18:242].copy()).permute(2, 0, 1).float() / 255.0 - mean) / std
     assert torch.allclose(crop(img, np.random.default_rng(1))["image"], expected, atol=1e-6, rtol=0)
+
+
+def test_missing_opencv_is_a_clear_error(monkeypatch):
+    import sys
+
+    from sep_bench.data.transforms import resize_cv2
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if opencv-python-headless were not installed
+    with pytest.raises(ImportError, match="opencv-python-headless"):
+        resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "cubic")
+    with pytest.raises(ValueError, match="interpolation"):
+        resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "bilinear")
