@@ -44,7 +44,8 @@ to 224 with PIL bilinear, centre crop) differed even on square images (another i
 bilinear, then a crop; its evaluation is CenterCrop 224 without resize), used by the aigcbench override. The
 ``eval.preprocess`` rules ``center_crop`` and ``resize`` hand the view an image of 224 x 224 already, which the
 squash leaves as it is. The decoder differs (the official reads with ``cv2.imread``; here PIL): the same pixels for
-PNG, possibly not for JPEG (libjpeg builds and IDCT settings).
+PNG, and for the two test photographs saved as JPEG quality 95 the model inputs were identical too (pillow 13.0.0,
+opencv-python-headless 5.0.0.93); other libjpeg builds may round differently.
 
 Deviations: the SVD runs in float64 (official: float32) so the split reconstructs the weight to float rounding;
 the singular vectors can differ in sign from a float32 SVD (their products do not).

@@ -48,8 +48,9 @@ token embeddings are buffers), so training it changes nothing. Training view (gu
 random 224 crop and a horizontal flip.
 
 Deviations: the 2 prompts of all images go through the text encoder as one batch (official: a loop over images;
-same values up to float rounding); the adapter's width, GroupNorm groups and head counts are config fields
-(official: hard-coded 1024 / 128 / 8 / 12) so the tiny mini configuration can use the same classes.
+same values up to float rounding: 1.2e-6 on the 2-class logits of the full-size official model with random
+weights, ``results/benchmarks/official_parity.json``); the adapter's width, GroupNorm groups and head counts are
+config fields (official: hard-coded 1024 / 128 / 8 / 12) so the tiny mini configuration can use the same classes.
 
 Mini profile: ``arch: tiny-vit-64`` (open_clip ``CLIP``: 3 vision layers, one adapter each, 64 wide, 128 px,
 16 px patches: an 8x8 grid as ViT-L/14's 16x16; `sep_bench.layers.clip`), random init (``pretrained: false``),
