@@ -5,7 +5,8 @@ Independent re-implementation of shilinyan99/AIDE (MIT licence; no code copied).
 ``engine_finetune.py``, ``optim_factory.py``, ``utils.py``, ``scripts/train.sh``, ``scripts/eval.sh``,
 ``requirements.txt``, README. Provenance: official (model, data pipeline and training recipe all in the repo).
 
-Model (``AIDE_Model``; module names kept so the released ``ckpt['model']`` loads strictly):
+Model (``AIDE_Model``; module names kept so the released ``ckpt['model']`` loads strictly; the file is what
+``utils.save_model`` writes: ``{'model', 'optimizer', 'epoch', 'scaler', 'args': argparse.Namespace}``):
 - ``hpf.hpf``: a fixed 5x5 conv with the 30 SRM high-pass filters of ``all_normalized_hpf_list``, each repeated
   over RGB (`sep_bench.layers.srm` bank ``srm30``), no bias, no clipping;
 - ``model_min`` / ``model_max``: two ResNet-50s whose ``conv1`` takes the 30 SRM channels (7x7, stride 2,
@@ -73,6 +74,7 @@ the same timm ConvNeXt, ``patch_size``/``image_size`` the input sizes; the ConvN
 
 from __future__ import annotations
 
+import argparse
 import functools
 from pathlib import Path
 from typing import Mapping
@@ -301,8 +303,13 @@ def _build(cfg: AIDEConfig, weights: WeightsSource) -> AIDE:
 
 def _load_official(model: Detector, path: Path) -> None:
     """Load an official AIDE checkpoint (``ckpt['model']``, official key names, strict); its two logits are
-    (real, fake), which `AIDE.forward_head` turns into the fake logit, so no key needs converting."""
-    model.load_state_dict(load_state_dict(path), strict=True)
+    (real, fake), which `AIDE.forward_head` turns into the fake logit, so no key needs converting.
+
+    ``utils.save_model`` also pickles the optimizer and scaler states, the epoch and the training ``args`` (an
+    ``argparse.Namespace``); the weights-only unpickler is told to accept that one class, nothing else."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        sd = load_state_dict(path)
+    model.load_state_dict(sd, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

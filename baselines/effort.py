@@ -30,11 +30,22 @@ against the downloaded file (Google Drive is not reachable here).
 Recipe (params.yaml ``detectors.effort``): DeepfakeBench ``effort.yaml``: Adam lr 2e-4, betas (0.9, 0.999), eps
 1e-8, weight decay 5e-4, batch 32, 10 epochs, no schedule, 224 px, CLIP normalisation. Its albumentations
 augmentation (flip; rotate +-10 deg p 0.5; blur kernel 3-7 p 0.5; brightness/contrast +-0.1 p 0.5; JPEG 40-100)
-is approximated by the shared CNNDetection view (resize, blur sigma 0-3 p 0.5, PIL JPEG 40-100 p 0.5, crop,
-flip): *deviation*, no rotation and no brightness/contrast jitter. The ProGAN (aigcbench) recipe is the
-UnivFD-codebase script: batch 48, 256 px resize then 224 crop, lr 2e-4 (AdamW, weight decay 0), blur/JPEG as
-UnivFD. Evaluation: 224 px resize (DeepfakeBench resizes to ``resolution``) here a centre crop after resizing the
-short side to 224 (same for square images).
+is approximated by the shared blur/JPEG augmentation (blur sigma 0-3 p 0.5, PIL JPEG 40-100 p 0.5, flip):
+*deviation*, no rotation and no brightness/contrast jitter. The ProGAN (aigcbench) recipe is the UnivFD-codebase
+script: batch 48, 256 px resize then 224 crop, lr 2e-4 (AdamW, weight decay 0), blur/JPEG as UnivFD.
+
+Views (``geometry``): ``cv2_cubic_squash`` (default; DeepfakeBench ``training/dataset/abstract_dataset.py``
+``load_rgb``): the whole image squashed to 224 x 224 (aspect ratio not kept) by ``cv2.resize(...,
+interpolation=cv2.INTER_CUBIC)`` on the uint8 RGB image (`sep_bench.data.transforms.squash_view`), then ToTensor and
+CLIP normalisation; training augments after the squash, as DeepfakeBench does. The view used before (short side
+to 224 with PIL bilinear, centre crop) differed even on square images (another interpolation): see
+``results/benchmarks/official_parity.json`` for the before/after input and logit differences against the authors'
+``load_rgb``. ``short_side_crop``: the UnivFD-codebase view (``train_resize``/``eval_resize`` short side, PIL
+bilinear, then a crop; its evaluation is CenterCrop 224 without resize), used by the aigcbench override. The
+``eval.preprocess`` rules ``center_crop`` and ``resize`` hand the view an image of 224 x 224 already, which the
+squash leaves as it is. The decoder differs (the official reads with ``cv2.imread``; here PIL): the same pixels for
+PNG, and for the two test photographs saved as JPEG quality 95 the model inputs were identical too (pillow 13.0.0,
+opencv-python-headless 5.0.0.93); other libjpeg builds may round differently.
 
 Deviations: the SVD runs in float64 (official: float32) so the split reconstructs the weight to float rounding;
 the singular vectors can differ in sign from a float32 SVD (their products do not).
@@ -47,14 +58,16 @@ A frozen random tower with rank-1 residuals barely learns: the detector is exemp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from sep_bench.layers.augment import CropViewConfig, crop_view
+from sep_bench.layers.augment import CropViewConfig, blur_jpeg, crop_view
 from sep_bench.layers.backbones import check_input_size, load_strict
+from sep_bench.data.transforms import squash_view
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.adapters import SVDResidualLinear, apply_svd_residual
 from sep_bench.layers.clip import CLIP_MEAN, CLIP_STD, hf_clip_from_weights
@@ -77,9 +90,14 @@ class EffortConfig(CropViewConfig):
                                           "(official: commented out, 0)")
     keep_sv_loss_weight: float = Field(0.0, ge=0.0, description="weight of the mean singular-value energy loss "
                                        "(official: commented out, 0)")
+    geometry: Literal["cv2_cubic_squash", "short_side_crop"] = Field(
+        "cv2_cubic_squash", description="cv2_cubic_squash: DeepfakeBench load_rgb, the whole image to crop_size x "
+        "crop_size with OpenCV INTER_CUBIC (train and eval; train_resize/eval_resize unused); short_side_crop: the "
+        "UnivFD-codebase view, short side to train_resize/eval_resize (PIL bilinear) then a crop")
     crop_size: int = Field(224, ge=8)
-    train_resize: int | None = Field(224, ge=8, description="short side resized before augmentation and crop")
-    eval_resize: int | None = Field(224, ge=8, description="short side resized before the centre crop")
+    train_resize: int | None = Field(224, ge=8, description="short_side_crop: short side resized before augmentation "
+                                     "and crop")
+    eval_resize: int | None = Field(224, ge=8, description="short_side_crop: short side resized before the centre crop")
     blur_prob: float = Field(0.5, ge=0.0, le=1.0)
     jpeg_prob: float = Field(0.5, ge=0.0, le=1.0)
     jpeg_quality: tuple[int, int] = (40, 100)
@@ -144,7 +162,15 @@ def _load_official(model: Detector, path: Path) -> None:
 
 
 def _views(cfg: EffortConfig, train: bool, hflip: bool):
-    return crop_view(cfg, train, hflip, CLIP_MEAN, CLIP_STD)
+    if cfg.geometry == "short_side_crop":
+        return crop_view(cfg, train, hflip, CLIP_MEAN, CLIP_STD)
+
+    def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return blur_jpeg(img, rng, blur_prob=cfg.blur_prob, blur_sigma=cfg.blur_sigma, jpeg_prob=cfg.jpeg_prob,
+                         jpeg_quality=cfg.jpeg_quality)
+
+    return squash_view(cfg.crop_size, CLIP_MEAN, CLIP_STD, train=train, hflip=hflip, augment=augment,
+                       interpolation="cubic")
 
 
 SPEC = DetectorSpec(

@@ -11,8 +11,11 @@ no training code; its issue #13 asking for it is open).
 Model (module names as the official ``CLIPModel``, so ``ckpt['model']`` loads strictly):
 
 - ``clip_model``: OpenAI CLIP ViT-L/14 (open_clip's ``CLIP``, whose parameter names are OpenAI's; from
-  `sep_bench.layers.clip`). After every ``layers / num_vit_adapter``-th vision block (blocks 7, 15, 23) sits a
-  ``forgery_aware_adapter`` (`ForgeryAwareAdapter`), added in parallel with the block's MLP:
+  `sep_bench.layers.clip`), with QuickGELU in its MLPs as the official ``models/clip/model.py``
+  (``quick_gelu: true`` by default, whatever pretrained tag or file is given: the official-weights path builds
+  with no tag, where open_clip gives GELU, which moved the logits; ``results/benchmarks/official_parity.json``).
+  After every ``layers / num_vit_adapter``-th vision block (blocks 7, 15, 23) sits a ``forgery_aware_adapter``
+  (`ForgeryAwareAdapter`), added in parallel with the block's MLP:
   x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)) + adapter(x). The adapter = a conv branch (Conv1d D->64, ReLU,
   dropout 0.1, Conv1d 64->D, times 0.1) + ``freq_scale`` (init 0) times a frequency branch: the patch-token map
   -> one-level Haar DWT (pytorch_wavelets, 4 bands) -> GroupNorm(128) -> attention across the 4 bands at each
@@ -45,8 +48,9 @@ token embeddings are buffers), so training it changes nothing. Training view (gu
 random 224 crop and a horizontal flip.
 
 Deviations: the 2 prompts of all images go through the text encoder as one batch (official: a loop over images;
-same values up to float rounding); the adapter's width, GroupNorm groups and head counts are config fields
-(official: hard-coded 1024 / 128 / 8 / 12) so the tiny mini configuration can use the same classes.
+same values up to float rounding: 1.2e-6 on the 2-class logits of the full-size official model with random
+weights, ``results/benchmarks/official_parity.json``); the adapter's width, GroupNorm groups and head counts are
+config fields (official: hard-coded 1024 / 128 / 8 / 12) so the tiny mini configuration can use the same classes.
 
 Mini profile: ``arch: tiny-vit-64`` (open_clip ``CLIP``: 3 vision layers, one adapter each, 64 wide, 128 px,
 16 px patches: an 8x8 grid as ViT-L/14's 16x16; `sep_bench.layers.clip`), random init (``pretrained: false``),
@@ -82,7 +86,9 @@ class FatFormerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: str = Field("ViT-L-14", description="open_clip architecture or a sep_bench.layers.clip local arch")
-    quick_gelu: bool | None = Field(None, description="null: as the pretrained tag needs (openai: QuickGELU)")
+    quick_gelu: bool | None = Field(
+        True, description="QuickGELU MLP activation, as the OpenAI CLIP of the official models/clip/model.py that the "
+        "released weights were trained with (whatever pretrained tag or file is given); null: as the tag needs")
     num_vit_adapter: int = Field(3, ge=0)
     num_context_embedding: int = Field(8, ge=1)
     classnames: tuple[str, str] = ("real", "fake")

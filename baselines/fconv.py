@@ -11,7 +11,15 @@ weights are published.
 
 Model: frozen DINOv2 ViT-L/14 (``torch.hub facebookresearch/dinov2 dinov2_vitl14``; here timm's
 ``vit_large_patch14_dinov2`` built at 224 px, the same weights under timm's names) -> 1024-d CLS token after the
-final norm (not L2-normalised). Flow ``nf``: 2 blocks of [fixed permutation (``np.random.seed(k)``, not saved) ->
+final norm (not L2-normalised). Position embedding: DINOv2 (``dinov2/models/vision_transformer.py``
+``interpolate_pos_encoding``) resamples the released 37 x 37 grid on every forward pass, bicubic with
+``antialias=False`` and ``scale_factor = (16 + 0.1) / 37``; timm's loader would resample it once to size 16 with
+antialiasing, another function (CLS features 2.2e-2 apart, max |feature| 3.3, for the official ViT-L/14 with
+random weights; ``results/benchmarks/official_parity.json``). So pretrained weights are read at the native size
+and the embedding replaced by DINOv2's interpolation for the fixed input size (`dinov2_pos_embed`, the tensor the
+official forward computes each time): the CLS features then agree exactly (0.0) in that comparison.
+
+Flow ``nf``: 2 blocks of [fixed permutation (``np.random.seed(k)``, not saved) ->
 GLOW affine coupling (split 512/512; subnets ``s1``/``s2`` = MLP in -> 4096 -> 4096 -> 4096 -> 2 x out with ReLU,
 dropout 0, plus an unused ``bn`` BatchNorm1d whose tensors are in the checkpoint); soft clamp
 ``3 * 0.636 * atan(s / 3)``]; output clamped to +-1e6; log-det = sum of the clamped scales. State-dict keys are the
@@ -64,7 +72,8 @@ from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, 
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.weights import WeightsSource, load_state_dict
 
-__all__ = ["FConVConfig", "FConV", "FlowModel", "GlowCoupling", "FullyConnected", "Permute", "fconv_loss",
+__all__ = ["FConVConfig", "FConV", "dinov2_pos_embed", "FlowModel", "GlowCoupling", "FullyConnected", "Permute",
+           "fconv_loss",
            "fconv_score", "conv_score", "SPEC"]
 
 
@@ -229,12 +238,40 @@ class FConVConfig(BaseModel):
     conv_resize: int = Field(256, ge=14, description="ConV: non-square images centre-cropped and resized to this")
 
 
-def _create_dinov2(cfg: FConVConfig, weights: WeightsSource) -> nn.Module:
+#: DINOv2's ``interpolate_offset`` (``dinov2/models/vision_transformer.py``): the scale factor of the position
+#: embedding's resampling is (grid + 0.1) / native grid, not grid / native grid.
+DINOV2_INTERPOLATE_OFFSET = 0.1
+
+
+def dinov2_pos_embed(pos_embed: torch.Tensor, grid: int, offset: float = DINOV2_INTERPOLATE_OFFSET) -> torch.Tensor:
+    """DINOv2's ``interpolate_pos_encoding`` for a square `grid` x `grid` patch input: the (1, 1 + M*M, D) embedding
+    of the native M x M grid (DINOv2 ViT/14: M = 37), patch part resampled bicubically with ``antialias=False`` and
+    ``scale_factor = (grid + offset) / M``, computed in float32; the class token's entry is kept. The official
+    model does this on every forward pass; for a fixed input size it is the same tensor every time."""
+    import torch.nn.functional as F
+
+    n = pos_embed.shape[1] - 1
+    m = int(round(n ** 0.5))
+    if m * m != n:
+        raise ValueError(f"position embedding of {n} patch tokens is not a square grid")
+    if m == grid:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    pe = pos_embed.float()
+    scale = float(grid + offset) / m
+    patch = F.interpolate(pe[:, 1:].reshape(1, m, m, dim).permute(0, 3, 1, 2), mode="bicubic", antialias=False,
+                          scale_factor=(scale, scale))
+    if patch.shape[-2:] != (grid, grid):
+        raise ValueError(f"DINOv2 interpolation of a {m}x{m} grid gave {tuple(patch.shape[-2:])}, not {grid}x{grid}")
+    patch = patch.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)
+    return torch.cat([pe[:, :1], patch], dim=1).to(pos_embed.dtype)
+
+
+def _pretrained_dinov2(cfg: FConVConfig, weights: WeightsSource) -> nn.Module:
+    """The timm DINOv2 at its native input size (518 px for /14: the 37 x 37 grid of the released weights)."""
     import timm
 
-    kwargs = {"img_size": cfg.crop_size, "num_classes": 0, **cfg.arch_kwargs}
-    if weights.kind == "none":
-        return timm.create_model(cfg.arch, pretrained=False, **kwargs)
+    kwargs = {"num_classes": 0, **cfg.arch_kwargs}
     if weights.kind == "file":
         return timm.create_model(cfg.arch, pretrained=True, pretrained_cfg_overlay={"file": weights.ref}, **kwargs)
     ref = weights.ref
@@ -245,6 +282,23 @@ def _create_dinov2(cfg: FConVConfig, weights: WeightsSource) -> nn.Module:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as err:
         raise hub_failure(ref, err) from err
+
+
+def _create_dinov2(cfg: FConVConfig, weights: WeightsSource) -> nn.Module:
+    """timm DINOv2 built at ``crop_size``. Pretrained weights are read at the native size and their position
+    embedding resampled as DINOv2 does (`dinov2_pos_embed`), not as timm's loader does (antialiased, to the size)."""
+    import timm
+
+    model = timm.create_model(cfg.arch, pretrained=False, img_size=cfg.crop_size, num_classes=0, **cfg.arch_kwargs)
+    if weights.kind == "none":
+        return model
+    sd = _pretrained_dinov2(cfg, weights).state_dict()
+    grid = model.patch_embed.grid_size
+    if grid[0] != grid[1]:
+        raise ValueError(f"crop_size {cfg.crop_size} gives a non-square patch grid {grid}")
+    sd["pos_embed"] = dinov2_pos_embed(sd["pos_embed"], int(grid[0]))
+    model.load_state_dict(sd, strict=True)
+    return model
 
 
 class FConV(Detector):

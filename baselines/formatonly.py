@@ -4,7 +4,10 @@ It answers one question about a *benchmark*, not about detection: can real and f
 file format alone? GenImage's reals are JPEGs and its fakes PNGs (Grommelt et al., "Fake or JPEG? Revealing
 Common Biases in Generated Image Detection Datasets"); a classifier that can only read JPEG traces and still
 scores far above 50% there shows how much of any detector's accuracy the format can explain. After format
-alignment (``eval.align`` / ``train.align``: both classes re-encoded identically) it should be at chance.
+alignment (``eval.align`` / ``train.align``: both classes re-encoded identically) it should be at chance; when it
+is not, the alignment left a format difference behind (a JPEG re-encoding alone keeps the reals' earlier
+compression under the new one; engine.align), and the report flags the run as "format still leaks"
+(report.protocol_tables.format_leak).
 
 Input: the JPEG luma (Y = 0.299 R + 0.587 G + 0.114 B, as libjpeg computes it) of a top-left crop (JPEG's 8 x 8
 grid is anchored at the top-left corner, so a top-left crop keeps it; no resize, no flip, which would move or

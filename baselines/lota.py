@@ -15,7 +15,8 @@ Pipeline (``bit_mode scaling``, ``patch_size 32``, ``img_height 256``):
    differences of neighbouring values horizontally, vertically and along both diagonals, over the three channels
    (``compute``). Training (README: ``--patch_mode random``) takes a random one of the 64; testing
    (``--patch_mode max``) the highest score, the first one on ties (a stable sort).
-4. The patch is resized to 256 x 256 with ``cv2.resize`` (bilinear), ToTensor, ImageNet normalisation.
+4. The patch is resized to 256 x 256 with ``cv2.resize`` (bilinear; `sep_bench.data.transforms.resize_cv2`, in
+   the view), ToTensor, ImageNet normalisation (in the model).
 5. ``disc``: torchvision ResNet-50, ImageNet weights ``resnet50-19c8e357`` (timm ``resnet50.tv_in1k``), fc
    ``Linear(2048, 1)`` (PyTorch default init), fully fine-tuned.
 
@@ -31,13 +32,12 @@ checkpoint kept is the best accuracy on GenImage ``val`` of the chosen subsets, 
 Documented deviations:
 - Every random choice (crop positions, the random pick) comes from the per-sample numpy Generator; the official
   code uses the global RNGs and never seeds evaluation. The crops are scored with integral images (same sums).
-- The 32 -> 256 up-sampling runs in the model, not the data loader: ``F.interpolate(bilinear,
-  align_corners=False)`` of the uint8 patch values, rounded half up to integers, then /255 and normalised.
-  OpenCV's ``INTER_LINEAR`` uses the same sample positions (half-pixel centres, edge clamping) and, for the exact
-  8x factor, weights that are multiples of 1/16, but computes in 11-bit fixed point with intermediate
-  truncation, so values can differ by one grey level (opencv-python-headless 5.0.0.93 on x86-64: at most 1
-  level, on 10.6% of the up-sampled values; the noise images and patch scores were identical). OpenCV is not a
-  dependency.
+- None in the preprocessing: the 32 -> 256 up-sampling is OpenCV's ``cv2.resize`` (``INTER_LINEAR``) in the
+  view, as the official ``bit_patch`` (opencv-python-headless is a dependency), and the model input equals the
+  official one exactly (``results/benchmarks/official_parity.json``; the ``F.interpolate`` + rounding used before
+  was one grey level off on about 10-11% of the up-sampled values, logits up to 4.3e-4 apart). Consequence for
+  ``eval.preprocess``: the detector's input side S read from its view is the up-sampled patch (256; 80 in mini),
+  no longer the 32 px patch.
 - The engine's ``poly`` schedule steps per epoch with epochs counted from 0 (first epoch at the full lr, last one
   above 0); the official counts from 1 (first epoch at 0.9968 x lr, last at 0). See
   `sep_bench.protocol.ScheduleSpec`.
@@ -51,12 +51,11 @@ from typing import Literal, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from sep_bench.layers.backbones import ResNetName, build_resnet, negate_logits, resnet_pooled_features
-from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip
+from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, maybe_hflip, resize_cv2, to_tensor
 from sep_bench.detectors import Detector, DetectorSpec
 from sep_bench.layers.eps import ensure_min_size
 from sep_bench.weights import WeightsSource, load_state_dict
@@ -142,15 +141,13 @@ class LOTA(Detector):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def upsample(self, patch: torch.Tensor) -> torch.Tensor:
-        """(B, 3, p, p) uint8 values in [0, 1] -> bilinear to input_size, rounded to uint8 levels like cv2.resize."""
-        x = F.interpolate(patch.float() * 255.0, size=(self.input_size, self.input_size), mode="bilinear",
-                          align_corners=False)
-        return torch.floor(x + 0.5).clamp_(0, 255) / 255.0
-
     def forward_features(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        x = (self.upsample(views["patch"]) - self.mean) / self.std
-        return resnet_pooled_features(self.disc, x)
+        """``views["patch"]``: (B, 3, input_size, input_size), the up-sampled patch in [0, 1] (ToTensor)."""
+        patch = views["patch"]
+        if tuple(patch.shape[-2:]) != (self.input_size, self.input_size):
+            raise ValueError(f"LOTA expects the patch up-sampled to {self.input_size} px by its view, got "
+                             f"{tuple(patch.shape[-2:])}")
+        return resnet_pooled_features(self.disc, (patch - self.mean) / self.std)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.disc.fc(features)
@@ -180,8 +177,8 @@ def _views(cfg: LOTAConfig, train: bool, hflip: bool):
                                    mode=mode, small_resize=cfg.small_resize)
         if train and hflip:
             patch = maybe_hflip(patch, rng)
-        t = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
-        return {"patch": t}
+        patch = resize_cv2(patch, cfg.input_size, cfg.input_size, "linear")  # official cv2.resize (INTER_LINEAR)
+        return {"patch": to_tensor(patch)}
 
     return view
 

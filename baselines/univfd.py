@@ -5,9 +5,9 @@ CLIP image encoder (official: OpenAI ViT-L/14, taken here from open_clip ``ViT-L
 768-d ``encode_image`` embedding (projected, not normalised); a linear head ``fc = Linear(768, 1)`` gives the
 fake logit. Only ``fc`` trains. ``forward_features`` is the frozen part and ``forward_head`` the trainable one
 (``frozen_features = True``), so an engine may cache the features of deterministic views. The OpenAI weights
-need QuickGELU activations; open_clip 3.x builds ``ViT-L-14`` with GELU and only warns, so `create_clip` forces
-QuickGELU when the pretrained tag asks for it (config ``quick_gelu``; set it to true for an OpenAI checkpoint
-given as a local file).
+need QuickGELU activations; open_clip 3.x builds ``ViT-L-14`` with GELU and only warns, so the config's
+``quick_gelu`` defaults to true: QuickGELU whatever the backbone source (the ``openai`` tag, or an OpenAI checkpoint
+given as a local file, which carries no tag); null follows the tag.
 
 Official recipe (``models/clip_models.py``, ``networks/trainer.py``, ``options/*.py``, ``data/datasets.py``,
 ``train.py``, README): ``--fix_backbone``; ``fc.weight`` ~ N(0, 0.02) (``init_gain``), ``fc.bias`` keeps
@@ -58,7 +58,9 @@ class UnivFDConfig(CropViewConfig):
 
     arch: str = Field("ViT-L-14", description="open_clip architecture, or a name in LOCAL_CLIP_ARCHS")
     image_size: int | None = Field(None, ge=16, description="override of the encoder input size; null: the architecture's")
-    quick_gelu: bool | None = Field(None, description="QuickGELU activation; null: as the pretrained tag needs (openai: true)")
+    quick_gelu: bool | None = Field(
+        True, description="QuickGELU activation, as the OpenAI CLIP the official head was trained on (whatever "
+        "pretrained tag or file is given); null: as the pretrained tag needs (openai: true)")
     fc_init_std: float = Field(0.02, gt=0.0, description="std of the N(0, std) init of fc.weight")
 
 

@@ -171,3 +171,27 @@ def test_label_smoothing_equals_two_class_smoothed_cross_entropy():
     labels = torch.tensor([1, 0, 1])
     expected = LabelSmoothingCrossEntropy(smoothing=0.1)(two, labels)
     assert float(model.loss(two[:, 1] - two[:, 0], labels)) == pytest.approx(float(expected), rel=1e-6)
+
+
+class _NotAllowed:  # a class a weights-only load must refuse (module-level so torch.save can pickle it)
+    pass
+
+
+def test_official_save_format_with_args_loads_and_other_classes_are_refused(tmp_path):
+    """``utils.save_model`` pickles ``{'model', 'optimizer', 'epoch', 'scaler', 'args': argparse.Namespace}``."""
+    import argparse
+
+    from sep_bench.weights import UnsafeCheckpointError
+
+    spec, cfg, model = _mini()
+    sd = {k: v + 1.0 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-4)
+    args = argparse.Namespace(model="AIDE", blr=1e-4, epochs=20, resnet_path=None, data_path="/data/train")
+    torch.save({"model": sd, "optimizer": opt.state_dict(), "epoch": 4, "scaler": {"scale": 65536.0},
+                "args": args}, tmp_path / "checkpoint-best.pth")
+    loaded = spec.build(cfg, WeightsSource.none())
+    spec.load_official(loaded, tmp_path / "checkpoint-best.pth")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
+    torch.save({"model": sd, "args": _NotAllowed()}, tmp_path / "other.pth")
+    with pytest.raises(UnsafeCheckpointError, match="_NotAllowed"):
+        spec.load_official(spec.build(cfg, WeightsSource.none()), tmp_path / "other.pth")

@@ -139,3 +139,38 @@ def test_regularisers_are_switches_default_off():
     with torch.no_grad():
         reg.backbone.encoder.layers[0].self_attn.q_proj.S_residual.add_(1.0)
     assert reg.train_loss({"logits": logits}, labels) > base
+
+
+def test_official_view_is_the_deepfakebench_opencv_cubic_squash():
+    """DeepfakeBench ``load_rgb``: ``cv2.resize(img, (224, 224), interpolation=cv2.INTER_CUBIC)`` of the whole RGB
+    image, then ToTensor and CLIP normalisation; the UnivFD-codebase view stays selectable."""
+    import cv2
+
+    spec = get_detector("effort")
+    cfg = spec.make_config({})
+    rng = np.random.default_rng(0)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+    for shape in ((397, 512, 3), (300, 300, 3), (150, 90, 3)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        expected = cv2.resize(img, (224, 224), interpolation=cv2.INTER_CUBIC)
+        expected = (torch.from_numpy(expected).permute(2, 0, 1).float() / 255.0 - mean) / std
+        out = spec.views(cfg, False, False)(img, np.random.default_rng(1))["image"]
+        assert out.shape == (3, 224, 224)
+        assert torch.allclose(out, expected, atol=1e-6, rtol=0)
+    crop = spec.views(spec.make_config({"geometry": "short_side_crop", "eval_resize": None}), False, False)
+    img = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
+    expected = (torch.from_numpy(img[38:262, 18:242].copy()).permute(2, 0, 1).float() / 255.0 - mean) / std
+    assert torch.allclose(crop(img, np.random.default_rng(1))["image"], expected, atol=1e-6, rtol=0)
+
+
+def test_missing_opencv_is_a_clear_error(monkeypatch):
+    import sys
+
+    from sep_bench.data.transforms import resize_cv2
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if opencv-python-headless were not installed
+    with pytest.raises(ImportError, match="opencv-python-headless"):
+        resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "cubic")
+    with pytest.raises(ValueError, match="interpolation"):
+        resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "bilinear")

@@ -123,3 +123,29 @@ def test_conv_mode_views_and_score():
         feats = model.forward_features({k: t[None] for k, t in v.items()})
     assert feats.shape == (1, 6, 32)
     assert json.dumps(cfg.model_dump())  # the config is JSON-recordable
+
+
+def test_pretrained_position_embedding_is_dinov2s_interpolation(tmp_path):
+    """DINOv2 (``interpolate_pos_encoding``) resamples the 37 x 37 embedding of the released weights on every
+    forward: bicubic, ``antialias=False``, ``scale_factor = (16 + 0.1) / 37`` for a 224 px input. The backbone
+    built from a native-size file must hold exactly that (timm's own loader resamples with antialiasing)."""
+    import timm
+    import torch.nn.functional as F
+
+    kwargs = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+    torch.manual_seed(0)
+    native = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, **kwargs)
+    native.pos_embed.data.normal_()
+    assert native.pos_embed.shape == (1, 1 + 37 * 37, 32)
+    torch.save(native.state_dict(), tmp_path / "dinov2_native.pth")
+    spec = get_detector("fconv")
+    cfg = spec.make_config({**TINY, "arch_kwargs": kwargs, "crop_size": 224})
+    model = spec.build(cfg, WeightsSource("file", str(tmp_path / "dinov2_native.pth")))
+    pe = native.pos_embed.detach()
+    grid = pe[:, 1:].reshape(1, 37, 37, 32).permute(0, 3, 1, 2)
+    patch = F.interpolate(grid, scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic", antialias=False)
+    expected = torch.cat([pe[:, :1], patch.permute(0, 2, 3, 1).reshape(1, 256, 32)], dim=1)
+    assert torch.equal(model.backbone.pos_embed.detach(), expected)
+    by_size = F.interpolate(grid, size=(16, 16), mode="bicubic", antialias=True)
+    assert not torch.allclose(patch, by_size, atol=1e-3)  # the trap: timm's resampling is another function
+    assert torch.equal(model.backbone.blocks[0].attn.qkv.weight, native.blocks[0].attn.qkv.weight)

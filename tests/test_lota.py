@@ -30,7 +30,7 @@ def _build(**model):
 def test_forward_backward_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     model = _build().train()
-    out = model.train_forward({"patch": torch.rand(2, 3, 8, 8)})
+    out = model.train_forward({"patch": torch.rand(2, 3, 32, 32)})
     assert out["logits"].shape == (2,) and torch.isfinite(out["logits"]).all()
     model.train_loss(out, torch.tensor([0.0, 1.0])).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.trainable_parameters())
@@ -92,12 +92,22 @@ def test_max_mode_picks_the_highest_scoring_candidate_and_views_are_seeded():
     v = spec.views(cfg, True, False)
     assert torch.equal(v(img, np.random.default_rng(2))["patch"], v(img, np.random.default_rng(2))["patch"])
     small = spec.views(cfg, False, False)(img[:5, :5], np.random.default_rng(0))["patch"]  # resized first
-    assert small.shape == (3, 8, 8)
+    assert small.shape == (3, 32, 32)
 
 
-def test_upsample_is_bilinear_rounded_to_uint8_levels():
-    model = _build()
-    patch = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).expand(1, 3, 2, 2) * (255 / 255)
-    up = model.upsample(patch) * 255
-    assert torch.equal(up, up.round()) and up.shape == (1, 3, 32, 32)
-    assert up[0, 0, 0, 0] == 0 and up[0, 0, 0, -1] == 255  # clamped corners keep the pixel values
+def test_view_upsamples_the_patch_with_opencv_exactly():
+    """The official ``bit_patch`` ends with ``cv2.resize(patch, (256, 256))`` (INTER_LINEAR) of the uint8 patch."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (40, 37, 3), dtype=np.uint8)
+    spec = get_detector("lota")
+    cfg = spec.make_config({})
+    out = spec.views(cfg, False, False)(img, np.random.default_rng(4))["patch"]
+    patch = select_noise_patch(img, np.random.default_rng(4), bits=3, size=32, n_candidates=64, mode="max",
+                               small_resize=256)
+    expected = cv2.resize(patch, (256, 256))
+    assert out.shape == (3, 256, 256)
+    assert torch.equal(out, torch.from_numpy(expected).permute(2, 0, 1).float() / 255.0)
+    with pytest.raises(ValueError, match="up-sampled"):
+        _build()({"patch": torch.rand(1, 3, 8, 8)})

@@ -111,3 +111,76 @@ def test_an_alignment_equal_to_a_listed_perturbation_reuses_its_result(workdir):
     aligned, same = m["perturbed"]["aligned"], m["perturbed"]["jpeg90"]
     assert aligned["generators"] == same["generators"] and aligned["perturbation"] == "aligned"
     assert m["efficiency"]["evaluation_variants"] == 3  # clean, jpeg90, blur1: the alias costs nothing
+
+
+def test_resampling_alignments_parse_and_apply_their_steps_before_the_jpeg():
+    from sep_bench.data.perturb import downscale, jpeg
+    from sep_bench.engine.align import check_alignment, resolve_alignment
+
+    a = resolve_alignment("down0.5+jpeg90")
+    assert (a.quality, a.pre, a.label) == (90, "down0.5", "down0.5+jpeg90")
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    out = a.function()(img)
+    assert out.shape == (20, 24, 3) and np.array_equal(out, jpeg(downscale(img, 0.5), 90))
+    assert resolve_alignment("jpeg90").label == "jpeg90" and resolve_alignment("none").function() is None
+    assert check_alignment("blur1+down0.75+jpeg") == "blur1+down0.75+jpeg"
+    for bad, match in (("down0.5+none", "unknown alignment"), ("jpeg75+jpeg95", "only down<scale> and blur"),
+                       ("down1.5+jpeg95", "downscale factor"), ("down0.5", "unknown alignment")):
+        with pytest.raises(ValueError, match=match):
+            check_alignment(bad)
+
+
+def test_resampling_before_the_jpeg_removes_an_earlier_compression_lattice():
+    """A real image with an earlier JPEG (quality 60) keeps that quantisation lattice under a jpeg95 re-encoding,
+    so it differs from a never-compressed image in format; down0.5 first leaves both with the new one only."""
+    import torch
+
+    from sep_bench.baselines.formatonly import format_features
+    from sep_bench.data.perturb import jpeg
+    from sep_bench.engine.align import resolve_alignment
+
+    y, x = np.mgrid[0:256, 0:256]
+    rng = np.random.default_rng(1)
+    smooth = 128 + 60 * np.sin(x / 9.0)[..., None] * np.cos(y / 13.0)[..., None] + rng.normal(0, 12, (256, 256, 3))
+    pristine = np.clip(smooth, 0, 255).astype(np.uint8)
+    compressed = jpeg(pristine, 60)
+
+    def lattice(img):
+        luma = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return format_features(torch.from_numpy(luma)[None, None]).mean().item()
+
+    for name, leaks in (("jpeg95", True), ("down0.5+jpeg95", False)):
+        f = resolve_alignment(name).function()
+        gap = lattice(f(compressed)) - lattice(f(pristine))
+        assert (gap > 0.1) is leaks, (name, gap)
+
+
+def _aligned_run(profile: str, row: str, seed: int, acc: float, applied: str = "jpeg95") -> None:
+    from sep_bench import paths
+    from sep_bench.io import write_json
+
+    mean = {"acc": acc, "real_acc": acc, "fake_acc": acc}
+    write_json(paths.robustness_dir(profile, row, seed) / "aligned.json",
+               {"mean": mean, "align": {"align": applied, "applied": applied, "source": "params"}})
+
+
+def test_the_format_table_and_the_report_flag_a_control_that_still_leaks_after_alignment(tmp_path, monkeypatch):
+    from sep_bench.report.protocol_tables import FORMAT_LEAK_BAR, format_leak, write_format
+
+    monkeypatch.chdir(tmp_path)
+    clean = [{"detector": "formatonly", "seed": s, "mean": {"acc": 0.75, "real_acc": 0.9, "fake_acc": 0.6}}
+             for s in (0, 1)]
+    rows = {"formatonly": "formatonly¶"}
+    _aligned_run("p", "formatonly", 0, 0.51)
+    _aligned_run("p", "formatonly", 1, 0.53)
+    assert format_leak(rows, [0, 1], "p") == ""
+    text = write_format(clean, rows, [0, 1], "p", tmp_path / "p_format")[0].read_text()
+    assert "still leaks" not in text
+
+    _aligned_run("p", "formatonly", 1, (FORMAT_LEAK_BAR + 10) / 100)  # one seed above the bar is enough
+    flag = format_leak(rows, [0, 1], "p")
+    assert flag.startswith("format still leaks") and "seed 1: 70.00% under eval.align jpeg95" in flag
+    assert "seed 0" not in flag
+    text = write_format(clean, rows, [0, 1], "p", tmp_path / "p_format")[0].read_text()
+    assert "**Format still leaks" in text and "| formatonly¶ (format still leaks) |" in text
+    assert format_leak({"npr": "npr"}, [0, 1], "p") == ""  # no control in the run: nothing to say

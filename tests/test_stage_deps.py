@@ -95,8 +95,8 @@ def _touch(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("edited,expected", [
-    ("baselines/npr.py", {"train@npr-0", "evaluate@npr-0", "selection@npr-0"}),
-    ("sep_bench/sep/model.py", {"train@sep-0", "evaluate@sep-0"}),
+    ("baselines/npr.py", {"reconstruct@npr", "train@npr-0", "evaluate@npr-0", "selection@npr-0"}),
+    ("baselines/sep.py", {"reconstruct@sep", "train@sep-0", "evaluate@sep-0"}),
     ("sep_bench/acquire/download.py", set()),
 ])
 def test_an_edit_invalidates_exactly_the_stages_that_read_it(project, traced, edited, expected):

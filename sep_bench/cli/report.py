@@ -103,6 +103,8 @@ def report_cmd(
                           "params.yaml now gives (rerun `dvc repro`)", highlight=False)
         if rep.learning:
             console.print(rep.learning, highlight=False)
+        if rep.format_leak:
+            console.print(f"[yellow]warning:[/] {rep.format_leak}", highlight=False)
         console.print(f"wrote {len(rep.files)} files under {paths.TABLES_DIR} and {paths.PLOTS_DIR}", highlight=False)
         _log_report(rep, tracking(p, tracking_uri, no_track))
 

@@ -24,9 +24,11 @@ __all__ = [
     "center_crop",
     "resize_short",
     "resize",
+    "resize_cv2",
     "maybe_hflip",
     "to_tensor",
     "crop_view",
+    "squash_view",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,6 +71,33 @@ def resize(img: np.ndarray, height: int, width: int, resample: int = Image.BILIN
     if img.shape[:2] == (height, width):
         return img
     return np.asarray(Image.fromarray(img).resize((width, height), resample=resample))
+
+
+#: OpenCV interpolations by name (``cv2.INTER_<NAME>``).
+CV2_INTERPOLATION = ("nearest", "linear", "cubic", "area", "lanczos4")
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("OpenCV is needed for this detector's official resize: install opencv-python-headless "
+                          "(pinned in requirements.lock; `make env`)") from None
+    return cv2
+
+
+def resize_cv2(img: np.ndarray, height: int, width: int, interpolation: str = "linear") -> np.ndarray:
+    """``cv2.resize(img, (width, height), interpolation=cv2.INTER_<interpolation>)`` of a uint8 image: the whole
+    image to height x width (aspect ratio not kept), OpenCV's fixed-point arithmetic and rounding, as the official
+    code of detectors that resize with OpenCV (Effort's ``load_rgb``: cubic; LOTA's ``bit_patch``: linear)."""
+    if interpolation not in CV2_INTERPOLATION:
+        raise ValueError(f"unknown OpenCV interpolation {interpolation!r}; one of {', '.join(CV2_INTERPOLATION)}")
+    if img.shape[:2] == (height, width):
+        return img
+    cv2 = _cv2()
+    out = cv2.resize(np.ascontiguousarray(img), (int(width), int(height)),
+                     interpolation=getattr(cv2, f"INTER_{interpolation.upper()}"))
+    return out if out.ndim == img.ndim else out[..., None]  # OpenCV drops a single channel axis
 
 
 def resize_short(img: np.ndarray, size: int, resample: int = Image.BILINEAR) -> np.ndarray:
@@ -127,6 +156,31 @@ def crop_view(
             if eval_resize:
                 img = resize_short(img, eval_resize)
             img = center_crop(img, crop_size)
+        return {"image": to_tensor(img, mean, std)}
+
+    return view
+
+
+def squash_view(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    train: bool,
+    hflip: bool,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    interpolation: str = "cubic",
+) -> Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]]:
+    """The whole image squashed to size x size with OpenCV (`resize_cv2`; DeepfakeBench's ``load_rgb``: cubic),
+    then train: [augment] -> [flip]; eval: nothing more. Returns ``view(img, rng) -> {"image": normalised tensor}``."""
+
+    def view(img: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        img = resize_cv2(img, size, size, interpolation)
+        if train:
+            if augment is not None:
+                img = augment(img, rng)
+            if hflip:
+                img = maybe_hflip(img, rng)
         return {"image": to_tensor(img, mean, std)}
 
     return view

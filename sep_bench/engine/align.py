@@ -14,7 +14,15 @@ test split):
 - ``jpeg``: JPEG at the real images' own quality, read from their quantisation tables (the median over the real
   JPEGs of the split, IJG quality scale): the fakes get the compression the reals already have, and the reals are
   re-encoded at (nearly) their own quality, which changes them little. A split without any real JPEG has no
-  quality to read: give ``jpeg<q>`` instead.
+  quality to read: give ``jpeg<q>`` instead;
+- ``<steps>+jpeg<q>`` / ``<steps>+jpeg`` (e.g. ``down0.5+jpeg95``): the data.perturb steps ``down<scale>`` and
+  ``blur<sigma>`` first, then the JPEG. A JPEG re-encoding alone does not remove an *earlier* compression: the
+  reals' old 8 x 8 blocking and quantisation lattice stay under the new one, so a real image is then
+  double-compressed and a fake single-compressed, which is itself a format trace (measured on mini:
+  results/benchmarks/format_alignment.json, docs/protocols.md#format-alignment). Resampling both classes before
+  the JPEG (antialiased bicubic for ``down``) mixes the old blocks' coefficients, so the old lattice is gone and
+  both classes carry one compression, the new one, on the same grid. The price: the detector sees a resampled
+  image of both classes.
 
 A PNG re-encoding is not offered: PNG is lossless, so it changes no pixel and removes no JPEG trace from the reals.
 """
@@ -27,7 +35,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from sep_bench.protocol.syntax import ALIGNMENT, check_alignment
+from sep_bench.protocol.syntax import ALIGNMENT, check_alignment, split_alignment
 
 __all__ = ["check_alignment", "resolve_alignment", "Alignment", "jpeg_quality", "IJG_LUMA"]
 
@@ -72,10 +80,13 @@ class Alignment:
     name: str
     quality: int | None
     source: str  # e.g. "params" or "median of 812 real JPEGs (qualities 75..100)"
+    pre: str = ""  # data.perturb steps applied before the JPEG, e.g. "down0.5" ("" for none)
 
     @property
     def label(self) -> str:
-        return "none" if self.quality is None else f"jpeg{self.quality}"
+        if self.quality is None:
+            return "none"
+        return f"{self.pre}+jpeg{self.quality}" if self.pre else f"jpeg{self.quality}"
 
     def describe(self) -> dict:
         return {"align": self.name, "applied": self.label, "source": self.source}
@@ -83,21 +94,25 @@ class Alignment:
     def function(self) -> Callable[[np.ndarray], np.ndarray] | None:
         if self.quality is None:
             return None
-        from sep_bench.data.perturb import jpeg
+        from sep_bench.data.perturb import jpeg, parse_perturbation
 
         q = self.quality
-        return lambda img: jpeg(img, q)
+        pre = parse_perturbation(self.pre) if self.pre else None
+        if pre is None:
+            return lambda img: jpeg(img, q)
+        return lambda img: jpeg(pre(img), q)
 
 
 def resolve_alignment(name: str, real_paths: Sequence[str] = (), max_files: int = 500) -> Alignment:
     """The `Alignment` that `name` stands for; ``jpeg`` reads the quality of up to `max_files` of `real_paths`
     (evenly spread, deterministic)."""
     name = check_alignment(name)
-    m = ALIGNMENT.match(name)
+    pre, last = split_alignment(name)
+    m = ALIGNMENT.match(last)
     if m.group(1) == "none":
         return Alignment(name, None, "params")
     if m.group(2) is not None:
-        return Alignment(name, int(m.group(2)), "params")
+        return Alignment(name, int(m.group(2)), "params", pre)
     paths = list(real_paths)
     if len(paths) > max_files:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_files).round().astype(int)]
@@ -108,4 +123,5 @@ def resolve_alignment(name: str, real_paths: Sequence[str] = (), max_files: int 
         raise ProtocolError(f"align: jpeg reads the quality of the real JPEG images, but none of the {len(paths)} "
                             "real images looked at is a JPEG; give the quality instead, e.g. align: jpeg95")
     q = int(np.median(qualities))
-    return Alignment(name, q, f"median of {len(qualities)} real JPEGs (qualities {min(qualities)}..{max(qualities)})")
+    return Alignment(name, q, f"median of {len(qualities)} real JPEGs (qualities {min(qualities)}..{max(qualities)})",
+                     pre)

@@ -271,7 +271,9 @@ def create_open_clip(
         pretrained: an open_clip tag (``openai``; built-in archs only) or a local checkpoint file; None: random.
         image_size: override of the encoder input size.
         quick_gelu: activation; None follows the pretrained tag (``openai``: QuickGELU, as the original CLIP),
-            else the architecture's default. open_clip 3.x only *warns* about a QuickGELU mismatch, so this matters.
+            else (no tag, a local file) the architecture's default, GELU for the built-in ViTs. open_clip 3.x only
+            *warns* about a QuickGELU mismatch, so this matters: a detector whose released weights sit on OpenAI
+            CLIP passes True itself (FatFormer, UnivFD, DRCT), since its official-weights path has no tag.
 
     Returns:
         The CLIP model (both towers).

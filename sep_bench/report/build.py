@@ -56,6 +56,7 @@ class Report:
     stale: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     learning: str = ""  # the learning check's one-line summary ("" for a profile without learning_check)
+    format_leak: str = ""  # "format still leaks: ..." when the aligned format control beats its bar (protocol_tables)
 
 
 def recipe_facts(spec) -> str:
@@ -210,6 +211,7 @@ def build_report(
                                              Path(plots_dir) / f"{profile}_acc_vs_cost")
     rep.files += protocol_tables.write_selection(profile, list(p.run.selection), seeds, stem("selection"), metrics)
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
+    rep.format_leak = protocol_tables.format_leak(row_of, seeds, profile)
     rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}
     rep.files += protocol_tables.write_preprocess(metrics, row_of, rules, seeds, profile, stem("preprocess"))
     files, rep.learning = learning.write_learning(
