@@ -42,6 +42,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, fetch and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+from sep_bench.cluster.cli import app as cluster_app  # noqa: E402  (SLURM: docs/cluster.md)
+app.add_typer(cluster_app, name="cluster")
 
 log = logging.getLogger("sep_bench")
 

@@ -15,9 +15,14 @@
   when set (a wrapper or CI job exporting one id for several commands), else, inside a DVC stage
   (``$DVC_STAGE`` is set), the pid and start time of the ``dvc`` process that runs the stages, which is the same
   for every stage of one ``dvc repro`` / ``dvc exp run`` and differs between invocations. Outside both, runs are
-  not nested. The report stage logs the tables and plots to the parent and ends it; a stage that fails ends it
+  not nested. A submitter that creates the parent itself (`sep-bench cluster submit`, whose jobs each run under
+  their own ``dvc`` process) hands its run id to every command in ``$SEP_BENCH_PARENT_RUN_ID``, which wins over
+  both. The report stage logs the tables and plots to the parent and ends it; a stage that fails ends it
   as FAILED; a parent left RUNNING by a DVC process that no longer exists (e.g. the report was cached) is ended
   when the next pipeline execution on this host starts.
+- The experiment's get-or-create is race-safe across processes and hosts: the sqlite store is covered by a file
+  lock, and with a server (whose store no file lock covers) a ``RESOURCE_ALREADY_EXISTS`` from a concurrent
+  creator is caught and the experiment re-read.
 - A SIGKILLed (or OOM-killed) command cannot end its run, which stays RUNNING; every run records its process
   (tag ``sep_bench.process``: host, pid, start time) and the next run of the same name (kind/detector/seed)
   ends such a run as FAILED, with the reason in ``sep_bench.error``, if that process no longer exists.
@@ -40,11 +45,14 @@ from typing import Any, Iterator
 __all__ = [
     "project_root", "resolve_tracking_uri", "ensure_store", "Tracker", "git_state", "TAG_PREFIX", "PIPELINE_ENV",
     "pipeline_id", "pipeline_parent", "start_parent", "finish_parent", "new_pipeline_id", "get_experiment",
+    "PARENT_ENV",
 ]
 
 TAG_PREFIX = "sep_bench."
 PIPELINE_ENV = "SEP_BENCH_PIPELINE_ID"
 PIPELINE_ID_TAG = f"{TAG_PREFIX}pipeline_id"
+PARENT_ENV = "SEP_BENCH_PARENT_RUN_ID"  # a parent run created before the commands start (a cluster submission)
+_PARENT_PREFIX = "parent:"
 # The MLflow 3 UI opens an experiment in its GenAI view unless the experiment says what kind it is.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
@@ -148,7 +156,15 @@ def get_experiment(client, uri: str, name: str) -> str:
                 client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND_TAG)
             return exp.experiment_id
         artifacts = (project_root() / "mlartifacts").as_uri() if _sqlite_path(uri) else None
-        return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND_TAG]))
+        try:
+            return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND_TAG]))
+        except Exception as err:  # another process created it between our read and our create: use theirs
+            if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def _context_tags() -> dict[str, str]:
@@ -205,6 +221,9 @@ def new_pipeline_id(kind: str = "run") -> str:
 
 def pipeline_id() -> str | None:
     """The id of the current pipeline execution (see the module docstring), or None outside one."""
+    parent = os.environ.get(PARENT_ENV, "").strip()
+    if parent:
+        return _PARENT_PREFIX + parent
     explicit = os.environ.get(PIPELINE_ENV, "").strip()
     if explicit:
         return explicit.replace("'", "_")
@@ -217,6 +236,12 @@ def pipeline_id() -> str | None:
 
 
 def _find_parent(client, experiment_id: str, pid: str):
+    if pid.startswith(_PARENT_PREFIX):  # handed over by the submitter: it exists, or the hand-over is wrong
+        run = client.get_run(pid[len(_PARENT_PREFIX):])
+        if run.info.experiment_id != experiment_id:
+            raise ValueError(f"${PARENT_ENV}={run.info.run_id} is a run of experiment {run.info.experiment_id}, "
+                             f"not of this command's experiment {experiment_id}")
+        return run
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{PIPELINE_ID_TAG}` = '{pid}'", max_results=1)
     return runs[0] if runs else None
 
