@@ -176,7 +176,7 @@ def _pair(groups: list[JobGroup], shape) -> list[JobGroup]:
         if len(members) < 2 or any(len(g.stages) != 1 or len(g.after) != 1 for g in members):
             continue
         targets = {g.after[0] for g in members}
-        (owner, *more) = [h for h in groups if targets & set(h.stages)] or [None]
+        (owner, *more) = [h for h in out if targets & set(h.stages)] or [None]
         if (owner is None or more or set(owner.stages) != targets or len(owner.stages) != len(members)
                 or len({shape(g.stages[0]) for g in members}) != 1):
             continue

@@ -89,10 +89,9 @@ class ClusterSettings(_Strict):
         return self
 
     def resources(self, kind: str, detector: str | None = None) -> Resources:
-        """The resolved resources of one stage: detector block > kind block > default."""
-        if kind not in STAGE_KINDS:
-            raise ValueError(f"no cluster settings for stage kind {kind!r}; known: {', '.join(STAGE_KINDS)}")
-        res = getattr(self, kind).over(self.default)
+        """The resolved resources of one stage: detector block > kind block > default (a stage of a kind this
+        file has no block for, e.g. one added to dvc.yaml, gets `default`)."""
+        res = getattr(self, kind).over(self.default) if kind in STAGE_KINDS else self.default
         own = self.detectors.get(detector or "", {}).get(kind)
         return own.over(res) if own else res
 
