@@ -2,6 +2,7 @@
 and whether the cluster leaves exactly what a local ``dvc repro`` leaves.
 
     scripts/slurm-local.sh start && python benchmarks/cluster.py [--out results/benchmarks/cluster.json]
+    python benchmarks/cluster.py --doc      # docs/cluster.md's figures from the results file
 
 The pipeline (the same in tests/test_cluster.py, which imports this module): two cheap detectors that learn (NPR,
 CNNSpot), one seed, no selection stage, on a shrunken mini profile (the pinned minigen generators, fewer and
@@ -338,13 +339,45 @@ def overhead(local: dict, cluster: dict) -> dict:
                     "jobs of one array ran side by side on the same cores"}
 
 
+DOC = ROOT / "docs" / "cluster.md"
+DOC_MARK = ("<!-- cluster-timing:start -->", "<!-- cluster-timing:end -->")
+
+
+def doc_block(report: dict) -> str:
+    """The measured sentence of docs/cluster.md, from a results/benchmarks/cluster.json report."""
+    local, cluster, over = report["local"], report["cluster"], report["overhead"]
+    tables = report["tables"]
+    return (f"local `dvc repro` {local['seconds']:.0f} s, the cluster {cluster['seconds']:.0f} s from submission "
+            f"to the last job's end (submission itself {cluster['submit_seconds']:.0f} s; {over['n_jobs']} jobs, "
+            f"one preempted and resumed); a job's run time exceeded the same stage's local time by "
+            f"{over['mean_seconds_per_job']:.1f} s on average (DVC's and the command's cold start per job, lock "
+            f"waits, jobs sharing {report['machine']['cpus']} cores; load average "
+            f"{report['machine']['loadavg'][0]:.1f} from other work on the machine). `dvc.lock` entries equal to "
+            f"the local run's: {'all' if report['dvc_lock']['equal'] else 'NOT all'} "
+            f"({len(report['dvc_lock']['measured'])} paths differ in measured times only); tables: "
+            f"{len(tables['identical'])} byte-identical, {len(tables['measured_cells_only'])} identical except the "
+            f"img/s and memory cells, {len(tables['different'])} different ({report['date'][:10]}, commit "
+            f"{report['commit'][:7]}).")
+
+
+def write_doc(report: dict) -> None:
+    text = DOC.read_text()
+    head, rest = text.split(DOC_MARK[0], 1)
+    _, tail = rest.split(DOC_MARK[1], 1)
+    DOC.write_text(f"{head}{DOC_MARK[0]}\n{doc_block(report)}\n{DOC_MARK[1]}{tail}")
+
+
 def main() -> None:
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "cluster.json")
     ap.add_argument("--keep", action="store_true", help="keep the two workspaces (printed)")
+    ap.add_argument("--doc", action="store_true", help="only rewrite docs/cluster.md's figures from --out")
     args = ap.parse_args()
+    if args.doc:
+        write_doc(json.loads(args.out.read_text()))
+        return
     if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         raise SystemExit("no SLURM cluster answers: run scripts/slurm-local.sh start first")
     base = Path(tempfile.mkdtemp(prefix="sep-bench-cluster-"))
@@ -383,6 +416,7 @@ def main() -> None:
     print(f"local {local['seconds']} s, cluster {cluster['seconds']} s (submit {cluster['submit_seconds']} s), "
           f"overhead {report['overhead']['mean_seconds_per_job']} s per job; dvc.lock equal: "
           f"{report['dvc_lock']['equal']}; tables different: {report['tables']['different']}; -> {args.out}")
+    write_doc(report)
     if args.keep:
         print(f"workspaces: {base}")
     else:

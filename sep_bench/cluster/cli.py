@@ -40,6 +40,7 @@ def _root() -> Path:
 def submit(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="The protocol file."),
     no_track: bool = typer.Option(False, "--no-track", help="No MLflow parent run (the jobs still track)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the jobs that would be submitted; submit nothing."),
 ) -> None:
     """Submit every stage DVC says is out of date (and what depends on it) as SLURM jobs, then return."""
     from sep_bench.cluster.status import render, stage_states
@@ -48,6 +49,9 @@ def submit(
 
     with _errors():
         p = load_params(params)
+        if dry_run:
+            _print_plan(p)
+            return
         sub = do_submit(_root(), p, track=not no_track)
         if sub is None:
             out.print("Data and pipelines are up to date: nothing to submit.")
@@ -59,6 +63,18 @@ def submit(
         out.print(f"{len(sub.stages)} stage(s) in {len(sub.groups)} job(s); MLflow parent run {sub.parent_run_id}; "
                   f"logs in {sub.folder / 'logs'}", highlight=False)
         out.print("watch: sep-bench cluster status   (--wait to block until every job has ended)", highlight=False)
+
+
+def _print_plan(p) -> None:
+    from sep_bench.cluster.plan import plan
+    from sep_bench.cluster.submit import resources_of
+
+    scheduled, groups = plan(_root(), shape=lambda s: resources_of(p.cluster, p.launcher, s))
+    for i, g in enumerate(groups):
+        res = resources_of(p.cluster, p.launcher, g.stages[0]).model_dump(exclude_none=True)
+        wait = f"after task i of {g.after[0].split('@')[0]}" if g.paired else f"after {', '.join(g.after) or '-'}"
+        out.print(f"job {i}: {g.kind} x{len(g.stages)} ({wait}) {res}: {', '.join(g.stages)}", highlight=False)
+    out.print(f"{len(scheduled)} stage(s) in {len(groups)} job(s) would be submitted", highlight=False)
 
 
 @app.command()
