@@ -4,6 +4,8 @@ tests/test_cluster_slurm.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sep_bench.cluster.plan import Graph, group_jobs, parse_dot, parse_status, stages_to_run, waits
@@ -216,3 +218,25 @@ def test_a_chain_of_per_item_stages_pairs_each_with_the_one_before():
     assert [(g.kind, g.stages, g.paired) for g in groups] == [
         ("data", ["data"], False), ("train", ["train@a", "train@b"], False),
         ("evaluate", ["evaluate@a", "evaluate@b"], True), ("plot", ["plot@a", "plot@b"], True)]
+
+
+def test_status_without_a_submission_is_one_clear_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    res = CliRunner().invoke(app, ["cluster", "status"])
+    assert res.exit_code == 2, res.output
+    assert "error: no cluster submission in" in res.output and "Traceback" not in res.output
+    (tmp_path / "runs/cluster").mkdir(parents=True)
+    (tmp_path / "runs/cluster/latest").write_text("x\n")
+    (tmp_path / "runs/cluster/x").mkdir()
+    (tmp_path / "runs/cluster/x/submission.json").write_text('{"id": 1, "evil": true}')
+    res = CliRunner().invoke(app, ["cluster", "status"])
+    assert res.exit_code == 2 and "not a readable submission record" in res.output, res.output
+    (tmp_path / "runs/cluster/x/submission.json").write_text(json.dumps({
+        "id": "x", "root": str(tmp_path), "created": "", "parent_run_id": None, "tracking_uri": "", "experiment": "",
+        "stages": ["data"], "jobs": {"data": "1; rm -rf /"}}))
+    res = CliRunner().invoke(app, ["cluster", "status"])
+    assert res.exit_code == 2 and "do not match" in res.output, res.output

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import subprocess
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from sep_bench.cluster.settings import ClusterSettings, Resources, check_launche
 __all__ = ["ClusterError", "Submission", "submit", "load_submission", "CLUSTER_DIR"]
 
 CLUSTER_DIR = Path("runs") / "cluster"
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 
 class ClusterError(RuntimeError):
@@ -168,10 +170,14 @@ def load_submission(root: Path, sub_id: str | None = None) -> Submission:
         sub_id = latest.read_text().strip()
     path = base / sub_id / "submission.json"
     try:
-        data = json.loads(path.read_text())
-        return Submission(**data)
+        sub = Submission(**json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as err:
         raise ClusterError(f"{path}: not a readable submission record ({err})") from None
+    jobs_ok = isinstance(sub.jobs, dict) and all(isinstance(s, str) and isinstance(j, str) and _JOB_ID.match(j)
+                                                 for s, j in sub.jobs.items())
+    if not jobs_ok or not isinstance(sub.stages, list) or set(sub.stages) != set(sub.jobs):
+        raise ClusterError(f"{path}: not a readable submission record (its stages and job ids do not match)")
+    return sub
 
 
 def latest_submission(root: Path) -> Submission | None:
