@@ -124,6 +124,8 @@ def submit(root: Path, params, *, dvc: str = "dvc", sbatch: str = "sbatch", sque
     from sep_bench.cluster.status import active_jobs
 
     root = root.resolve()
+    if any(c.isspace() for c in str(root)):
+        raise ClusterError(f"the workspace path {str(root)!r} contains white space, which #SBATCH lines cannot carry")
     previous = latest_submission(root)
     if previous is not None and (live := active_jobs(previous, squeue)):
         raise ClusterError(f"submission {previous.id} still has {len(live)} job(s) in the queue "
