@@ -79,7 +79,8 @@ def render_script(group: JobGroup, options: list[str], env: JobEnv) -> str:
         else:
             lines.append(f"unset {key}")
     lines += ["unset DVC_ROOT DVC_STAGE SEP_BENCH_PIPELINE_ID",
-              f'echo "{MARK} $(date -u +%Y-%m-%dT%H:%M:%SZ) job ${{SLURM_JOB_ID}} stage ${{STAGE}} '
+              'JOB="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',  # 16_0, as squeue shows
+              f'echo "{MARK} $(date -u +%Y-%m-%dT%H:%M:%SZ) job ${{JOB:-$SLURM_JOB_ID}} stage ${{STAGE}} '
               f'attempt $(( ${{SLURM_RESTART_COUNT:-0}} + 1 )) on $(hostname)"',
               'exec dvc --wait-for-lock repro --single-item "$STAGE"', ""]
     return "\n".join(lines)
