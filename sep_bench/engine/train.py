@@ -447,8 +447,11 @@ def train(
 
     def save_last(epoch: int, step: int, losses: list[float]) -> None:
         if dinfo.is_main:
-            save_checkpoint(last, model, {**meta_base, **state.meta(epoch, step, losses)}, optimizer=optimizer,
-                            rng_state=_rng_snapshot())
+            meta = state.meta(epoch, step, losses)
+            # a mid-epoch checkpoint counts the images of its finished steps (the epoch's end adds the rest): a run
+            # resumed there records the same `seen` as an uninterrupted one
+            meta["seen"] = state.seen + step * step_images
+            save_checkpoint(last, model, {**meta_base, **meta}, optimizer=optimizer, rng_state=_rng_snapshot())
 
     # ---- frozen-backbone feature cache -----------------------------------------------------------------------
     train_feats: dict | None = None
