@@ -314,8 +314,10 @@ def mlflow_runs(root: Path) -> dict:
     runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
     parents = [r for r in runs if r.data.tags.get("sep_bench.kind") == "pipeline"]
     stage_runs = [r for r in runs if r.data.tags.get("sep_bench.kind") in ("train", "evaluate")
-                  and "sep_bench.perturbation" not in r.data.tags]
+                  and r.data.tags.get("sep_bench.perturbation", "none") == "none"]
+    default = client.get_experiment_by_name("Default")
     return {"parents": [(r.info.run_id, r.info.status) for r in parents],
+            "runs_in_default": len(client.search_runs([default.experiment_id])) if default else 0,
             "stage_runs": sorted((r.info.run_name, r.info.status, r.data.tags.get("mlflow.parentRunId", ""))
                                  for r in stage_runs),
             "experiments": [e.name for e in client.search_experiments()]}
@@ -345,14 +347,15 @@ DOC_MARK = ("<!-- cluster-timing:start -->", "<!-- cluster-timing:end -->")
 
 def doc_block(report: dict) -> str:
     """The measured sentence of docs/cluster.md, from a results/benchmarks/cluster.json report."""
-    local, cluster, over = report["local"], report["cluster"], report["overhead"]
+    local, cluster, chain = report["local"], report["cluster"], report["overhead_chain"]
     tables = report["tables"]
     return (f"local `dvc repro` {local['seconds']:.0f} s, the cluster {cluster['seconds']:.0f} s from submission "
             f"to the last job's end (submission itself {cluster['submit_seconds']:.0f} s; {over['n_jobs']} jobs, "
-            f"one preempted and resumed); a job's run time exceeded the same stage's local time by "
-            f"{over['mean_seconds_per_job']:.1f} s on average (DVC's and the command's cold start per job, lock "
-            f"waits, jobs sharing {report['machine']['cpus']} cores; load average "
-            f"{report['machine']['loadavg'][0]:.1f} from other work on the machine). `dvc.lock` entries equal to "
+            f"one preempted and resumed; load average {report['loadavg_at_start']['local']:.1f} at the local "
+            f"run's start and {report['loadavg_at_start']['cluster']:.1f} at the cluster run's, from other work on "
+            f"this {report['machine']['cpus']}-core machine). Overhead per job, measured alone on a chain of "
+            f"{chain['stages']} trivial stages: {chain['overhead_seconds_per_job']:.1f} s (local `dvc repro` "
+            f"{chain['local_seconds']:.1f} s, as jobs {chain['cluster_seconds']:.1f} s). `dvc.lock` entries equal to "
             f"the local run's: {'all' if report['dvc_lock']['equal'] else 'NOT all'} "
             f"({len(report['dvc_lock']['measured'])} paths differ in measured times only); tables: "
             f"{len(tables['identical'])} byte-identical, {len(tables['measured_cells_only'])} identical except the "
@@ -365,6 +368,40 @@ def write_doc(report: dict) -> None:
     head, rest = text.split(DOC_MARK[0], 1)
     _, tail = rest.split(DOC_MARK[1], 1)
     DOC.write_text(f"{head}{DOC_MARK[0]}\n{doc_block(report)}\n{DOC_MARK[1]}{tail}")
+
+
+def chain_overhead(base: Path, n: int = 5) -> dict:
+    """Per-job overhead alone: a chain of `n` trivial stages (each copies its input), `dvc repro` locally against
+    one job per stage (each waiting for the one before), in two fresh DVC repositories."""
+    from sep_bench.cluster.status import wait
+    from sep_bench.cluster.submit import submit
+    from sep_bench.protocol import load_params
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    stages = {f"s{i}": {"cmd": f"cp {'seed' if i == 0 else f'f{i - 1}'} f{i}",
+                        "deps": ["seed" if i == 0 else f"f{i - 1}"], "outs": [f"f{i}"]} for i in range(n)}
+    env = {**os.environ, **GIT_ENV}
+    times = {}
+    for side in ("local", "cluster"):
+        repo = base / f"chain-{side}"
+        repo.mkdir()
+        run(["git", "init", "-q"], repo, env)
+        run([dvc, "init", "-q"], repo, env)
+        (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+        (repo / "seed").write_text("x")
+        start = time.perf_counter()
+        if side == "local":
+            run([dvc, "repro"], repo, env)
+        else:
+            params = load_params(ROOT / "params.yaml", overrides={"cluster.default.time": "00:05:00"})
+            states = wait(submit(repo, params, dvc=dvc, track=False), timeout_s=600, poll_s=0.2)
+            if any(st.state != "COMPLETED" for st in states.values()):
+                raise RuntimeError(f"chain jobs did not all complete: {states}")
+        times[side] = time.perf_counter() - start
+    return {"stages": n, "local_seconds": round(times["local"], 2), "cluster_seconds": round(times["cluster"], 2),
+            "overhead_seconds_per_job": round((times["cluster"] - times["local"]) / n, 2),
+            "note": "cluster: planning (dvc dag, dvc status), sbatch, then each job starts after the one before "
+                    "(afterok) and runs `dvc --wait-for-lock repro --single-item`; local: one `dvc repro`"}
 
 
 def main() -> None:
@@ -390,8 +427,13 @@ def main() -> None:
     local_dir, cluster_dir = base / "local", base / "cluster"
     local_dir.mkdir(), cluster_dir.mkdir()
     env_a, env_b = make_copy(local_dir), make_copy(cluster_dir)
+    chain = chain_overhead(base)
+    log(f"chain of {chain['stages']} trivial stages: local {chain['local_seconds']} s, cluster "
+        f"{chain['cluster_seconds']} s: {chain['overhead_seconds_per_job']} s per job")
+    load = {"local": os.getloadavg()[0]}
     local = run_local(local_dir, env_a)
     log(f"local dvc repro: {local['seconds']} s {local['stages']}")
+    load["cluster"] = os.getloadavg()[0]
     cluster = run_cluster(cluster_dir, env_b, log)
     pending, printed = dvc_status(cluster_dir, env_b)
     report = {
@@ -404,6 +446,8 @@ def main() -> None:
         "local": local,
         "cluster": {k: v for k, v in cluster.items() if k not in ("logs", "submit_output")},
         "overhead": overhead(local, cluster),
+        "overhead_chain": chain,
+        "loadavg_at_start": load,
         "dvc_status_pipeline": pending,
         "dvc_lock": compare_locks(local_dir, cluster_dir),
         "tables": compare_tables(local_dir, cluster_dir),

@@ -91,8 +91,10 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     finished = [(name, parent) for name, status, parent in runs["stage_runs"] if status == "FINISHED"]
     assert sorted(finished) == sorted((f"{k}/{d}/seed0", run["parent_run_id"])
                                       for k in ("train", "evaluate") for d in bench.DETECTORS)
-    stopped = [(name, status) for name, status, parent in runs["stage_runs"] if status != "FINISHED"]
-    assert stopped == [("train/npr/seed0", "KILLED")], stopped  # the preempted attempt, ended by its SIGTERM
+    # the preempted attempt, ended by its SIGTERM (sep_bench.error: _Terminated), under the same parent
+    stopped = [(name, status, parent) for name, status, parent in runs["stage_runs"] if status != "FINISHED"]
+    assert stopped == [("train/npr/seed0", "FAILED", run["parent_run_id"])], stopped
+    assert runs["runs_in_default"] == 0
 
     out = subprocess.run(["sep-bench", "cluster", "submit"], cwd=cluster_dir, env=env_b, capture_output=True,
                          text=True, timeout=600)
