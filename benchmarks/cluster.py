@@ -350,7 +350,8 @@ def doc_block(report: dict) -> str:
     local, cluster, chain = report["local"], report["cluster"], report["overhead_chain"]
     tables = report["tables"]
     return (f"local `dvc repro` {local['seconds']:.0f} s, the cluster {cluster['seconds']:.0f} s from submission "
-            f"to the last job's end (submission itself {cluster['submit_seconds']:.0f} s; {len(cluster['groups'])} jobs, "
+            f"to the last job's end (submission itself {cluster['submit_seconds']:.0f} s; "
+            f"{len(cluster['groups'])} jobs, "
             f"one preempted and resumed; load average {report['loadavg_at_start']['local']:.1f} at the local "
             f"run's start and {report['loadavg_at_start']['cluster']:.1f} at the cluster run's, from other work on "
             f"this {report['machine']['cpus']}-core machine). Overhead per job, measured alone on a chain of "
