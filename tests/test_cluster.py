@@ -102,7 +102,8 @@ def test_different_resources_split_an_array(graph):
 
 
 def test_job_script_runs_the_stage_through_dvc_requeueable(graph, tmp_path):
-    settings = ClusterSettings.model_validate({"partition": "gpu", "array_throttle": 4, "train": {"gpus": 2, "mem": "32G"},
+    settings = ClusterSettings.model_validate({"partition": "gpu", "array_throttle": 4,
+                                               "train": {"gpus": 2, "mem": "32G"},
                                                "extra_sbatch": ["--mail-type=FAIL"]})
     (train,) = [g for g in group_jobs(graph, stages_to_run(graph, {"data"})) if g.kind == "train"]
     env = JobEnv(root=tmp_path, bin_dir=tmp_path / "bin", log_dir=tmp_path / "logs", parent_run_id="abc123",
