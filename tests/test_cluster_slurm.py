@@ -51,7 +51,7 @@ def say(capsys):
     return _say
 
 
-@pytest.mark.timeout(2400)  # two pipeline runs; about 6 min on 2 idle cores, much longer on a busy machine
+@pytest.mark.timeout(2400)  # two runs of the small pipeline: 17 min on this 2-core machine under load 13
 def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     sys.path.insert(0, str(REPO))
     from benchmarks import cluster as bench
