@@ -428,6 +428,7 @@ def main() -> None:
         return
     if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         raise SystemExit("no SLURM cluster answers: run scripts/slurm-local.sh start first")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     base = Path(tempfile.mkdtemp(prefix="sep-bench-cluster-"))
     events: list[str] = []
 
@@ -452,7 +453,7 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "loadavg": list(os.getloadavg()), "slurm": subprocess.run(["sinfo", "-V"], capture_output=True,
                                                                               text=True).stdout.strip()},
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "commit": commit,  # at the start (the code that ran)
         "pipeline": list(STAGES),
         "local": local,
         "cluster": {k: v for k, v in cluster.items() if k not in ("logs", "submit_output")},
