@@ -141,7 +141,15 @@ def get_experiment(client, uri: str, name: str) -> str:
                 client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND_TAG)
             return exp.experiment_id
         artifacts = (project_root() / "mlartifacts").as_uri() if _sqlite_path(uri) else None
-        return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND_TAG]))
+        try:
+            return client.create_experiment(name, artifact_location=artifacts, tags=dict([EXPERIMENT_KIND_TAG]))
+        except Exception as err:  # another process created it between our read and our create: use theirs
+            if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def _context_tags() -> dict[str, str]:

@@ -85,6 +85,9 @@ def test_mid_epoch_resume_matches_uninterrupted(workdir, monkeypatch, schedule):
     a, b = load_file(workdir / "full" / "last.safetensors"), load_file(workdir / "resumed" / "last.safetensors")
     model_keys = [k for k in a if k.startswith("model.")]
     assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
+    # the bookkeeping too (a SLURM preemption's resume left `seen` one step short before): the same last.json
+    meta_full, meta_resumed = (json.loads((workdir / d / "last.json").read_text()) for d in ("full", "resumed"))
+    assert meta_resumed["seen"] == meta_full["seen"] > 0
 
 
 def _interrupted_run(workdir, monkeypatch, spec, out):

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ("sep_bench.engine",)),
     ("jobs", ("sep_bench.engine.jobs",)),
     ("report", ("sep_bench.report",)),
-    ("pipeline", ("sep_bench.warm", "sep_bench.runner")),
+    ("pipeline", ("sep_bench.warm", "sep_bench.runner", "sep_bench.cluster")),
     ("cli", ("sep_bench.cli",)),
     ("main", ("sep_bench.main",)),
 ]

@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate": "evaluate", "released": "evaluate",
     "report": "report", "reproduced": "report", "compare": "report", "ablation": "report",
     "pipeline": "pipeline", "ui": "pipeline",
+    "cluster": "cluster",
 }
 
 

@@ -523,6 +523,9 @@ def _loaders(run: _Run, state: _State, progress: Progress | None) -> tuple[Epoch
 def _save_last(run: _Run, state: _State, epoch: int, step: int, losses: list[float]) -> None:
     if run.dinfo.is_main:
         meta = {**run.meta_base, **state.meta(epoch, step, losses)}
+        # a mid-epoch checkpoint counts the images of its finished steps (the epoch's end adds the rest): a run
+        # resumed there records the same `seen` as an uninterrupted one
+        meta["seen"] = state.seen + step * run.step_images
         save_checkpoint(run.out_dir / "last.safetensors", run.model, meta, optimizer=run.optimizer,
                         rng_state=_rng_snapshot())
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sep_bench.protocol.cluster import ClusterSettings
 from sep_bench.protocol.syntax import check_alignment, check_preprocess, perturbation_steps
 
 __all__ = [
@@ -374,6 +375,8 @@ class Params(_Strict):
     # Evaluation-only entries (name -> ReleasedEntry); every entry is evaluated for each seed by the DVC stage
     # evaluate_released@<name>-<seed> and gets its own row in the tables.
     released: dict[str, ReleasedEntry] = {}
+    # Where each stage runs as a SLURM job (`sep-bench cluster submit`); no number depends on it (outside the hash)
+    cluster: ClusterSettings = ClusterSettings()
 
     @model_validator(mode="after")
     def _references(self) -> "Params":
