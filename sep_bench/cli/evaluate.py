@@ -58,7 +58,7 @@ def evaluate(
             m = evaluate_job(target, tracking(p, tracking_uri, no_track), update)
         row = target.row
         rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
-        rows += [(f"Mean [{pert}]", m["perturbed"][pert]["mean"]) for pert in target.spec.recipe.eval.perturbations]
+        rows += [(f"Mean [{name}]", v["mean"]) for name, v in m["perturbed"].items()]  # what was evaluated
         table = Table(title=f"{row} on {prof_name}")
         for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
             table.add_column(col, justify="right" if col != "generator" else "left")
