@@ -145,7 +145,7 @@ def test_loader_settings_reach_the_dataloader(tiny_tree):
     assert no_workers.persistent_workers is False and no_workers.prefetch_factor is None
     with pytest.raises(ProtocolError, match=r"profiles.p.loader.pin_memory: Input should be 'auto', True or False"):
         validate_model(LoaderSpec, {"pin_memory": "sometimes"}, prefix="profiles.p.loader.")
-    with pytest.raises(ProtocolError, match=r"profiles\.p\.loader\.prefetch: unknown key; allowed: pin_memory"):
+    with pytest.raises(ProtocolError, match=r"profiles\.p\.loader\.prefetch: unknown key; allowed: train_workers, eval_workers, pin_memory"):
         validate_model(LoaderSpec, {"prefetch": 2}, prefix="profiles.p.loader.")
 
 

@@ -26,13 +26,15 @@ pytestmark = pytest.mark.slow
 
 DETECTORS = ["npr", "sep"]
 STAGES = [  # (stage kind, detector) in pipeline order
-    ("data", ""), ("reconstruct", ""),
-    *[(kind, d) for d in DETECTORS for kind in ("train", "evaluate")],
+    ("data", ""),
+    *[(kind, d) for d in DETECTORS for kind in ("reconstruct", "train", "evaluate")],
     ("selection", "npr"), ("report", ""),
 ]
 
 
 def _stage_name(kind: str, detector: str) -> str:
+    if kind == "reconstruct":  # one stage per detector, no seed
+        return f"{kind}@{detector}"
     return f"{kind}@{detector}-0" if detector else kind
 
 
