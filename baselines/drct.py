@@ -72,17 +72,16 @@ the same timm ConvNeXt (``convnext_ls_init`` sets its blocks' layer-scale start,
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Literal, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from sep_bench.data.perturb import jpeg
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from sep_bench.recon.config import ReconConfig
 from sep_bench.detectors import Detector, DetectorSpec
@@ -270,14 +269,6 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.array(im.convert("RGB"))
-
-
 def _resize_linear(img: np.ndarray, h: int, w: int) -> np.ndarray:
     """cv2.resize INTER_LINEAR (half-pixel centres, no antialias)."""
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
@@ -385,7 +376,7 @@ def drct_augment(img: np.ndarray, rng: np.random.Generator, size: int = 224) -> 
     """The official training pipeline up to normalisation (see the module docstring): uint8 (H, W, 3) ->
     uint8 (size, size, 3). All randomness from `rng`."""
     if rng.random() < 0.5:  # ImageCompression(30, 100)
-        img = _jpeg(img, int(rng.integers(30, 101)))
+        img = jpeg(img, int(rng.integers(30, 101)))
     if rng.random() < 0.2:  # RandomScale(scale_limit=(-0.5, 0.5))
         s = rng.uniform(0.5, 1.5)
         h, w = img.shape[:2]

@@ -56,7 +56,6 @@ ColorJitter/blur run on PIL images as torchvision does, with parameters drawn fr
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -66,6 +65,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from sep_bench.data.perturb import jpeg
 from sep_bench.layers.augment import gaussian_blur
 from sep_bench.weights import PretrainedUnavailableError, hub_failure
 from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, random_crop, to_tensor
@@ -420,10 +420,7 @@ def _train_augment(img: np.ndarray, cfg: FConVConfig, rng: np.random.Generator) 
     if do_blur:
         img = gaussian_blur(img, sigma)
     if do_jpeg:
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=q)
-        buf.seek(0)
-        img = np.array(Image.open(buf).convert("RGB"))
+        img = jpeg(img, q)
     return img
 
 

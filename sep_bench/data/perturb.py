@@ -37,13 +37,15 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
 def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
     """Baseline JPEG (4:2:0, PIL/libjpeg) bytes at `quality`."""
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    """JPEG round trip at `quality`."""
-    return np.asarray(Image.open(io.BytesIO(encode_jpeg(img, quality))).convert("RGB"))
+    """JPEG round trip at `quality` (PIL/libjpeg, uint8 RGB in and out; the one JPEG round trip of the project:
+    perturbations, alignment and the detectors' training augmentations)."""
+    with Image.open(io.BytesIO(encode_jpeg(img, quality))) as decoded:
+        return np.array(decoded.convert("RGB"))
 
 
 def blur(img: np.ndarray, sigma: float) -> np.ndarray:

@@ -13,14 +13,13 @@ subsampling, so the difference is at the level of rounding.
 
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sep_bench.data import transforms
+from sep_bench.data.perturb import jpeg
 
 __all__ = ["BlurJpegConfig", "CropViewConfig", "crop_view", "blur_jpeg", "gaussian_blur", "jpeg_roundtrip"]
 
@@ -57,12 +56,8 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    """Encode to JPEG with PIL at `quality` and decode again (uint8 RGB in and out)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        return np.array(decoded.convert("RGB"))
+    """Encode to JPEG with PIL at `quality` and decode again (uint8 RGB in and out): `sep_bench.data.perturb.jpeg`."""
+    return jpeg(img, quality)
 
 
 def blur_jpeg(

@@ -49,6 +49,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from sep_bench.data.transforms import CLIP_MEAN, CLIP_STD  # CLIP pixel normalisation (OpenAI), re-exported
 from sep_bench.weights import PretrainedUnavailableError, WeightsSource, hub_failure, load_state_dict
 
 __all__ = [
@@ -66,9 +67,6 @@ __all__ = [
     "clip_tokenize",
 ]
 
-#: CLIP pixel normalisation (OpenAI), the same values as ``sep_bench.data.transforms.CLIP_MEAN/STD``.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _OPENAI_TEXT = {  # the text tower of every OpenAI CLIP release (config.json "text_config")
     "hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12,
