@@ -8,7 +8,7 @@ in the document come only from the JSON.
 
 from __future__ import annotations
 
-FIX = "being fixed (#30 item 1)"
+FIX = "fixed (#30 item 1)"
 
 # official_train, official_eval, interpolation (library, antialias), normalisation, ours, [status], [note]
 FACTS: dict[str, dict[str, str]] = {
@@ -64,8 +64,8 @@ FACTS: dict[str, dict[str, str]] = {
     "fatformer": dict(
         train="no training code (third-party trainer)", eval="Resize((256, 256)) -> CenterCrop 224",
         interp="PIL bilinear", norm="ImageNet (not CLIP's)", ours="the same; train (guess): random 224 crop + flip",
-        status=FIX, note="the fix is the CLIP activation (QuickGELU) of the released-weights path, a model "
-                         "difference; the input is unaffected"),
+        status=FIX, note="the fix was the CLIP activation (QuickGELU) of the released-weights path, a model "
+                         "difference; the input was not affected"),
     "drct": dict(
         train="albumentations chain (JPEG, scale, flip, noise, blur, rot90, colour, ...) -> PadIfNeeded 224 -> "
               "RandomCrop 224", eval="PadIfNeeded 224 -> CenterCrop 224 (floor offsets) -> PadIfNeeded",
@@ -76,7 +76,7 @@ FACTS: dict[str, dict[str, str]] = {
               "whole image Resize((256, 256))", eval="the same without blur / JPEG",
         interp="torchvision Resize on a tensor, bilinear; the pinned torchvision 0.12 does not antialias",
         norm="ImageNet", ours="the same (F.interpolate bilinear, antialias False)", status=FIX,
-        note="the fix is the loader of the released checkpoint format; the input is unaffected"),
+        note="the fix was the loader of the released checkpoint format; the input was not affected"),
     "c2pclip": dict(
         train="not published", eval="short side 224 (Resize(224)) -> CenterCrop 224",
         interp="PIL bilinear (data.py; CLIP's own processor would be bicubic)", norm="CLIP", ours="the same"),
@@ -88,14 +88,14 @@ FACTS: dict[str, dict[str, str]] = {
         train="cv2 resize to 224 x 224 (INTER_CUBIC, square) + albumentations augmentation",
         eval="cv2 resize of the whole image to 224 x 224 (INTER_CUBIC, aspect not kept)",
         interp="OpenCV bicubic", norm="CLIP",
-        ours="short side 224 (PIL bilinear) -> centre crop 224", status=FIX,
-        note="official target: the OpenCV INTER_CUBIC squash to 224 x 224 of the whole image"),
+        ours="the same (geometry: cv2_cubic_squash, the default; short_side_crop keeps the earlier view as an axis)",
+        status=FIX, note="was: short side 224 (PIL bilinear) -> centre crop 224"),
     "fconv": dict(
         train="blur (p 0.3) / JPEG (p 0.3) -> CenterCrop 224; transformed view: hflip + ColorJitter + blur",
         eval="CenterCrop 224, no resize; transformed view: hflip + ColorJitter + GaussianBlur",
         interp="none", norm="ImageNet", ours="the same (the random transformed view is not compared)",
-        status=FIX, note="the fix is DINOv2's per-forward position-embedding interpolation, a model "
-                         "difference; the input is unaffected"),
+        status=FIX, note="the fix was DINOv2's position-embedding interpolation, a model difference; the input "
+                         "was not affected"),
     "lgrad": dict(
         train="gradient image (from Resize((256, 256)) -> [-1, 1]) -> RandomCrop 224 + flip",
         eval="gradient image at 256, no crop; discriminator input: Resize((256, 256)) -> Normalize(0.5, 0.5)",
@@ -109,8 +109,8 @@ FACTS: dict[str, dict[str, str]] = {
         train="noise x & 7 x 36 -> 64 random 32 px crops, a random one -> cv2.resize to 256",
         eval="the highest-scoring of the 64 -> cv2.resize to 256 (bilinear)",
         interp="OpenCV INTER_LINEAR (fixed point)", norm="ImageNet",
-        ours="F.interpolate bilinear + round half up, in the model", status=FIX,
-        note="official target: cv2.resize (INTER_LINEAR) of the patch when OpenCV is installed"),
+        ours="cv2.resize (INTER_LINEAR) of the patch, in the view (OpenCV is a dependency)", status=FIX,
+        note="was: F.interpolate bilinear + round half up, in the model"),
     "formatonly": dict(
         train="sep-bench's own control: top-left crop of the JPEG luma", eval="the same", interp="none",
         norm="none", ours="-", note="no official code (the harness's own detector)"),
