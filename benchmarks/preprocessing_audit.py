@@ -24,7 +24,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -75,14 +74,13 @@ def train_resize(name: str, repo: Path, photos: dict) -> dict | None:
 
 
 def ours(name: str, img: np.ndarray) -> dict[str, torch.Tensor]:
-    """This harness's evaluation view of `img` under the genimage recipe (plus LOTA's in-model up-sampling)."""
+    """This harness's evaluation view of `img` under the genimage recipe (plus LOTA's in-model normalisation)."""
     det, cfg = _config(name)
     out = dict(det.views(cfg, False, False)(img, np.random.default_rng(0)))
-    if name == "lota":  # the 32 -> 256 up-sampling and normalisation run in LOTA.forward_features
-        from sep_bench.baselines.lota import LOTA
+    if name == "lota":  # the view up-samples the patch (cv2.resize); the normalisation runs in LOTA.forward_features
         from sep_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-        up = LOTA.upsample(SimpleNamespace(input_size=cfg.input_size), out["patch"][None])[0]
+        up = out["patch"]
         out["patch_256"] = (up - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return out
 
