@@ -73,7 +73,7 @@ def test_dvc_repro_in_a_fresh_clone_produces_table_plot_and_runs(clone):
     dest, env = clone
     assert (dest / "data.dvc").is_file() and not (dest / "data" / "external").exists()
     out = _run(["sep-bench", "pipeline"], dest, env)  # README command 1 (make pipeline) without the set-up
-    for stage in ("data", "reconstruct", "train@npr-0", "evaluate@npr-0", "selection@npr-0", "report"):
+    for stage in ("data", "reconstruct@npr", "train@npr-0", "evaluate@npr-0", "selection@npr-0", "report"):
         assert f"Running stage '{stage}'" in out
     # stage commands after the first start warm (sep_bench.warm); test_released_entry_is_evaluated_without_training
     # compares this warm evaluation with a normal start's
