@@ -18,11 +18,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.stage_deps import GIT_ENV, copy_worktree
 
 pytestmark = pytest.mark.slow
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 def _run(cmd, cwd, env):
@@ -31,23 +30,10 @@ def _run(cmd, cwd, env):
     return res.stdout + res.stderr
 
 
-def _clone_worktree(dest: Path) -> None:
-    """Copy the files git would commit (tracked + untracked-not-ignored) into a new repository."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
-    for f in filter(None, files):
-        src = REPO / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-
-
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
     dest = tmp_path_factory.mktemp("clone")
-    _clone_worktree(dest)
+    copy_worktree(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["run"]["detectors"] = ["npr"]
     params["run"]["selection"] = ["npr"]
