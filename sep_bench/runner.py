@@ -113,14 +113,19 @@ def run_pipeline(
         out.write("pipeline: 0 stage(s) run: nothing DVC tracks changed since the last complete run (same sizes, "
                   "modification times and inodes: sep_bench/fingerprint.py; `dvc repro` asks DVC itself)\n")
         return PipelineRun(returncode=0, seconds=round(clock() - started, 2))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(before_dvc() if before_dvc else {})}
-    server = WarmServer(env, WARM_LOG) if warm else None
-    try:
-        run = _run_dvc([dvc, "repro", *dvc_args], dvc=dvc, out=out, clock=clock, times_file=times_file,
-                       env=server.env if server else env, first_stage=server.start if server else None)
-    finally:
-        if server:
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="sep-bench-stages-") as folder:
+        log = Path(folder) / "stages.jsonl"
+        log.touch()
+        # the stage log's variable is in the warm server's environment too, so the stages' environments match it
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(before_dvc() if before_dvc else {}), stage_log.ENV: str(log)}
+        server = WarmServer(env, WARM_LOG) if warm else None
+        try:
+            run = _run_dvc([dvc, "repro", *dvc_args], dvc=dvc, out=out, clock=clock, times_file=times_file,
+                           env=server.env if server else env, log=log,
+                           first_stage=server.start if server else None)
+        finally:
+            if server:
+                server.stop()
     fp.record(fp.fingerprint() if run.returncode == 0 and not dvc_args else None)
     if server and server.proc is not None:
         run.warm = summary(WARM_LOG)
@@ -132,7 +137,7 @@ def run_pipeline(
 
 
 def _run_dvc(repro: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[], float], times_file: Path,
-             env: dict[str, str], first_stage: Callable[[], None] | None) -> PipelineRun:
+             env: dict[str, str], log: Path, first_stage: Callable[[], None] | None) -> PipelineRun:
     # the stage list (for "k of N") is read while dvc repro starts, not before: a run with nothing to do costs
     # one DVC start-up, not two
     lister = subprocess.Popen([dvc, "stage", "list", "--name-only"], stdout=subprocess.PIPE,
@@ -148,19 +153,16 @@ def _run_dvc(repro: Sequence[str], *, dvc: str, out: TextIO, clock: Callable[[],
     history = _load_times(times_file)
     started = clock()
     progress = _Progress(out, started, history, names, first_stage)
-    with tempfile.TemporaryDirectory(prefix="sep-bench-stages-") as folder:
-        log = Path(folder) / "stages.jsonl"
-        log.touch()
-        proc = subprocess.Popen(list(repro), env={**env, stage_log.ENV: str(log)})
-        offset = 0
-        while True:
-            exited = proc.poll() is not None  # read the log once more after DVC exits: its last records
-            events, offset = stage_log.read_new(log, offset)
-            for event in events:
-                progress.start(event["stage"], float(event["t"]))
-            if exited:
-                break
-            time.sleep(POLL_SECONDS)
+    proc = subprocess.Popen(list(repro), env=env)  # env names the stage log (`stage_log.ENV`)
+    offset = 0
+    while True:
+        exited = proc.poll() is not None  # read the log once more after DVC exits: its last records
+        events, offset = stage_log.read_new(log, offset)
+        for event in events:
+            progress.start(event["stage"], float(event["t"]))
+        if exited:
+            break
+        time.sleep(POLL_SECONDS)
     returncode = proc.returncode
     now = clock()
     run = PipelineRun(returncode=returncode, seconds=round(now - started, 2), stages=progress.stages)

@@ -118,3 +118,34 @@ def test_a_stage_command_records_its_start_only_under_the_pipeline_and_on_rank_0
     env = {**os.environ, stage_log.ENV: str(log), "DVC_STAGE": "data", "SEP_BENCH_WARM": ""}
     subprocess.run([sys.executable, "-m", "sep_bench.main", "no-such-command"], env=env, capture_output=True)
     assert [e["stage"] for e in stage_log.read_new(log, offset)[0]] == ["data"]
+
+
+def test_the_warm_server_gets_the_environment_the_stages_get(monkeypatch, tmp_path):
+    """Every variable `sep-bench pipeline` adds for the stages (the stage log, the parent run) is in the warm
+    server's environment too; otherwise the server declines every stage as 'environment differs'."""
+    from sep_bench import runner
+
+    seen = {}
+
+    class Server:
+        proc = None
+
+        def __init__(self, env, log):
+            seen["server"], self.env = dict(env), env
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+    def run_dvc(repro, *, env, log, **kwargs):
+        seen["dvc"], seen["log"] = dict(env), log
+        return runner.PipelineRun(returncode=1, seconds=0.0)
+
+    monkeypatch.setattr(runner, "WarmServer", Server)
+    monkeypatch.setattr(runner, "_run_dvc", run_dvc)
+    monkeypatch.chdir(tmp_path)
+    runner.run_pipeline(["--dry"], out=io.StringIO(), before_dvc=lambda: {"SEP_BENCH_PARENT_RUN_ID": "abc"})
+    assert seen["server"] == seen["dvc"]
+    assert seen["dvc"][stage_log.ENV] == str(seen["log"]) and seen["dvc"]["SEP_BENCH_PARENT_RUN_ID"] == "abc"
