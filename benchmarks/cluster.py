@@ -42,7 +42,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = ("npr", "cnnspot")
 PREEMPT_STAGE = "train@npr-0"
-STAGES = ("data", "reconstruct", *(f"{k}@{d}-0" for k in ("train", "evaluate") for d in DETECTORS), "report")
+STAGES = ("data", *(f"reconstruct@{d}" for d in DETECTORS),
+          *(f"{k}@{d}-0" for k in ("train", "evaluate") for d in DETECTORS), "report")
 GIT_ENV = {"GIT_AUTHOR_NAME": "sep-bench", "GIT_AUTHOR_EMAIL": "sep-bench@localhost",
            "GIT_COMMITTER_NAME": "sep-bench", "GIT_COMMITTER_EMAIL": "sep-bench@localhost"}
 
