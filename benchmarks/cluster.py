@@ -123,6 +123,11 @@ def _scontrol(*args: str) -> str:
     return res.stdout
 
 
+#: a requeued job's old credential lives this long (scripts/slurm-local.sh: AuthInfo=cred_expire=10); a job released
+#: before is killed at launch ("Job credential revoked")
+CREDENTIAL_S = 11.0
+
+
 def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) -> dict:
     """Requeue `job` once it is running and has checkpointed its first epoch (``last.json`` at epoch 1, step 0)
     and not finished; release it from the requeue hold."""
@@ -140,9 +145,9 @@ def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) 
         if (state and state.state in TERMINAL) or time.monotonic() > deadline:
             raise RuntimeError(f"job {job} ended (or never ran) before it could be preempted: {state}")
         time.sleep(0.05)
-    while True:  # SLURM holds a requeued job (Reason=BeginTime, about 2 min); release it
+    while True:  # SLURM holds a requeued job (Reason=BeginTime) until its old credential expires; release it then
         state = job_states([job]).get(job)
-        if state and state.state == "PENDING":
+        if state and state.state == "PENDING" and time.monotonic() - at > CREDENTIAL_S:
             _scontrol("update", f"JobId={job}", "StartTime=now")
             log(f"requeued: job {job} {state.state} (reason {state.reason}, restarts {state.restarts}); "
                 "released with scontrol update StartTime=now")

@@ -186,6 +186,23 @@ def write_readme(result: dict, readme: Path = ROOT / "README.md") -> bool:
     return True
 
 
+def incremental_only(clone: Path, edit: str) -> None:
+    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", "PYTHONPATH": str(clone)}
+    logs = Path(tempfile.mkdtemp(prefix="sep-bench-incremental-"))
+
+    def rerun(tag: str) -> tuple[float, str]:
+        return _run([str(ROOT / ".venv/bin/sep-bench"), "pipeline"], clone, env, logs / f"{tag}.log")
+
+    edits = [edit_rerun(clone, rerun, f"baselines/{edit}.py"), edit_rerun(clone, rerun, "sep_bench/acquire/download.py")]
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True,
+                                       text=True).stdout.strip(),
+              "goals": GOALS, "edits": edits, "met": _incremental_met(edits, edit)}
+    out = ROOT / "results/benchmarks/pipeline_incremental.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="store_true", help="also time the environment set-up (uv vs pip)")
@@ -194,10 +211,16 @@ def main() -> None:
                         help="keep the clone (results/, dvc.lock, logs) in this folder instead of deleting it")
     parser.add_argument("--readme", action="store_true", help="only regenerate the README sentence from --out")
     parser.add_argument("--edit", default="npr", help="the detector whose module the incremental step edits")
+    parser.add_argument("--incremental-only", type=Path, default=None, metavar="CLONE",
+                        help="only step 3b, in CLONE (a finished run of this commit, e.g. a --keep folder's clone); "
+                             "writes results/benchmarks/pipeline_incremental.json")
     args = parser.parse_args()
     if args.readme:
         ok = write_readme(json.loads(args.out.read_text()))
         print("README updated" if ok else f"README has no {README_MARK[0]} marker")
+        return
+    if args.incremental_only:
+        incremental_only(args.incremental_only, args.edit)
         return
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=False)

@@ -375,7 +375,10 @@ class Tracker:
         if exc is not None:
             self.client.set_tag(self.run_id, f"{TAG_PREFIX}error", f"{exc_type.__name__}: {exc}"[:5000])
         self.client.set_terminated(self.run_id, status=status)
-        if exc_type is not None and self.fail_parent and self.parent_run_id:
+        # a stopped stage (SIGTERM or Ctrl-C: a preempted job that SLURM requeues, a pipeline interrupted by its
+        # user) ends its own run only; whoever runs the stages ends the parent (sep-bench pipeline, the report job)
+        stopped = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        if exc_type is not None and self.fail_parent and self.parent_run_id and not stopped:
             self.client.set_tag(self.parent_run_id, f"{TAG_PREFIX}error",
                                 f"{self.run.info.run_name}: {exc_type.__name__}: {exc}"[:5000])
             self.client.set_terminated(self.parent_run_id, status=status)
