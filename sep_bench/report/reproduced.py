@@ -156,7 +156,7 @@ class RowCheck:
     reproduced: float | None
     status: str  # bit-identical | within spread | outside spread | missing
     cause: str = ""
-    top_cause: str = ""  # the highest-ranked differing factor (the verdict line groups rows by it)
+    top_cause: str = ""  # the name of the highest-ranked differing factor (the verdict line groups rows by it)
 
     @property
     def diff(self) -> float | None:
@@ -188,7 +188,7 @@ def compare(reference: dict, run: dict) -> list[RowCheck]:
             check = RowCheck(row, seed, a["mean_acc"], b["mean_acc"], "")
             found = factors(reference, run, a, b)
             cause = likely_cause(found)
-            check.top_cause = found[0].describe() if found else "unknown"
+            check.top_cause = f"{found[0].name} differs" if found else "unknown"
             if _same_bits(a, b):
                 check.status = "bit-identical"
             elif abs(check.diff) <= spreads.get(row, DEFAULT_SPREAD) + 1e-9:
