@@ -12,8 +12,8 @@ data -> reconstruct -> train@npr-0, train@cnnspot-0 -> evaluate@npr-0, evaluate@
 Steps: two copies of this working tree (tracked and untracked-not-ignored files, each its own git repository)
 share nothing but the virtual environment. In copy A, ``dvc repro`` (the local reference). In copy B,
 ``sep-bench cluster submit``; once ``train@npr-0`` has written ``last.safetensors`` its job is requeued
-(``scontrol requeue``: what SLURM does to a preempted job with PreemptMode=REQUEUE), released from the
-requeue hold, and resumes; then every job must complete. (The preemption comes after an epoch's checkpoint:
+(``scontrol requeue``: what SLURM does to a preempted job with PreemptMode=REQUEUE); SLURM starts it again
+once its requeue hold ends, and it resumes; then every job must complete. (The preemption comes after an epoch's checkpoint:
 resumed from a mid-epoch checkpoint, the weights are bit-identical too, but the torch RNG state saved in
 ``last.safetensors`` is not: the resumed epoch's data loader draws its base seed from the global RNG once more.) Compared: the ``dvc.lock`` entries of every stage, the
 tables (byte for byte), ``dvc status`` of B, and B's MLflow runs (one parent, the stage runs nested under it).
@@ -123,14 +123,11 @@ def _scontrol(*args: str) -> str:
     return res.stdout
 
 
-#: a requeued job's old credential lives this long (scripts/slurm-local.sh: AuthInfo=cred_expire=10); a job released
-#: before is killed at launch ("Job credential revoked")
-CREDENTIAL_S = 11.0
-
-
 def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) -> dict:
     """Requeue `job` once it is running and has checkpointed its first epoch (``last.json`` at epoch 1, step 0)
-    and not finished; release it from the requeue hold."""
+    and not finished. SLURM itself starts it again: it holds a requeued job (Reason=BeginTime) until the old
+    attempt's credential has expired (scripts/slurm-local.sh: ``AuthInfo=cred_expire=10``) and then schedules
+    it; nothing here releases it earlier (a job launched inside that window dies with "Job credential revoked")."""
     from sep_bench.cluster.status import TERMINAL, job_states
 
     last = stage_dir / "last.json"
@@ -145,15 +142,18 @@ def preempt(dest: Path, job: str, stage_dir: Path, log, timeout_s: float = 900) 
         if (state and state.state in TERMINAL) or time.monotonic() > deadline:
             raise RuntimeError(f"job {job} ended (or never ran) before it could be preempted: {state}")
         time.sleep(0.05)
-    while True:  # SLURM holds a requeued job (Reason=BeginTime) until its old credential expires; release it then
+    held = None
+    while True:  # until SLURM has started the second attempt (or it ended)
         state = job_states([job]).get(job)
-        if state and state.state == "PENDING" and time.monotonic() - at > CREDENTIAL_S:
-            _scontrol("update", f"JobId={job}", "StartTime=now")
-            log(f"requeued: job {job} {state.state} (reason {state.reason}, restarts {state.restarts}); "
-                "released with scontrol update StartTime=now")
-            return {"job": job, "requeued_after_s": round(time.monotonic() - at, 2), "reason": state.reason}
+        if state and state.state == "PENDING" and held is None:
+            held = state.reason
+            log(f"requeued: job {job} PENDING (reason {state.reason}, restarts {state.restarts})")
+        if state and state.restarts >= 1 and state.state != "PENDING" and held is not None:
+            waited = round(time.monotonic() - at, 2)
+            log(f"job {job} {state.state} again {waited} s after its requeue (started by SLURM)")
+            return {"job": job, "restarted_after_s": waited, "reason": held}
         if time.monotonic() > deadline:
-            raise RuntimeError(f"job {job} did not come back as PENDING after its requeue: {state}")
+            raise RuntimeError(f"job {job} did not start again after its requeue: {state}")
         time.sleep(0.2)
 
 

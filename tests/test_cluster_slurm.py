@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sep_bench.cluster.sbatch import MARK
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -66,7 +67,7 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     states = run["states"]
 
     assert set(states) == set(bench.STAGES)
-    assert all(s["state"] == "COMPLETED" for s in states.values()), states
+    assert all(s["state"] == "COMPLETED" for s in states.values()), _failed_jobs(states, run["logs"])
     # the preempted training ran twice and resumed from its checkpoint
     assert states[bench.PREEMPT_STAGE]["restarts"] >= 1
     attempts = [line for line in run["logs"].splitlines()
@@ -101,6 +102,28 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
                          text=True, timeout=600)
     assert out.returncode == 0 and "nothing to submit" in out.stdout, out.stdout + out.stderr
     say(f"resubmission: {out.stdout.strip()}; test wall time {time.perf_counter() - started:.0f} s")
+
+
+def _failed_jobs(states: dict, logs: str) -> str:
+    """What failed: each unfinished stage's state, and the last lines its job printed (every attempt)."""
+    out = []
+    for stage, st in states.items():
+        if st["state"] != "COMPLETED":
+            out.append(f"{stage}: job {st['job']} {st['state']} ({st['reason']}), restarts {st['restarts']}")
+    blocks, current = {}, None
+    for line in logs.splitlines():
+        if line.startswith(MARK):
+            current = line.split(" stage ", 1)[1].split()[0]
+        if current:
+            blocks.setdefault(current, []).append(line)
+    for stage in (s for s, st in states.items() if st["state"] != "COMPLETED"):
+        out.append(f"--- {stage}'s log (tail) ---\n" + "\n".join(blocks.get(stage, ["(no log)"])[-60:]))
+    daemon = Path("/var/log/slurm/slurmd.log")  # a launch that failed (e.g. a revoked credential) is logged there
+    if daemon.is_file():
+        errors = [line for line in daemon.read_text(errors="replace").splitlines()
+                  if "error" in line.lower() and "pmix" not in line.lower() and "mpi:" not in line.lower()]
+        out.append("--- slurmd.log errors (tail) ---\n" + "\n".join(errors[-15:]))
+    return "\n".join(out)
 
 
 DVC_YAML = {"stages": {
