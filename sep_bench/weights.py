@@ -177,7 +177,10 @@ def timm_state_dict(ref: str, arch: str) -> dict[str, torch.Tensor]:
         raise ProtocolError(f"pretrained {ref!r}: a ResNet backbone takes 'timm:<arch>.<tag>' or 'hf-hub:<repo>'")
     import timm
 
+    from sep_bench.hub import timm_file_overlay
+
+    overlay = timm_file_overlay(ref)  # the cached/downloaded file; fails at once when offline and not cached
     try:
-        return timm.create_model(name, pretrained=True).state_dict()
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).state_dict()
     except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
         raise hub_failure(ref, err) from err

@@ -156,7 +156,9 @@ def load_adm_unet(ref: str | Path, arch: Mapping[str, Any] | None = None) -> nn.
         if left:
             raise AdmCheckpointError(f"{ref}: tensors not set by the checkpoint: {left}")
         return unet
-    unet = UNet2DModel.from_pretrained(ref)
+    from sep_bench.hub import from_pretrained_source
+
+    unet = UNet2DModel.from_pretrained(ref, **from_pretrained_source(str(ref)))
     got = AdmArch.from_unet_config(unet.config)
     if got != adm:
         raise ValueError(f"{ref}: not the expected ADM UNet ({got} != {adm})")
@@ -253,6 +255,8 @@ def build_model(cfg: ReconConfig) -> DiffusionModel:
 def _build_named(cfg: ReconConfig) -> DiffusionModel:
     from diffusers import UNet2DModel
 
+    from sep_bench.hub import from_pretrained_source
+
     if cfg.arch == "tiny-unet":
         torch.manual_seed(cfg.seed)
         return DiffusionModel("pixel", unet=UNet2DModel(**TINY_UNET).eval(), schedule=ADM_SCHEDULE,
@@ -267,7 +271,8 @@ def _build_named(cfg: ReconConfig) -> DiffusionModel:
     if cfg.arch == "sd-v1":
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(cfg.weights, safety_checker=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(cfg.weights, safety_checker=None, requires_safety_checker=False,
+                                                       **from_pretrained_source(cfg.weights))
         cond = _encode_prompt(pipe.text_encoder, empty_prompt_ids(pipe.tokenizer, cfg.prompt))
         return DiffusionModel("latent", unet=pipe.unet.eval(), vae=pipe.vae.eval(), cond=cond, schedule=SD_SCHEDULE,
                               description=f"Stable Diffusion v1 from {cfg.weights}")
@@ -282,7 +287,8 @@ def _build_named(cfg: ReconConfig) -> DiffusionModel:
         desc = "tiny SD inpainting (9-channel UNet2DConditionModel + AutoencoderKL), random weights"
     else:
         pipe = StableDiffusionInpaintPipeline.from_pretrained(cfg.weights, safety_checker=None,
-                                                              requires_safety_checker=False)
+                                                              requires_safety_checker=False,
+                                                              **from_pretrained_source(cfg.weights))
         desc = f"Stable Diffusion inpainting from {cfg.weights}"
     pipe.set_progress_bar_config(disable=True)
     return DiffusionModel("inpaint", pipe=pipe, description=desc)
