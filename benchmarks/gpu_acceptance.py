@@ -32,7 +32,8 @@ evaluation views of a few images, single-threaded on this CPU, times the profile
 Image counts come from ``profiles.<profile>.full_size`` in params.yaml (training generators' counts less the
 validation fraction, the test generators' counts), the epochs from each recipe; ``eval_passes`` is the clean pass
 plus one per perturbation and protocol axis (an upper bound: the engine evaluates an alignment equal to a listed
-perturbation once), the extra passes over ``eval.variant_subset`` images per generator and class when set. The goal: all detectors within one GPU-day (``--goal-gpu-hours``, default 24).
+perturbation once), the extra passes over ``eval.variant_subset`` images per generator and class when set. The
+goal: all detectors within one GPU-day (``--goal-gpu-hours``, default 24).
 
 Robust for a lent GPU: one detector failing is recorded (its error string) and the others continue; a detector not
 started within ``--budget-s`` seconds is recorded as skipped; the JSON is rewritten after every detector.
@@ -159,7 +160,8 @@ def load_offline_specs(params_path: Path, profile: str, detectors: list[str]) ->
     params = load_params(params_path, {f"profiles.{profile}.pretrained": False})
     unknown = [d for d in detectors if d not in params.detectors]
     if unknown:
-        raise SystemExit(f"--detectors: {unknown} have no block in {params_path}; defined: {', '.join(params.detectors)}")
+        raise SystemExit(f"--detectors: {unknown} have no block in {params_path}; "
+                         f"defined: {', '.join(params.detectors)}")
     return {d: resolve(params, d, profile) for d in detectors}
 
 
@@ -375,7 +377,8 @@ def recon_flops(recon, seed: int) -> dict:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             vae.decode(vae.encode(torch.empty(1, 3, side, side, device="meta")).latent_dist.mean)
         vae_flops = counter.get_total_flops()
-    evals = 2 * recon.steps if recon.method == "ddim-inversion" else recon.steps * (2 if recon.guidance_scale > 1 else 1)
+    cfg_passes = 2 if recon.guidance_scale > 1 else 1
+    evals = 2 * recon.steps if recon.method == "ddim-inversion" else recon.steps * cfg_passes
     return {"flops_per_image": int(unet_flops * evals + vae_flops), "unet_flops": int(unet_flops),
             "unet_evaluations_per_image": evals, "vae_flops": int(vae_flops), "image_side": side}
 

@@ -87,10 +87,12 @@ def hub_offline() -> bool:
 
 
 def offline_error(ref: str, missing: str) -> PretrainedUnavailableError:
-    why = "HF_HUB_OFFLINE is set" if _env_offline() else f"the hub ({':'.join(map(str, _probe_target()))}) is unreachable"
+    host, port = _probe_target()
+    why = "HF_HUB_OFFLINE is set" if _env_offline() else f"the hub ({host}:{port}) is unreachable"
     where = "the torch.hub cache (TORCH_HOME)" if "://" in missing else "the local Hugging Face cache (HF_HOME)"
     return PretrainedUnavailableError(
-        f"pretrained weights {ref!r} are unavailable: {why} and {missing} is not in {where}. Fetch them once with network access (`sep-bench weights prefetch --profile <profile>`), give a "
+        f"pretrained weights {ref!r} are unavailable: {why} and {missing} is not in {where}. "
+        "Fetch them once with network access (`sep-bench weights prefetch --profile <profile>`), give a "
         "local file path as `pretrained`, or set `pretrained: false` (or the profile's `pretrained: false`) for an "
         "explicit random initialisation."
     )
@@ -187,7 +189,8 @@ def timm_file_overlay(ref: str) -> dict | None:
 
 
 def open_clip_file(arch: str, tag: str) -> Path:
-    """The local checkpoint of open_clip's (`arch`, `tag`) weights (`hub_file`), for ``create_model(pretrained=path)``."""
+    """The local checkpoint of open_clip's (`arch`, `tag`) weights (`hub_file`), for
+    ``open_clip.create_model(pretrained=path)``."""
     ref = f"open_clip:{arch}/{tag}"
     return hub_file(ref, hub_items(ref)[0])
 

@@ -175,11 +175,13 @@ def create_hf_clip(name: str, kind: HFKind = "clip", *, image_size: int | None =
         if image_size is not None:
             raise ValueError("image_size cannot be changed for pretrained HF CLIP weights (position embeddings)")
         source = str(local_dir) if local_dir.is_dir() else name
-        from sep_bench.hub import from_pretrained_source
+        from sep_bench.hub import from_pretrained_source, hub_offline, offline_error
 
         try:
             return cls.from_pretrained(source, **from_pretrained_source(source))
         except OSError as err:  # hub unreachable / not cached / not a model directory
+            if not local_dir.is_dir() and hub_offline():
+                raise offline_error(f"hf-hub:{name}", name) from None
             raise hub_failure(f"hf-hub:{name}", err) from err
     cfg = hf_clip_config(name, image_size)
     part = _HF_KINDS[kind][2]
