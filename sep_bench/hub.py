@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sep_bench.weights import PretrainedUnavailableError, hub_failure
-
-__all__ = ["HubItem", "hub_offline", "hub_items", "cached_path", "hub_file", "fetch_ref", "PROBE_TIMEOUT_S",
-           "offline_error", "timm_file_overlay", "open_clip_file", "from_pretrained_source"]
+__all__ = ["PretrainedUnavailableError", "hub_failure", "HubItem", "hub_offline", "hub_items", "cached_path",
+           "hub_file", "fetch_ref", "PROBE_TIMEOUT_S", "offline_error", "timm_file_overlay", "open_clip_file",
+           "from_pretrained_source"]
 
 PROBE_TIMEOUT_S = 1.5
 _TRUE = {"1", "true", "yes", "on"}
@@ -38,6 +37,25 @@ _DIFFUSERS_FILES = (("model_index.json",),
                     ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
                     ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
                     ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"))
+
+
+class PretrainedUnavailableError(RuntimeError):
+    """Requested pretrained weights could not be obtained (offline, not cached, or wrong file)."""
+
+
+def hub_failure(ref: str, err: BaseException) -> PretrainedUnavailableError:
+    """A clear error for hub weights that could not be fetched (never fall back to random weights)."""
+    offline = _env_offline()
+    hint = (
+        "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache"
+        if offline
+        else "downloading them failed"
+    )
+    return PretrainedUnavailableError(
+        f"pretrained weights {ref!r} are unavailable: {hint} ({type(err).__name__}: {str(err)[:300]}). "
+        "Fetch them once with network access (they are cached under HF_HOME), give a local file path as "
+        "`pretrained`, or set `pretrained: false` for an explicit random initialisation."
+    )
 
 
 @dataclass(frozen=True)

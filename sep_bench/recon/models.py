@@ -255,8 +255,6 @@ def build_model(cfg: ReconConfig) -> DiffusionModel:
 def _build_named(cfg: ReconConfig) -> DiffusionModel:
     from diffusers import UNet2DModel
 
-    from sep_bench.hub import from_pretrained_source
-
     if cfg.arch == "tiny-unet":
         torch.manual_seed(cfg.seed)
         return DiffusionModel("pixel", unet=UNet2DModel(**TINY_UNET).eval(), schedule=ADM_SCHEDULE,
@@ -270,6 +268,8 @@ def _build_named(cfg: ReconConfig) -> DiffusionModel:
                               schedule=SD_SCHEDULE, description="tiny SD (UNet2DConditionModel + AutoencoderKL), random")
     if cfg.arch == "sd-v1":
         from diffusers import StableDiffusionPipeline
+
+        from sep_bench.hub import from_pretrained_source
 
         pipe = StableDiffusionPipeline.from_pretrained(cfg.weights, safety_checker=None, requires_safety_checker=False,
                                                        **from_pretrained_source(cfg.weights))
@@ -286,6 +286,8 @@ def _build_named(cfg: ReconConfig) -> DiffusionModel:
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         desc = "tiny SD inpainting (9-channel UNet2DConditionModel + AutoencoderKL), random weights"
     else:
+        from sep_bench.hub import from_pretrained_source
+
         pipe = StableDiffusionInpaintPipeline.from_pretrained(cfg.weights, safety_checker=None,
                                                               requires_safety_checker=False,
                                                               **from_pretrained_source(cfg.weights))
