@@ -226,7 +226,7 @@ def measure_train(model, spec, det, cfg, paths, device, steps: int) -> dict:
 
     recipe, prof = spec.recipe, spec.profile
     bs, workers = recipe.train.batch_size, prof.loader.train_workers
-    cl = prof.channels_last
+    cl = prof.channels_last and device.type == "cuda"
     model.train()
     step = train_step_fn(model, make_optimizer(model.trainable_parameters(), recipe.optim), device, prof.amp,
                          recipe.train.grad_clip)
@@ -290,7 +290,7 @@ def measure_detector(name: str, spec, paths, args, device) -> dict:
     det, cfg = C.detector_config(spec)
     t0 = time.perf_counter()
     model = build_on(det, cfg, device, spec.seed)
-    if spec.profile.channels_last:
+    if spec.profile.channels_last and device.type == "cuda":  # as the engine: CUDA only
         model = model.to(memory_format=torch.channels_last)
     out = {"build_s": round(time.perf_counter() - t0, 1)}
     out["train"] = measure_train(model, spec, det, cfg, paths, device, args.train_steps)
@@ -473,7 +473,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--goal-gpu-hours", type=float, default=GOAL_GPU_HOURS)
     parser.add_argument("--params", type=Path, default=C.REPO_ROOT / "params.yaml")
     parser.add_argument("--out", type=Path, default=C.REPO_ROOT / "results" / "benchmarks" / "gpu_acceptance.json")
-    return parser.parse_args()
+    parser.add_argument("--doc", action=argparse.BooleanOptionalAction, default=None,
+                        help="rewrite the figures block of docs/weights-and-gpu.md (default: when --out is the "
+                             "committed file and every detector ran)")
+    args = parser.parse_args()
+    default_out = args.out.resolve() == (C.REPO_ROOT / "results" / "benchmarks" / "gpu_acceptance.json").resolve()
+    if args.doc is None:
+        args.doc = default_out and not args.detectors
+    return args
 
 
 def main() -> None:
@@ -498,9 +505,49 @@ def main() -> None:
         print_row(name, results[name])
         write(args, device, measured, results, specs)
     summary = write(args, device, measured, results, specs)
+    if args.doc:
+        import json
+
+        write_doc(json.loads(args.out.read_text()))
+        print(f"updated {DOC.relative_to(C.REPO_ROOT)}")
     print(f"\ntotal {summary['gpu_hours_total']} GPU-hours for {summary['detectors_costed']} detectors "
           f"(goal {summary['goal_gpu_hours']}: {'within' if summary['within_goal'] else 'NOT within'}); "
           f"{'measured' if measured else 'predicted'}; {time.perf_counter() - t_start:.0f} s")
+
+
+DOC = C.REPO_ROOT / "docs" / "weights-and-gpu.md"
+DOC_MARK = ("<!-- gpu-acceptance:start -->", "<!-- gpu-acceptance:end -->")
+
+
+def doc_block(report: dict) -> str:
+    """The table of docs/weights-and-gpu.md, from a results/benchmarks/gpu_acceptance.json report."""
+    s, measured = report["summary"], report["measured"]
+    where = (report["machine"]["gpu"] or {}).get("name", "GPU") if measured else "no GPU (FLOP-based prediction)"
+    rows = ["| detector | train img/s | eval img/s | bound | GPU-hours | epochs |", "|---|---:|---:|---|---:|---:|"]
+    for name, r in report["results"].items():
+        if "cost" not in r:
+            rows.append(f"| {name} | - | - | {'failed' if 'error' in r else 'skipped'} | - | - |")
+            continue
+        bound = "measured" if measured else f"{r['train']['bound']} / {r['eval']['bound']}"
+        early = " (early stopping: at most)" if r["recipe"].get("early_stopping") else ""
+        rows.append(f"| {name} | {r['train']['images_per_s']:.1f} | {r['eval']['images_per_s']:.1f} | {bound} | "
+                    f"{r['cost']['gpu_hours']:.2f} | {r['recipe']['epochs']}{early} |")
+    verdict = "within" if s["within_goal"] else "NOT within"
+    head = (f"**{report['kind']}** ({where}; {report['date'][:10]}, commit "
+            f"{(report['machine']['git']['commit'] or 'unknown')[:7]}): the GenImage table costs "
+            f"**{s['gpu_hours_total']:.1f} GPU-hours** for {s['detectors_costed']} detectors, {verdict} the goal of "
+            f"{s['goal_gpu_hours']:.0f}; largest: {', '.join(s['largest'])}.")
+    if s["detectors_failed"] or s["detectors_skipped"]:
+        failed, skipped = ", ".join(s["detectors_failed"]) or "none", ", ".join(s["detectors_skipped"]) or "none"
+        head += f" Failed: {failed}; skipped: {skipped}."
+    return head + "\n\n" + "\n".join(rows)
+
+
+def write_doc(report: dict) -> None:
+    text = DOC.read_text()
+    head, rest = text.split(DOC_MARK[0], 1)
+    _, tail = rest.split(DOC_MARK[1], 1)
+    DOC.write_text(f"{head}{DOC_MARK[0]}\n{doc_block(report)}\n{DOC_MARK[1]}{tail}")
 
 
 def print_row(name: str, r: dict) -> None:

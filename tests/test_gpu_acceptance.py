@@ -98,3 +98,34 @@ def test_json_shape_with_a_fake_detector_and_one_failure(tmp_path, monkeypatch):
     assert summary["detectors_failed"] == ["cnnspot"] and summary["detectors_skipped"] == ["lota"]
     assert summary["gpu_hours_total"] == pytest.approx(npr["cost"]["gpu_hours"], abs=0.01)
     assert summary["within_goal"] is False  # not every detector has a cost
+
+
+def test_the_doc_block_is_the_committed_report():
+    """docs/weights-and-gpu.md quotes results/benchmarks/gpu_acceptance.json exactly (no hand-typed figure)."""
+    report = json.loads((REPO / "results" / "benchmarks" / "gpu_acceptance.json").read_text())
+    text = ga.DOC.read_text()
+    block = text.split(ga.DOC_MARK[0], 1)[1].split(ga.DOC_MARK[1], 1)[0].strip()
+    assert block == ga.doc_block(report)
+    assert report["kind"] == ("measured" if report["measured"] else "predicted")
+    assert set(report["results"]) == set(load_params(REPO / "params.yaml").run.detectors)
+
+
+def test_the_measured_path_runs_on_a_small_recipe(tmp_path, monkeypatch):
+    """The GPU code path (engine loader + training step, run_inference, costs) on the CPU with mini NPR: the same
+    functions a lent GPU runs, so a typo cannot wait for one."""
+    import torch
+
+    from benchmarks import _common as C
+
+    monkeypatch.setattr(C.tempfile, "gettempdir", lambda: str(tmp_path))
+    paths = C.make_image_set(8, 64, log=lambda _: None)
+    spec = ga.load_offline_specs(REPO / "params.yaml", "mini", ["npr"])["npr"]
+    args = SimpleNamespace(train_steps=2, eval_batches=1)
+    torch.set_num_threads(1)
+    result = ga.measure_detector("npr", spec, paths, args, torch.device("cpu"))
+    assert result["train"]["images_per_s"] > 0 and result["train"]["steps"] == 3
+    assert result["eval"]["images_per_s"] > 0 and result["eval"]["peak_memory_kind"] == "cpu_peak_rss"
+    assert "reconstruction" not in result
+    recon = ga.measure_recon(ReconConfig(arch="tiny-unet", steps=2, image_size=32, batch_size=4), paths,
+                             torch.device("cpu"))
+    assert recon["seconds_per_image"] > 0 and recon["images"] == 4 and recon["random_init"] is True
