@@ -2,7 +2,7 @@
 ``sep-bench weights prefetch``.
 
 Per detector: its backbone (``pretrained``: the detector's default hub weights, a named hub source or a file),
-LGrad's StyleGAN discriminator file (``model.discriminator``) and the diffusion model of a reconstructor
+AIDE's ImageNet ResNets (``model.resnet_imagenet``), LGrad's StyleGAN discriminator file (``model.discriminator``) and the diffusion model of a reconstructor
 (``model.reconstruct``: a local folder/file or a diffusers hub id). Under a profile with ``pretrained: false``
 everything is random (`DetectorSpec.config_for`), so nothing is needed.
 """
@@ -20,7 +20,7 @@ __all__ = ["Need", "weights_needed", "status"]
 @dataclass(frozen=True)
 class Need:
     detector: str
-    role: str   # backbone | discriminator | reconstructor
+    role: str   # backbone | resnets | discriminator | reconstructor
     ref: str    # hub reference (timm:, open_clip:, hf-hub:, diffusers:) or a local path; "" when random
     kind: str   # hub | file | random
 
@@ -57,6 +57,8 @@ def weights_needed(spec) -> list[Need]:
     det = get_detector(spec.detector)
     cfg = det.config_for(spec)
     needs = [_backbone(spec, det)]
+    if getattr(cfg, "resnet_imagenet", False):  # AIDE's ResNets, when the paper's ImageNet weights are asked for
+        needs.append(Need(spec.detector, "resnets", cfg.resnet_weights, "hub"))
     if hasattr(cfg, "discriminator"):
         disc = cfg.discriminator
         needs.append(Need(spec.detector, "discriminator", disc or "", "file" if disc else "random"))
