@@ -58,7 +58,7 @@ H100_BF16_PEAK_FLOPS = 989.4e12
 ASSUMED_FRACTION_OF_PEAK = 0.35
 ASSUMED_SUSTAINED_FLOPS = H100_BF16_PEAK_FLOPS * ASSUMED_FRACTION_OF_PEAK
 GOAL_GPU_HOURS = 24.0
-LOADER_PROBE_IMAGES = 6
+LOADER_PROBE_IMAGES = 12
 
 
 # ---- data sizes and the cost arithmetic (pure; tested with a fake spec) ------------------------------------------

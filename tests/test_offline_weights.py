@@ -158,3 +158,18 @@ def test_weights_list_and_prefetch_on_a_fake_cache(fake_cache):
     lines = res.output.splitlines()
     assert any(l.startswith("univfd") and "missing" in l and "HF_HUB_OFFLINE is set" in l for l in lines)
     assert any(l.startswith("sep") and "fetched" in l for l in res.output.splitlines())  # already in the cache
+
+
+def test_the_doc_quotes_the_committed_offline_measurement():
+    """docs/weights-and-gpu.md's offline timing is the block benchmarks/offline_hub.py wrote from its JSON."""
+    import json
+
+    from benchmarks import offline_hub
+
+    report = json.loads((REPO / "results" / "benchmarks" / "offline_hub.json").read_text())
+    text = offline_hub.DOC.read_text()
+    block = text.split(offline_hub.DOC_MARK[0], 1)[1].split(offline_hub.DOC_MARK[1], 1)[0].strip()
+    assert block == offline_hub.doc_block(report)
+    assert report["results"]["sep_bench"]["seconds"] < 1.0 < report["results"]["library"]["seconds"]
+    assert all(r["outcome"].startswith("PretrainedUnavailableError") for k, r in report["results"].items()
+               if k.startswith("sep_bench"))
