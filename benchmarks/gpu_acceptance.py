@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 #: H100 SXM dense BF16 tensor-core peak (NVIDIA H100 datasheet: 989.4 TFLOPS without sparsity) times an assumed
-#: sustained fraction for training/inference of vision models of this size (ResNet/ViT/ConvNeXt at 224-512 px
-#: reach roughly 30-45% of peak in bf16; 35% is assumed). An assumption, stated in the JSON; a GPU run replaces it.
+#: sustained fraction (model FLOPs utilisation) for these vision models: 35%, an assumption, not a measurement
+#: (stated in the JSON; a GPU run replaces the whole prediction).
 H100_BF16_PEAK_FLOPS = 989.4e12
 ASSUMED_FRACTION_OF_PEAK = 0.35
 ASSUMED_SUSTAINED_FLOPS = H100_BF16_PEAK_FLOPS * ASSUMED_FRACTION_OF_PEAK
