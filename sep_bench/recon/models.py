@@ -246,7 +246,7 @@ def build_model(cfg: ReconConfig) -> DiffusionModel:
         return _random_full(cfg)
     try:
         return _build_named(cfg)
-    except (OSError, ValueError, EnvironmentError) as err:  # diffusers: OSError "Cannot load model ..."
+    except (OSError, ValueError) as err:  # diffusers: OSError "Cannot load model ..."
         if cfg.tiny or isinstance(err, AdmCheckpointError):
             raise
         raise weights_unavailable(cfg, err) from None
