@@ -31,11 +31,15 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def mini_shrink(params: dict, name: str) -> str:
-    """What the `mini` profile changes in the detector's recipe, as `key=value` code spans."""
+    """What the `mini` profile changes in the detector's recipe: ``block: key value, ...; block: ...``."""
     mini = params["detectors"].get(name, {}).get("overrides", {}).get("mini", {})
     if not mini:
         return "nothing (the full recipe)"
-    return ", ".join(f"`{key}={_value(value)}`".replace("|", "\\|") for key, value in _flatten(mini))
+    parts = []
+    for block, value in mini.items():
+        items = _flatten(value) if isinstance(value, dict) else [("", value)]
+        parts.append(f"**{block}** " + ", ".join(f"{k} {_value(v)}".strip() for k, v in items))
+    return _cell("; ".join(parts)).replace("_", "\\_")
 
 
 def _value(value: Any) -> str:
@@ -52,7 +56,7 @@ def detectors_table(params: dict) -> str:
              "|---|---|---|---|---|"]
     for name in own_detectors():
         spec = get_detector(name)
-        repo = f"[{spec.repo.removeprefix('https://')}]({spec.repo})" if spec.repo.startswith("http") else _cell(spec.repo)
+        repo = f"[{spec.repo.removeprefix('https://').removeprefix('github.com/')}]({spec.repo})" if spec.repo.startswith("http") else _cell(spec.repo)
         lines.append(f"| `{name}`{MARKS[spec.provenance]} | {_cell(spec.paper)} | {spec.provenance} | {repo} | "
                      f"{mini_shrink(params, name)} |")
     return "\n".join(lines)
