@@ -51,12 +51,18 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _repo_link(repo: str) -> str:
+    if not repo.startswith("http"):
+        return _cell(repo)
+    return f"[{repo.removeprefix('https://').removeprefix('github.com/')}]({repo})"
+
+
 def detectors_table(params: dict) -> str:
     lines = ["| name | paper | provenance | official repository | what the `mini` recipe changes |",
              "|---|---|---|---|---|"]
     for name in own_detectors():
         spec = get_detector(name)
-        repo = f"[{spec.repo.removeprefix('https://').removeprefix('github.com/')}]({spec.repo})" if spec.repo.startswith("http") else _cell(spec.repo)
+        repo = _repo_link(spec.repo)
         lines.append(f"| `{name}`{MARKS[spec.provenance]} | {_cell(spec.paper)} | {spec.provenance} | {repo} | "
                      f"{mini_shrink(params, name)} |")
     return "\n".join(lines)

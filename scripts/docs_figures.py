@@ -149,7 +149,8 @@ def gpu_throughput(src: Sources) -> str:
                      f"{e['official_images_per_s']:.0f} | {e['speedup_vs_official']:.1f}x | "
                      f"{t['prebuilt_images_per_s']:.0f} | {t['loader_images_per_s']:.0f} |")
     cached = {n: t["features_images_per_s"] for n, t in tr["results"].items() if "features_images_per_s" in t}
-    foot = "".join(f"\n\n`{n}` trains its head on cached features at {v:,.0f} images per second." for n, v in cached.items())
+    foot = "".join(f"\n\n`{n}` trains its head on cached features at {v:,.0f} images per second."
+                   for n, v in cached.items())
     return head + "\n".join(lines) + foot
 
 
@@ -192,7 +193,8 @@ def cross_isa(src: Sources) -> str:
         cells = [f"{npr[m][cap]['mean_acc'] * 100:.1f} (`{npr[m][cap]['weights_sha256'][:8]}`)" for m in ("off", "on")]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     ratio = summary["on"]["train_seconds_ratio_vs_off"]["native"]
-    return ("\n".join(lines) + f"\n\nSpread of the Mean ACC across the three: {summary['off']['mean_acc_spread_points']}"
+    spread = summary["off"]["mean_acc_spread_points"]
+    return ("\n".join(lines) + f"\n\nSpread of the Mean ACC across the three: {spread}"
             f" points with it off, {summary['on']['mean_acc_spread_points']} with it on; it makes training "
             f"{ratio:.1f}x as long ({c['date'][:10]}, {c['machine']['cpu']}, {c['machine']['cpus']} cores).")
 
