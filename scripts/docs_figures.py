@@ -228,6 +228,13 @@ def stage_count(src: Sources) -> str:
     return f"{p['n_stages']} stages ({kinds})"
 
 
+def mini_recipe_notes(src: Sources) -> str:
+    """The measured notes behind the mini recipes (results/benchmarks/mini_recipe_notes.json), one item each."""
+    notes = src.json("mini_recipe_notes")
+    items = [f"- `{n['key']}`: {n['note']}" for n in notes["notes"]]
+    return f"{notes['what']}\n\n" + "\n".join(items)
+
+
 def _detectors_table(src: Sources) -> str:
     from docs_detectors import detectors_table
 
@@ -250,6 +257,7 @@ BLOCKS: dict[str, Callable[[Sources], str]] = {
     "cluster-timing": cluster_timing,
     "stage-count": stage_count,
     "detectors-table": _detectors_table,
+    "mini-recipe-notes": mini_recipe_notes,
 }
 
 
