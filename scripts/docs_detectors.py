@@ -1,5 +1,6 @@
 """The detectors page's table: one row per detector that sep-bench itself registers (its own entry points, not
-those of installed plugin packages), from the registry's specs and the `mini` overrides in params.yaml."""
+those of installed plugin packages), from the registry's specs (summary, paper, provenance, repository) and the
+`mini` overrides in params.yaml."""
 
 from __future__ import annotations
 
@@ -52,17 +53,21 @@ def _cell(text: str) -> str:
 
 
 def _repo_link(repo: str) -> str:
+    """A link named by the repository's owner/name; what follows the address stays as text."""
     if not repo.startswith("http"):
         return _cell(repo)
-    return f"[{repo.removeprefix('https://').removeprefix('github.com/')}]({repo})"
+    url, _, rest = repo.partition(" ")
+    return f"[{url.removeprefix('https://').removeprefix('github.com/')}]({url}) {_cell(rest)}".strip()
 
 
 def detectors_table(params: dict) -> str:
-    lines = ["| name | paper | provenance | official repository | what the `mini` recipe changes |",
-             "|---|---|---|---|---|"]
+    lines = ["| name | what it is | paper | provenance | official repository | what the `mini` recipe changes |",
+             "|---|---|---|---|---|---|"]
     for name in own_detectors():
         spec = get_detector(name)
         repo = _repo_link(spec.repo)
-        lines.append(f"| `{name}`{MARKS[spec.provenance]} | {_cell(spec.paper)} | {spec.provenance} | {repo} | "
-                     f"{mini_shrink(params, name)} |")
+        what = spec.summary.split(": ", 1)[-1]
+        cells = [f"`{name}`{MARKS[spec.provenance]}", _cell(what), _cell(spec.paper), spec.provenance, repo,
+                 mini_shrink(params, name)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
