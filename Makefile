@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv/bin
 export PATH := $(VENV):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: pipeline test env docs
 

@@ -92,15 +92,18 @@ def _mini_epochs(params: dict, detector: str) -> int:
 def learning_check(src: Sources) -> str:
     rows = src.rows("mini_learning")
     by = {v: [_mark(r["detector"]) for r in rows if r["verdict"] == v] for v in ("pass", "FAIL", "exempt")}
-    exempt = {_mark(r["detector"]): float(r["acc"]) * 100 for r in rows if r["verdict"] == "exempt"}
+    exempt = [float(r["acc"]) * 100 for r in rows if r["verdict"] == "exempt"]
     lowered = [f"`{_mark(r['detector'])}` at its own {float(r['bar']) * 100:.0f}%" for r in rows
                if r["bar"] and r["reason"] and r["verdict"] != "exempt"]
     bar = src.params()["profiles"]["mini"]["learning_check"]["min_acc"] * 100
-    fail = f"; FAIL: {', '.join(f'`{d}`' for d in by['FAIL'])}" if by["FAIL"] else ""
-    return (f"Learning check (`results/tables/mini_learning.md`, ACC on the training generator, bar {bar:.0f}%): "
-            f"{len(by['pass'])} of {len(rows)} detectors pass (" + ", ".join(lowered) + f"){fail}; "
-            f"{len(by['exempt'])} are exempt because they cannot learn offline (their ACC on the training "
-            f"generator: {min(exempt.values()):.1f} to {max(exempt.values()):.1f}).")
+    text = (f"Learning check (`results/tables/mini_learning.md`, ACC on the training generator, bar {bar:.0f}%): "
+            f"{len(by['pass'])} of {len(rows)} detectors pass" + (f" ({', '.join(lowered)})" if lowered else ""))
+    if by["FAIL"]:
+        text += f"; FAIL: {', '.join(f'`{d}`' for d in by['FAIL'])}"
+    if exempt:
+        text += (f"; {len(exempt)} are exempt because they cannot learn offline (their ACC on the training "
+                 f"generator: {min(exempt):.1f} to {max(exempt):.1f})")
+    return text + "."
 
 
 def format_leak(src: Sources) -> str:
