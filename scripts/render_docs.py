@@ -25,6 +25,10 @@ class UnknownBlockError(ValueError):
     pass
 
 
+class FigureError(RuntimeError):
+    """A block whose results file is missing or lacks what the block reads."""
+
+
 def pages(repo: Path = ROOT) -> list[Path]:
     """The files whose blocks are rendered: README.md and every page under docs/."""
     return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
@@ -46,7 +50,12 @@ def render_text(text: str, src: Sources, where: str = "") -> str:
         if name not in BLOCKS:
             raise UnknownBlockError(f"{where}: unknown block {name!r}; known: {', '.join(sorted(BLOCKS))}")
         if name not in cache:
-            cache[name] = BLOCKS[name](src).strip()
+            try:
+                cache[name] = BLOCKS[name](src).strip()
+            except FileNotFoundError as err:
+                raise FigureError(f"{where}: block {name!r}: missing file {err.filename}") from err
+            except (KeyError, IndexError, StopIteration, ValueError) as err:
+                raise FigureError(f"{where}: block {name!r}: its results file lacks {err!r}") from err
         return f"<!-- {name}:start -->\n{cache[name]}\n<!-- {name}:end -->"
 
     return BLOCK.sub(body, text)
@@ -71,11 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only report stale blocks (exit 1 if any)")
     args = parser.parse_args(argv)
+    try:
+        return _run(args.check)
+    except (FigureError, UnknownBlockError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(check: bool) -> int:
     src, problems = Sources(), []
     for page in pages():
         text, rel = page.read_text(), str(page.relative_to(ROOT))
         problems += [f"{rel}: {number}" for number in typed_numbers_of(rel, text)]
-        if args.check:
+        if check:
             problems += [f"{rel}: stale block {name} (run `make docs`)" for name in stale_blocks(rel, text, src)]
             continue
         new = render_page(rel, text, src)

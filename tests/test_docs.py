@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from docs_detectors import own_detectors  # noqa: E402
 from docs_figures import Sources  # noqa: E402
 from docs_prose import typed_numbers  # noqa: E402
-from render_docs import UnknownBlockError, pages, render_text, stale_blocks, typed_numbers_of  # noqa: E402
+from render_docs import (  # noqa: E402
+    FigureError, UnknownBlockError, pages, render_text, stale_blocks, typed_numbers_of)
 
 CHROMIUM = next((shutil.which(c) for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
 PAGES = {str(p.relative_to(REPO)): p for p in pages(REPO)}
@@ -68,6 +69,13 @@ def test_a_new_learning_check_failure_reaches_the_readme(tmp_path):
 def test_an_unknown_block_is_an_error_that_names_the_known_ones():
     with pytest.raises(UnknownBlockError, match="unknown block 'no-such-figure'.*eps-speedups"):
         render_text("<!-- no-such-figure:start -->\nx\n<!-- no-such-figure:end -->\n", Sources(), "x.md")
+
+
+def test_a_missing_results_file_is_a_one_line_error(tmp_path):
+    src = _results_copy(tmp_path)
+    (src.results / "benchmarks" / "eps.json").unlink()
+    with pytest.raises(FigureError, match=r"docs/performance.md: block 'eps-speedups': missing file .*eps.json"):
+        stale_blocks("docs/performance.md", (REPO / "docs/performance.md").read_text(), src)
 
 
 TYPED = """The pipeline took 9.1 minutes and a second run 2.5 s; `make test` ran 475 tests in 45 stages.
