@@ -310,6 +310,22 @@ BLOCKS["format-alignment"] = format_alignment
 BLOCKS["format-probe"] = format_probe
 
 
+# -- docs/weights-and-gpu.md --------------------------------------------------------------------------------------
+
+def gpu_acceptance(src: Sources) -> str:
+    """The GenImage table's predicted (or measured) GPU-hours per detector (benchmarks/gpu_acceptance.py)."""
+    return _benchmark_module("gpu_acceptance").doc_block(src.json("gpu_acceptance"))
+
+
+def offline_hub(src: Sources) -> str:
+    """Seconds until a missing hub weight fails without network (benchmarks/offline_hub.py)."""
+    return _benchmark_module("offline_hub").doc_block(src.json("offline_hub"))
+
+
+BLOCKS["gpu-acceptance"] = gpu_acceptance
+BLOCKS["offline-hub"] = offline_hub
+
+
 # -- whole pages ------------------------------------------------------------------------------------------------
 
 def preprocessing_page(src: Sources) -> str:
