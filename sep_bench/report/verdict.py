@@ -8,10 +8,10 @@ CPU's kernels and the thread count. `factors` lists each of these that differs b
 run; each carries `can_change_bits`:
 
 - a code commit that changed no file the row's stages read is NOT a cause (it is listed, marked so);
-- a different CPU is a cause when deterministic training is off, or when it is on but either machine lacks
-  AVX2 (the deterministic mode pins ATen's AVX2 kernels only there); with it on and both AVX2 it is listed as
-  "possible" (ranked after everything that certainly changes the bits: the mode is measured, not proven, to
-  hold across vendors);
+- a different CPU is a cause when deterministic training is off, when it is on but either machine lacks AVX2
+  (the deterministic mode pins ATen's AVX2 kernels only there), or when the vendors differ (measured: the mode
+  does not give the same weights on an Intel and an AMD CPU); with it on, both AVX2 and the same vendor it is
+  listed as "possible" (ranked after everything that certainly changes the bits);
 - everything else that differs can change the bits.
 
 `likely_cause` names the highest-ranked factors that can change the bits, and says what else differs.
@@ -74,6 +74,13 @@ def _code_factor(ref: dict, run: dict, ref_row: dict, run_row: dict) -> Factor |
     return None
 
 
+#: why another CPU vendor changes the bits even with deterministic training on both machines (issue 29): NPR's mini
+#: training with deterministic: true gave weights e2874739... on an Intel Xeon and d8762af5... on an AMD EPYC
+#: (results/benchmarks/cross_isa.json); benchmarks/determinism_probe.py --compare finds the first op that differs
+_VENDOR_MEASURED = ("another CPU vendor: deterministic training was measured not to give the same weights across "
+                    "vendors (benchmarks/determinism_probe.py --compare names the first differing op)")
+
+
 def _cpu(machine: dict) -> str:
     isa = "/".join(machine.get("isa", []))
     return f"{machine.get('vendor') or '?'} {machine.get('cpu') or '?'} [{isa}]"
@@ -85,10 +92,12 @@ def _cpu_factor(rm: dict, nm: dict) -> Factor | None:
         return None
     both_det = rm.get("deterministic") is True and nm.get("deterministic") is True
     both_avx2 = "avx2" in rm.get("isa", []) and "avx2" in nm.get("isa", [])
+    if both_det and both_avx2 and rm.get("vendor") != nm.get("vendor"):
+        return Factor("cpu", _cpu(rm), _cpu(nm), "yes", _VENDOR_MEASURED)
     if both_det and both_avx2:
         return Factor("cpu", _cpu(rm), _cpu(nm), "possible",
                       "deterministic training pins the AVX2 kernels on both; measured to hold across instruction "
-                      "set caps, not proven across vendors")
+                      "set caps of one CPU, not across CPU models")
     why = "deterministic training off: kernels differ per CPU" if not both_det else "no AVX2 on one machine"
     return Factor("cpu", _cpu(rm), _cpu(nm), "yes", why)
 
