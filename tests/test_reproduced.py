@@ -88,6 +88,20 @@ def test_with_deterministic_training_on_both_avx2_cpus_of_one_vendor_are_only_a_
     assert _factored(row_ref, row_run, amd, old, code=("c1", "c1")).cause.startswith("cpu (")
 
 
+def test_another_torch_dispatch_on_the_same_cpu_is_named():
+    """ATEN_CPU_CAPABILITY set on one machine: same CPU, other ATen kernels."""
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": {}}
+    row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B"}
+    capped = {**_machine(), "torch_cpu_capability": "DEFAULT"}
+    check = _factored(row_ref, row_run, _machine(), capped, code=("c1", "c1"))
+    assert check.cause == "torch dispatch (AVX512 -> DEFAULT): ATen ran other vectorised kernels"
+    assert check.top_cause == "torch dispatch differs"
+    # another CPU with another dispatch: the CPU first (deterministic training off), the dispatch after it
+    intel = {**capped, "vendor": "GenuineIntel", "cpu": "Intel Xeon", "deterministic": False}
+    cause = _factored(row_ref, row_run, {**_machine(), "deterministic": False}, intel, code=("c1", "c1")).cause
+    assert cause.startswith("cpu (? x [avx2/avx512f] -> GenuineIntel Intel Xeon") and "; torch dispatch (" in cause
+
+
 def test_same_logits_but_other_weights_is_not_bit_identical():
     row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "weights_sha256": "W1"}
     row_run = {**row_ref, "weights_sha256": "W2"}

@@ -4,7 +4,7 @@ that row's bits.
 A row's numbers are a function of its inputs: the benchmark's pixels (data digest), the protocol (protocol hash),
 the code the row's stages read (the hashes DVC records in ``dvc.lock`` for the code paths of ``train@<row>-<seed>``
 and ``evaluate@<row>-<seed>``), the library versions, and - unless training is bit-exact across machines - the
-CPU's kernels and the thread count. `factors` lists each of these that differs between the reference and this
+CPU's kernels (the CPU, and the capability ATen dispatches to) and the thread count. `factors` lists each of these that differs between the reference and this
 run; each carries `can_change_bits`:
 
 - a code commit that changed no file the row's stages read is NOT a cause (it is listed, marked so);
@@ -27,7 +27,8 @@ import yaml
 __all__ = ["Factor", "factors", "likely_cause", "code_hashes"]
 
 #: rank order (lower first) of the factors that can change a row's bits
-_RANK = {"data": 0, "protocol": 1, "code": 2, "libraries": 3, "deterministic mode": 4, "threads": 5, "cpu": 6}
+_RANK = {"data": 0, "protocol": 1, "code": 2, "libraries": 3, "deterministic mode": 4, "threads": 5, "cpu": 6,
+         "torch dispatch": 7}  # (another CPU usually brings another dispatch: the CPU is named first)
 _CODE_ROOTS = ("sep_bench/", "baselines/")
 
 
@@ -120,6 +121,9 @@ def factors(ref: dict, run: dict, ref_row: dict, run_row: dict) -> list[Factor]:
         found.append(Factor("deterministic mode", str(rm["deterministic"]), str(nm["deterministic"]), "yes"))
     if rm.get("threads") != nm.get("threads"):
         found.append(Factor("threads", str(rm.get("threads")), str(nm.get("threads")), "yes"))
+    ra, na = rm.get("torch_cpu_capability"), nm.get("torch_cpu_capability")
+    if ra and na and ra != na:  # ATen's vectorised kernels (the CPU's, or capped by ATEN_CPU_CAPABILITY)
+        found.append(Factor("torch dispatch", ra, na, "yes", "ATen ran other vectorised kernels"))
     found += [f for f in (code, _cpu_factor(rm, nm)) if f is not None]
     order = {"yes": 0, "possible": 1, "no": 2}
     return sorted(found, key=lambda f: (order[f.cause], _RANK[f.name]))
