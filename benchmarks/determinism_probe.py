@@ -25,7 +25,7 @@ their verbose mode on a small convolution and matrix product (`dispatch_report`)
 Set an instruction-set cap with the libraries' own variables on the command line (``ATEN_CPU_CAPABILITY=default``,
 ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``); ``--deterministic on|off`` overrides the profile's
 ``deterministic`` switch (`sep_bench.engine.determinism`). Default output:
-``results/benchmarks/determinism_probe/<cpu model slug>.json``.
+``results/benchmarks/determinism_probe/<cpu model>-<widest vector extension>.json``.
 
 ``--compare A.json B.json`` prints, per detector, the first op whose bits differ (inputs, forward outputs, loss,
 gradients, parameter gradients, weights, in that order) or "identical", then the tags that differ; exit status 0
@@ -83,9 +83,12 @@ def cpuinfo() -> dict[str, Any]:
     return out
 
 
-def cpu_slug(model: str) -> str:
-    """A file name from a CPU model: ``AMD EPYC 7R13 Processor`` -> ``amd-epyc-7r13-processor``."""
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "unknown-cpu"
+def cpu_slug(model: str, flags: list[str] | tuple[str, ...] = ()) -> str:
+    """A file name from a CPU model and its widest vector extension (virtual machines often name only the family):
+    ``AMD EPYC 7R13 Processor`` with AVX2 -> ``amd-epyc-7r13-processor-avx2``."""
+    isa = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("sse4", "sse4_2"))
+                if flag in flags), "")
+    return "-".join(p for p in (re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "unknown-cpu", isa) if p)
 
 
 _DISPATCH_SCRIPT = """
@@ -460,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = run_probe(args.params, args.profile, args.detectors, args.deterministic, not args.no_dispatch)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    out = args.out or OUT_DIR / f"{cpu_slug(result['machine']['cpu']['model'])}.json"
+    cpu = result["machine"]["cpu"]
+    out = args.out or OUT_DIR / f"{cpu_slug(cpu['model'], cpu.get('flags', ()))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{len(result['detectors'])} detectors probed in {result['seconds']} s -> {out}")
