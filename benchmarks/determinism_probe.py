@@ -345,18 +345,17 @@ def run_probe(params_path: Path, profile: str | None, detectors: list[str] | Non
     import torch  # noqa: F401  (only now: the variables above are read when it loads)
     from sep_bench.protocol import resolve
 
+    specs = {d: resolve(params, d, name, None) for d in detectors or list(params.run.detectors)}  # names first
     results, skipped = {}, {}
     with data_workdir(name) as work:
-        for detector in detectors or list(params.run.detectors):
-            spec = resolve(params, detector, name, None)
+        for detector, spec in specs.items():
             spec = spec.model_copy(update={"profile": spec.profile.model_copy(update={"deterministic": deterministic})})
             try:
                 results[detector] = probe_detector(spec, work / "runs" / detector)
-            except ValueError as err:  # make_optimizer: nothing to train
-                if "no trainable parameters" not in str(err):
-                    raise
-                skipped[detector] = str(err)
-                print(f"{detector:10s} skipped: {err}", file=sys.stderr)
+            except Exception as err:  # noqa: BLE001  (one detector's failure is recorded, the others still run)
+                # make_optimizer's "no trainable parameters" is a skip; anything else a failure (exit status 1)
+                skipped[detector] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                print(f"{detector:10s} skipped: {skipped[detector]}", file=sys.stderr, flush=True)
                 continue
             r = results[detector]
             print(f"{detector:10s} {r['seconds']:6.1f} s  {len(r['ops']):5d} ops  weights {r['weights_sha256'][:16]}",
@@ -461,14 +460,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines))
         return 0 if same else 1
     started = time.perf_counter()
-    result = run_probe(args.params, args.profile, args.detectors, args.deterministic, not args.no_dispatch)
+    from sep_bench.protocol import ProtocolError
+
+    try:
+        result = run_probe(args.params, args.profile, args.detectors, args.deterministic, not args.no_dispatch)
+    except ProtocolError as err:  # an unknown detector or profile, an invalid params.yaml
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
     result["seconds"] = round(time.perf_counter() - started, 1)
     cpu = result["machine"]["cpu"]
     out = args.out or OUT_DIR / f"{cpu_slug(cpu['model'], cpu.get('flags', ()))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{len(result['detectors'])} detectors probed in {result['seconds']} s -> {out}")
-    return 0
+    failed = {d: why for d, why in result["skipped"].items() if "no trainable parameters" not in why}
+    print(f"{len(result['detectors'])} detectors probed in {result['seconds']} s -> {out}"
+          + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
