@@ -431,6 +431,14 @@ def _short(value: Any, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+_OP_LINES = re.compile(r'\[\s+("(?:%s)"),\s+("[^"\n]*"),\s+("[0-9a-f]{64}"),\s+("[^"\n]*")\s+\]' % "|".join(KINDS))
+
+
+def dumps(result: dict) -> str:
+    """The probe file's text: indented JSON with each op on one line (diff-friendly, a third of the size)."""
+    return _OP_LINES.sub(lambda m: "[" + ", ".join(m.groups()) + "]", json.dumps(result, indent=1)) + "\n"
+
+
 def _read_probe(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -471,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = result["machine"]["cpu"]
     out = args.out or OUT_DIR / f"{cpu_slug(cpu['model'], cpu.get('flags', ()))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.write_text(dumps(result))
     failed = {d: why for d, why in result["skipped"].items() if "no trainable parameters" not in why}
     print(f"{len(result['detectors'])} detectors probed in {result['seconds']} s -> {out}"
           + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""))
