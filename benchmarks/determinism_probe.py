@@ -185,8 +185,9 @@ def digest(obj: Any) -> tuple[str, str]:
     for path, leaf in _leaves(obj):
         if isinstance(leaf, torch.Tensor):
             t = leaf.detach()
-            t = (t.to_dense() if t.layout != torch.strided else t).cpu().contiguous().reshape(-1)
-            raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+            t = (t.to_dense() if t.layout != torch.strided else t).cpu()
+            flat = torch.empty(t.numel(), dtype=t.dtype).copy_(t.reshape(-1))  # stride 1 whatever `t`'s strides
+            raw = flat.view(torch.uint8).numpy().tobytes() if t.numel() else b""
             desc = f"{str(leaf.dtype).removeprefix('torch.')}{list(leaf.shape)}"
         elif isinstance(leaf, np.ndarray):
             raw, desc = np.ascontiguousarray(leaf).tobytes(), f"{leaf.dtype}{list(leaf.shape)}"
