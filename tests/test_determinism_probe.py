@@ -81,13 +81,20 @@ def test_compare_refuses_a_file_that_is_not_a_probe(tmp_path, capsys):
     assert "is not a readable probe file" in capsys.readouterr().err
 
 
-def _run_probe(tmp_path: Path, name: str, extra_env: dict[str, str], *args: str) -> dict:
+def _run_probes(tmp_path: Path, runs: dict[str, tuple[dict[str, str], tuple[str, ...]]]) -> dict[str, dict]:
+    """{name: probe file} of the probe of the tiny project under each (extra environment, arguments), the runs
+    side by side (the digests do not depend on the load)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(probe.DISPATCH_ENV_PREFIXES)}
-    out = tmp_path / f"{name}.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/determinism_probe.py"), "--params",
-                    str(tmp_path / "params.yaml"), "--no-dispatch", "--out", str(out), *args], cwd=tmp_path,
-                   env=env | extra_env | {"HF_HUB_OFFLINE": "1"}, check=True, capture_output=True, text=True)
-    return json.loads(out.read_text())
+    procs = {name: subprocess.Popen([sys.executable, str(REPO / "benchmarks/determinism_probe.py"), "--params",
+                                     str(tmp_path / "params.yaml"), "--no-dispatch", "--out",
+                                     str(tmp_path / f"{name}.json"), *args], cwd=tmp_path,
+                                    env=env | extra | {"HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+             for name, (extra, args) in runs.items()}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {out[-2000:]}"
+    return {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
 
 
 @pytest.fixture
@@ -97,8 +104,8 @@ def tiny_project(tmp_path, tiny_tree) -> Path:
 
 
 def test_the_probe_of_one_step_is_the_same_in_two_processes(tiny_project, capsys):
-    a = _run_probe(tiny_project, "a", {})
-    b = _run_probe(tiny_project, "b", {})
+    runs = _run_probes(tiny_project, {"a": ({}, ()), "b": ({}, ())})
+    a, b = runs["a"], runs["b"]
     ops = a["detectors"]["npr"]["ops"]
     kinds = [o[0] for o in ops]
     assert kinds[0] == "input" and kinds[-1] == "weights"
@@ -113,9 +120,10 @@ def test_the_probe_of_one_step_is_the_same_in_two_processes(tiny_project, capsys
 def test_deterministic_training_gives_the_same_weights_under_two_instruction_set_caps(tiny_project):
     """oneDNN off and MKL_CBWR=COMPATIBLE (the deterministic mode): capping oneDNN at SSE4.1 and MKL at SSE4.2
     changes nothing, bit for bit (ATen's kernels stay pinned to AVX2 by the mode, where the CPU has AVX2)."""
-    native = _run_probe(tiny_project, "native", {}, "--deterministic", "on")
-    capped = _run_probe(tiny_project, "capped", {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-                        "--deterministic", "on")
+    caps = {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    runs = _run_probes(tiny_project, {"native": ({}, ("--deterministic", "on")),
+                                      "capped": (caps, ("--deterministic", "on"))})
+    native, capped = runs["native"], runs["capped"]
     assert native["machine"]["deterministic"] is True and native["machine"]["mkldnn"]["enabled"] is False
     assert native["machine"]["env"]["MKL_CBWR"] == "COMPATIBLE"
     assert capped["machine"]["env"]["ONEDNN_MAX_CPU_ISA"] == "SSE41"
