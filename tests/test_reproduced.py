@@ -73,14 +73,33 @@ def test_a_changed_file_the_row_reads_ranks_before_the_cpu():
     assert cause.startswith("code (c1 -> c2): files this row reads changed: baselines/npr.py; cpu (")
 
 
-def test_with_deterministic_training_on_both_avx2_cpus_are_only_a_possible_cause():
+def test_with_deterministic_training_on_both_avx2_cpus_of_one_vendor_are_only_a_possible_cause():
     row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": {}}
     row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B"}
     amd = {**_machine(), "vendor": "AuthenticAMD", "cpu": "AMD EPYC", "deterministic": True}
+    other_amd = {**amd, "cpu": "AMD EPYC 9R14"}
+    assert _factored(row_ref, row_run, amd, other_amd, code=("c1", "c1")).cause.startswith("possibly cpu (")
+    # another vendor: measured to change the bits even with the mode on (issue 29: NPR on an Intel Xeon)
     intel = {**amd, "vendor": "GenuineIntel", "cpu": "Intel Xeon"}
-    assert _factored(row_ref, row_run, amd, intel, code=("c1", "c1")).cause.startswith("possibly cpu (")
+    cause = _factored(row_ref, row_run, amd, intel, code=("c1", "c2")).cause
+    assert cause.startswith("cpu (AuthenticAMD AMD EPYC") and "another CPU vendor" in cause
+    assert "not a cause: code (c1 -> c2)" in cause
     old = {**intel, "isa": ["sse4_2"]}  # no AVX2: the deterministic mode cannot pin the same kernels
     assert _factored(row_ref, row_run, amd, old, code=("c1", "c1")).cause.startswith("cpu (")
+
+
+def test_another_torch_dispatch_on_the_same_cpu_is_named():
+    """ATEN_CPU_CAPABILITY set on one machine: same CPU, other ATen kernels."""
+    row_ref = {"mean_acc": 80.0, "protocol_hash": "p", "logits_sha256": "A", "code_deps": {}}
+    row_run = {**row_ref, "mean_acc": 81.0, "logits_sha256": "B"}
+    capped = {**_machine(), "torch_cpu_capability": "DEFAULT"}
+    check = _factored(row_ref, row_run, _machine(), capped, code=("c1", "c1"))
+    assert check.cause == "torch dispatch (AVX512 -> DEFAULT): ATen ran other vectorised kernels"
+    assert check.top_cause == "torch dispatch differs"
+    # another CPU with another dispatch: the CPU first (deterministic training off), the dispatch after it
+    intel = {**capped, "vendor": "GenuineIntel", "cpu": "Intel Xeon", "deterministic": False}
+    cause = _factored(row_ref, row_run, {**_machine(), "deterministic": False}, intel, code=("c1", "c1")).cause
+    assert cause.startswith("cpu (? x [avx2/avx512f] -> GenuineIntel Intel Xeon") and "; torch dispatch (" in cause
 
 
 def test_same_logits_but_other_weights_is_not_bit_identical():
@@ -106,6 +125,8 @@ def test_reference_round_trip_from_result_files(tmp_path, monkeypatch):
         p.parent.mkdir(parents=True)
         pd.DataFrame({"path": ["b.png", "a.png"], "fake_logit": logits}).to_parquet(p)
     rp.write_reference("mini", note="measured")
+    # no spread measured: the reference states none, not a 0 that would read as "expected"
+    assert json.loads((rp.REFERENCE_DIR / "mini.json").read_text())["spread_acc_points"] == {"npr": None, "sep": None}
     line, files = rp.write_tables("mini")
     assert line.startswith("reproduced: 2 of 2 rows bit-identical") and all(f.exists() for f in files)
     # a changed logit is no longer bit-identical, and with zero stated spread a changed Mean is outside it

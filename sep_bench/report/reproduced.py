@@ -42,8 +42,10 @@ REFERENCE_DIR = paths.REFERENCE_DIR
 _PACKAGES = ("torch", "torchvision", "numpy", "pillow", "scipy", "timm", "open-clip-torch", "transformers",
              "diffusers", "numba")
 _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "asimd", "sve")
-#: Default stated spread (ACC points) of a row when the reference names none: 0 = expect bit-identical results.
-DEFAULT_SPREAD = 0.0
+#: The stated spread (ACC points) of a row nobody measured: none. A spread is stated only from measurements (seeds,
+#: instruction-set caps: ``--spread``); without one, a row that is not bit-identical is within it only with the
+#: same Mean, and the reference says "not measured" rather than a 0 that would read as "expected".
+DEFAULT_SPREAD = None
 #: what "the code" of a run is, for the reference's commit (+changes when these differ from it)
 CODE_PATHS = ("sep_bench", "baselines", "pyproject.toml", "requirements.lock", "params.yaml", "dvc.yaml")
 
@@ -191,7 +193,7 @@ def compare(reference: dict, run: dict) -> list[RowCheck]:
             check.top_cause = f"{found[0].name} differs" if found else "unknown"
             if _same_bits(a, b):
                 check.status = "bit-identical"
-            elif abs(check.diff) <= spreads.get(row, DEFAULT_SPREAD) + 1e-9:
+            elif abs(check.diff) <= (spreads.get(row) or 0.0) + 1e-9:
                 check.status = "within spread"
                 check.cause = cause if check.diff else ""
             else:

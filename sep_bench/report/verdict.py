@@ -4,14 +4,14 @@ that row's bits.
 A row's numbers are a function of its inputs: the benchmark's pixels (data digest), the protocol (protocol hash),
 the code the row's stages read (the hashes DVC records in ``dvc.lock`` for the code paths of ``train@<row>-<seed>``
 and ``evaluate@<row>-<seed>``), the library versions, and - unless training is bit-exact across machines - the
-CPU's kernels and the thread count. `factors` lists each of these that differs between the reference and this
+CPU's kernels (the CPU, and the capability ATen dispatches to) and the thread count. `factors` lists each of these that differs between the reference and this
 run; each carries `can_change_bits`:
 
 - a code commit that changed no file the row's stages read is NOT a cause (it is listed, marked so);
-- a different CPU is a cause when deterministic training is off, or when it is on but either machine lacks
-  AVX2 (the deterministic mode pins ATen's AVX2 kernels only there); with it on and both AVX2 it is listed as
-  "possible" (ranked after everything that certainly changes the bits: the mode is measured, not proven, to
-  hold across vendors);
+- a different CPU is a cause when deterministic training is off, when it is on but either machine lacks AVX2
+  (the deterministic mode pins ATen's AVX2 kernels only there), or when the vendors differ (measured: the mode
+  does not give the same weights on an Intel and an AMD CPU); with it on, both AVX2 and the same vendor it is
+  listed as "possible" (ranked after everything that certainly changes the bits);
 - everything else that differs can change the bits.
 
 `likely_cause` names the highest-ranked factors that can change the bits, and says what else differs.
@@ -27,7 +27,8 @@ import yaml
 __all__ = ["Factor", "factors", "likely_cause", "code_hashes"]
 
 #: rank order (lower first) of the factors that can change a row's bits
-_RANK = {"data": 0, "protocol": 1, "code": 2, "libraries": 3, "deterministic mode": 4, "threads": 5, "cpu": 6}
+_RANK = {"data": 0, "protocol": 1, "code": 2, "libraries": 3, "deterministic mode": 4, "threads": 5, "cpu": 6,
+         "torch dispatch": 7}  # (another CPU usually brings another dispatch: the CPU is named first)
 _CODE_ROOTS = ("sep_bench/", "baselines/")
 
 
@@ -74,6 +75,13 @@ def _code_factor(ref: dict, run: dict, ref_row: dict, run_row: dict) -> Factor |
     return None
 
 
+#: why another CPU vendor changes the bits even with deterministic training on both machines (issue 29): NPR's mini
+#: training with deterministic: true gave weights e2874739... on an Intel Xeon and d8762af5... on an AMD EPYC
+#: (results/benchmarks/cross_isa.json); benchmarks/determinism_probe.py --compare finds the first op that differs
+_VENDOR_MEASURED = ("another CPU vendor: deterministic training was measured not to give the same weights across "
+                    "vendors (benchmarks/determinism_probe.py --compare names the first differing op)")
+
+
 def _cpu(machine: dict) -> str:
     isa = "/".join(machine.get("isa", []))
     return f"{machine.get('vendor') or '?'} {machine.get('cpu') or '?'} [{isa}]"
@@ -85,10 +93,12 @@ def _cpu_factor(rm: dict, nm: dict) -> Factor | None:
         return None
     both_det = rm.get("deterministic") is True and nm.get("deterministic") is True
     both_avx2 = "avx2" in rm.get("isa", []) and "avx2" in nm.get("isa", [])
+    if both_det and both_avx2 and rm.get("vendor") != nm.get("vendor"):
+        return Factor("cpu", _cpu(rm), _cpu(nm), "yes", _VENDOR_MEASURED)
     if both_det and both_avx2:
         return Factor("cpu", _cpu(rm), _cpu(nm), "possible",
                       "deterministic training pins the AVX2 kernels on both; measured to hold across instruction "
-                      "set caps, not proven across vendors")
+                      "set caps of one CPU, not across CPU models")
     why = "deterministic training off: kernels differ per CPU" if not both_det else "no AVX2 on one machine"
     return Factor("cpu", _cpu(rm), _cpu(nm), "yes", why)
 
@@ -111,6 +121,9 @@ def factors(ref: dict, run: dict, ref_row: dict, run_row: dict) -> list[Factor]:
         found.append(Factor("deterministic mode", str(rm["deterministic"]), str(nm["deterministic"]), "yes"))
     if rm.get("threads") != nm.get("threads"):
         found.append(Factor("threads", str(rm.get("threads")), str(nm.get("threads")), "yes"))
+    ra, na = rm.get("torch_cpu_capability"), nm.get("torch_cpu_capability")
+    if ra and na and ra != na:  # ATen's vectorised kernels (the CPU's, or capped by ATEN_CPU_CAPABILITY)
+        found.append(Factor("torch dispatch", ra, na, "yes", "ATen ran other vectorised kernels"))
     found += [f for f in (code, _cpu_factor(rm, nm)) if f is not None]
     order = {"yes": 0, "possible": 1, "no": 2}
     return sorted(found, key=lambda f: (order[f.cause], _RANK[f.name]))
