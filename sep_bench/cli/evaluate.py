@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sep_bench.cli.common import (
     NoTrackOpt,
@@ -23,7 +25,7 @@ from sep_bench.cli.common import (
     user_errors,
 )
 
-__all__ = ["register"]
+__all__ = ["register", "metrics_table", "rate_text", "efficiency_line"]
 
 
 def register(app: typer.Typer, argv=None) -> None:
@@ -56,21 +58,37 @@ def evaluate(
                              checkpoint=checkpoint, seed=seed)
         with progress() as update:
             m = evaluate_job(target, tracking(p, tracking_uri, no_track), update)
-        row = target.row
-        rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
-        rows += [(f"Mean [{name}]", v["mean"]) for name, v in m["perturbed"].items()]  # what was evaluated
-        table = Table(title=f"{row} on {prof_name}")
-        for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
-            table.add_column(col, justify="right" if col != "generator" else "left")
-        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-        for g, r in rows:
-            table.add_row(g, *(fmt(r.get(k)) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
-        Console().print(table)
-        eff = m["efficiency"]
-        gflops = "-" if eff["flops_per_image"] is None else f"{eff['flops_per_image'] / 1e9:.3g}"
-        console.print(f"{row}: {eff['params_total'] / 1e6:.2f} M parameters ({eff['params_trainable'] / 1e6:.2f} M "
-                      f"trainable), {gflops} GFLOPs/image, {eff['images_per_s']} images/s on {eff['device']}",
-                      highlight=False)
+        Console().print(metrics_table(m, f"{target.row} on {prof_name}"))
+        console.print(efficiency_line(target.row, m["efficiency"]), highlight=False, markup=False)
+
+
+def metrics_table(m: dict, title: str) -> Table:
+    """The evaluation's console table: one row per test generator, Mean, then Mean under each extra evaluation.
+    Cells are plain text (`Text`), so a row name such as ``Mean [jpeg95]`` is never read as rich markup."""
+    rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
+    rows += [(f"Mean [{name}]", v["mean"]) for name, v in m["perturbed"].items()]  # what was evaluated
+    table = Table(title=Text(title))
+    for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
+        table.add_column(col, justify="right" if col != "generator" else "left")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    for g, r in rows:
+        table.add_row(Text(g), *(Text(fmt(r.get(k))) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
+    return table
+
+
+def rate_text(value: float | None) -> str:
+    """A throughput with 3 significant digits (0.5 stays 0.5, 1234.5 is 1,234): never rounded to 0."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+
+
+def efficiency_line(row: str, eff: dict) -> str:
+    gflops = "-" if eff["flops_per_image"] is None else f"{eff['flops_per_image'] / 1e9:.3g}"
+    return (f"{row}: {eff['params_total'] / 1e6:.2f} M parameters ({eff['params_trainable'] / 1e6:.2f} M "
+            f"trainable), {gflops} GFLOPs/image, {rate_text(eff['images_per_s'])} images/s on {eff['device']}")
 
 
 def released_resolve(

@@ -22,6 +22,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sep_bench import paths
 from sep_bench.cli.common import (
@@ -203,37 +204,49 @@ def compare_cmd(
 
 
 def _print_compare(c, prof_name: str) -> None:
-    from sep_bench.report.stats import MEAN
-    from sep_bench.report.tables import fmt, fmt_p
+    for table in compare_tables(c, prof_name):
+        Console().print(table)
 
-    detector, against, baselines, gens = c.detector, c.against, c.baselines, c.generators
-    mean, std, n, rows, tests = c.mean, c.std, c.n, c.rows, c.tests
-    multi = bool((n > 1).any())
-    t = Table(title=f"{detector} vs {against} — ACC (%), profile {prof_name}")
+
+def compare_tables(c, prof_name: str) -> list[Table]:
+    """The console view of a comparison, narrow whatever the number of baselines: NAME against the reference per
+    generator, then one row per other detector (Mean ACC, NAME minus it with its 95% CI and p). Every generator
+    of every baseline is in the written files."""
+    from sep_bench.report.stats import MEAN
+    from sep_bench.report.tables import fmt
+
+    detector, against, gens, mean, std, rows = c.detector, c.against, c.generators, c.mean, c.std, c.rows
+    multi = bool((c.n > 1).any())
+    cell = lambda d, g: fmt(mean.loc[rows[d], g], std.loc[rows[d], g] if multi else None)  # noqa: E731
+    t = Table(title=Text(f"{detector} vs {against} — ACC (%), profile {prof_name}"))
     for col in ("generator", rows[detector], rows[against], "diff", "95% CI", "p"):
-        t.add_column(col, justify="left" if col == "generator" else "right")
-    for b in baselines:
-        t.add_column(f"{rows[b]} (diff)", justify="right")
+        t.add_column(Text(col), justify="left" if col == "generator" else "right")
     for g in [*gens, MEAN]:
-        r = tests[detector][g]
-        sig = r.p < 0.05
-        color = "green" if r.diff.estimate > 0 else "red"
-        diff = f"[{color}]{100 * r.diff.estimate:+.2f}[/]" if sig else f"{100 * r.diff.estimate:+.2f}"
-        cells = [
-            g,
-            fmt(mean.loc[rows[detector], g], std.loc[rows[detector], g] if multi else None),
-            fmt(mean.loc[rows[against], g], std.loc[rows[against], g] if multi else None),
-            diff,
-            f"[{100 * r.diff.low:+.2f}, {100 * r.diff.high:+.2f}]",
-            fmt_p(r.p) + (" *" if sig else ""),
-        ]
-        for b in baselines:
-            rb = tests[b][g]
-            cells.append(f"{fmt(mean.loc[rows[b], g])} ({100 * rb.diff.estimate:+.2f}{' *' if rb.p < 0.05 else ''})")
-        t.add_row(*cells, end_section=(g == gens[-1]))
+        t.add_row(Text(g), cell(detector, g), cell(against, g), *_diff_cells(c.tests[detector][g]),
+                  end_section=(g == gens[-1]))
     t.caption = (f"diff: {detector} - {against} on the same images; p: McNemar mid-p per generator, "
                  "paired bootstrap for Mean; * p < 0.05")
-    Console().print(t)
+    tables = [t]
+    if c.versus:
+        v = Table(title=Text(f"{detector} against each detector — Mean ACC (%), profile {prof_name}"))
+        for col in ("detector", "Mean ACC", f"{detector} - it", "95% CI", "p"):
+            v.add_column(Text(col), justify="left" if col == "detector" else "right")
+        v.add_row(Text(rows[detector]), cell(detector, MEAN), "", "", "", end_section=True)
+        for d, r in c.versus.items():
+            v.add_row(Text(rows[d]), cell(d, MEAN), *_diff_cells(r))
+        v.caption = (f"same images; p: paired bootstrap of the Mean; * p < 0.05. Per generator: the written "
+                     f"{prof_name} comparison files (.md, .csv)")
+        tables.append(v)
+    return tables
+
+
+def _diff_cells(r) -> list[Text]:
+    """diff (green/red when significant), its 95% CI and p of a PairedResult."""
+    from sep_bench.report.tables import fmt_p
+
+    sig = r.p < 0.05
+    diff = Text(f"{100 * r.diff.estimate:+.2f}", style=("green" if r.diff.estimate > 0 else "red") if sig else "")
+    return [diff, Text(f"[{100 * r.diff.low:+.2f}, {100 * r.diff.high:+.2f}]"), Text(fmt_p(r.p) + (" *" if sig else ""))]
 
 
 # ---- ablation -----------------------------------------------------------------------------------------------

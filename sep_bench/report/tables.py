@@ -36,6 +36,8 @@ __all__ = [
     "row_name",
     "efficiency_frame",
     "cost_columns",
+    "cost_text",
+    "column_decimals",
     "common_generators",
     "metric_frames",
     "metric_table",
@@ -193,25 +195,41 @@ def efficiency_frame(metrics: list[dict]) -> pd.DataFrame:
     return frame
 
 
-#: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals)
+#: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals); decimals None:
+#: `SIGNIFICANT` significant digits (a throughput of 0.5 img/s is not rounded to 0, 1234.5 is shown as 1,234)
 COST_COLUMNS = {"Params (M)": ("params_total", 1e-6, 2), "GFLOPs": ("gflops", 1.0, 3),
-                "img/s": ("images_per_s", 1.0, 0), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
+                "img/s": ("images_per_s", 1.0, None), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
+SIGNIFICANT = 3
 
 
 _EXTRA_DECIMALS = {"Params": 0, "Trainable": 0, **{t: d for t, (_, _, d) in COST_COLUMNS.items()}}
 
 
-def column_decimals(title: str) -> int:
-    """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`."""
-    return _EXTRA_DECIMALS.get(title, DECIMALS)
+def column_decimals(title: str, value: float | None = None) -> int:
+    """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`; a column of significant
+    digits (img/s) as many as `value` needs for `SIGNIFICANT` digits (none from 100 up)."""
+    decimals = _EXTRA_DECIMALS.get(title, DECIMALS)
+    if decimals is not None:
+        return decimals
+    if value is None or not math.isfinite(value) or value == 0:
+        return 0
+    return max(0, SIGNIFICANT - 1 - math.floor(math.log10(abs(value))))
+
+
+def cost_text(title: str, value: float, *, thousands: bool = True, missing: str = "-") -> str:
+    """A cost cell as text with its column's precision (`column_decimals`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    d = column_decimals(title, value)
+    return f"{value:,.{d}f}" if thousands else f"{value:.{d}f}"
 
 
 def cost_columns(eff: pd.DataFrame, index: Sequence[str]) -> pd.DataFrame:
     """The cost columns as numbers (rows `index`; NaN where a row has no efficiency record)."""
     out = pd.DataFrame(index=pd.Index(list(index), name="detector"))
-    for title, (col, scale, decimals) in COST_COLUMNS.items():
+    for title, (col, scale, _) in COST_COLUMNS.items():
         values = eff[col].reindex(out.index).astype(float) * scale
-        out[title] = values.round(decimals)
+        out[title] = values.map(lambda v, t=title: v if math.isnan(v) else round(v, column_decimals(t, v)))
     return out
 
 
@@ -293,9 +311,9 @@ def _extra_cells(extra: pd.DataFrame | None, index) -> tuple[list[str], list[lis
         row = []
         for col in extra.columns:
             v = extra.loc[idx, col]
-            decimals = column_decimals(col)
             sign = "+" if str(col).startswith("Δ") else ""  # differences carry their sign
-            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{sign},.{decimals}f}")
+            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v))
+                       else f"{v:{sign},.{column_decimals(col, v)}f}")
         texts.append(row)
     return list(map(str, extra.columns)), texts
 
@@ -435,7 +453,7 @@ def _write_all(out_stem: Path, mean: pd.DataFrame, std: pd.DataFrame | None, mar
     if cost is None:
         csv = mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f")
     else:  # each cost column with its own precision
-        text = cost.apply(lambda c: c.map(lambda v, d=column_decimals(c.name): "" if math.isnan(v) else f"{v:.{d}f}"))
+        text = cost.apply(lambda c: c.map(lambda v, t=c.name: cost_text(t, v, thousands=False, missing="")))
         csv = mean.round(DECIMALS).map(lambda v: "" if math.isnan(v) else f"{v:.{DECIMALS}f}").join(text).to_csv()
     write_text(out_stem.with_suffix(".csv"), csv)
     md = render_markdown(mean, std, marks, cost) + "\n\n" + "\n".join(caption + notes) + "\n" + extra_md
