@@ -16,6 +16,7 @@ from sep_bench.cli.common import (
     NoTrackOpt,
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     SeedOpt,
     TrackingOpt,
     console,
@@ -44,6 +45,7 @@ def evaluate(
     name: Optional[str] = typer.Option(None, "--name", help="Row name of an ad-hoc --weights evaluation (default: <detector>-released)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     seed: Optional[int] = SeedOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
@@ -51,7 +53,7 @@ def evaluate(
     """Evaluate a training run, or released weights, on every test generator, clean and under the profile's
     perturbations; write predictions and metrics (results/metrics/<profile>/<row>/seed<s>.json)."""
     with user_errors():
-        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        p, prof_name = load(params, profile, sets)  # first: may set environment variables torch reads when it loads
         from sep_bench.engine.jobs.evaluate import eval_target, evaluate_job
 
         target = eval_target(p, prof_name, detector=detector, released=released, weights=weights, name=name,

@@ -29,6 +29,7 @@ from sep_bench.cli.common import (
     NoTrackOpt,
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     TrackingOpt,
     console,
     load,
@@ -52,21 +53,26 @@ def register(app: typer.Typer, argv=None) -> None:
 def report_cmd(
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     reference: str = typer.Option("sep", "--reference", help="Detector every other one is tested against."),
     roc_detector: Optional[str] = typer.Option(None, "--roc-detector",
                                                help="Detector of the ROC plot (default: the reference if run, else the first)."),
     n_boot: int = NBootOpt,
+    strict: bool = typer.Option(False, "--strict", help="Refuse unless every detector of run.detectors (and every "
+                                "released entry) has results for every seed (the pipeline's report stage)."),
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
 ) -> None:
-    """Tables (md, csv, LaTeX), statistics, reported-vs-reproduced and plots of a profile from its results."""
+    """Tables (md, csv, LaTeX), statistics, reported-vs-reproduced and plots of a profile from its results: every
+    detector that has results (the others are listed; --strict refuses instead)."""
     from sep_bench.report.build import build_report
     from sep_bench.report.stats import MEAN
     from sep_bench.report.tables import fmt, fmt_p, rank_marks
 
     with user_errors():
-        p, prof_name = load(params, profile)
-        rep = build_report(p, prof_name, reference=reference, roc_detector=roc_detector, n_boot=n_boot)
+        p, prof_name = load(params, profile, sets)
+        rep = build_report(p, prof_name, reference=reference, roc_detector=roc_detector, n_boot=n_boot,
+                           strict=strict)
         out = Console()
         seeds = ", ".join(map(str, rep.seeds))
         table = Table(title=f"ACC (%) — profile {prof_name}, seed{'s' if len(rep.seeds) > 1 else ''} {seeds}")
@@ -99,6 +105,13 @@ def report_cmd(
         else:
             console.print(rep.reference_note, highlight=False)
         _print_reported(rep, out)
+        if p.budget != "full":
+            console.print(f"[yellow]run budget {p.budget}[/] ({p.run_budget().describe()}): a check that the path "
+                          "runs, not the protocol's numbers", highlight=False, soft_wrap=True)
+        if rep.missing:
+            console.print(f"[yellow]not in the tables[/] (no results for every seed yet): {', '.join(rep.missing)}; "
+                          "`dvc exp run` (or `sep-bench train` / `evaluate`) makes them, `--strict` refuses instead",
+                          highlight=False, soft_wrap=True)
         for det in rep.stale:
             console.print(f"[yellow]warning:[/] the metrics of {det} were computed under another protocol than "
                           "params.yaml now gives (rerun `dvc repro`)", highlight=False)
@@ -163,6 +176,7 @@ def compare_cmd(
     against: str = typer.Option("sep", "--against", help="The reference detector."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     n_boot: int = NBootOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
@@ -170,7 +184,7 @@ def compare_cmd(
     """Train/evaluate NAME and the reference under the active profile if needed, then compare them per generator
     (results/compare/<profile>/<NAME>_vs_<reference>.{md,csv}); its runs nest under one `compare` run."""
     with user_errors():
-        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        p, prof_name = load(params, profile, sets)  # first: may set environment variables torch reads when it loads
         from sep_bench.report.compare import check_pair, compare, write_comparison
         from sep_bench.tracking import TAG_PREFIX, end_run, start_parent
 

@@ -47,6 +47,7 @@ __all__ = [
     "render_latex",
     "latex_escape",
     "caption_lines",
+    "budget_note",
     "write_table",
     "write_breakdown",
     "write_summary_csv",
@@ -395,6 +396,12 @@ def render_latex(
     return "\n".join(lines) + "\n"
 
 
+def budget_note(budgets: Sequence[str]) -> str:
+    """The caption line of results computed under a capped run budget (params.yaml `budget`)."""
+    return (f"RUN BUDGET {', '.join(f'`{b}`' for b in budgets)} (params.yaml `budget`): steps, images and "
+            "evaluation variants capped for a check that the whole path runs; NOT the protocol's numbers.")
+
+
 def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | None = None,
                   current_hashes: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(caption lines, footnotes) of a table of `metrics`: the first caption line says what the table shows,
@@ -412,6 +419,8 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
         + "; Mean = unweighted mean over generators; threshold 0.5, fake = positive class; "
         "best per column in bold, second underlined."
     ]
+    if budgets := sorted({m["budget"] for m in metrics if m.get("budget")}):
+        lines.append(budget_note(budgets))
     by_det: dict[str, list[dict]] = {}
     for m in metrics:
         by_det.setdefault(run_key(m), []).append(m)
