@@ -443,12 +443,12 @@ class Params(_Strict):
                 )
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined; defined: {', '.join(self.profiles)}")
-        missing = [d for d in [*self.run.detectors, *self.run.selection] if d not in self.detectors]
-        if missing:
-            raise ValueError(
-                f"run.detectors or run.selection names {missing} without a block under detectors:; "
-                f"defined: {', '.join(self.detectors)}"
-            )
+        for key, names in (("run.detectors", self.run.detectors), ("run.selection", self.run.selection)):
+            missing = [d for d in names if d not in self.detectors]
+            if missing:
+                raise ValueError(
+                    f"{key} names {missing} without a block under detectors:; defined: {', '.join(self.detectors)}"
+                )
         for prof_name, prof in self.profiles.items():
             check = prof.learning_check
             for field in ("exempt", "lowered"):
