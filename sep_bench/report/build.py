@@ -212,8 +212,11 @@ def build_report(
     roc_det = roc_detector or (reference if reference in detectors else detectors[0])
     if roc_det not in detectors:
         raise FileNotFoundError(f"no results for --roc-detector {roc_det!r} (run.detectors: {', '.join(detectors)})")
-    rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table,
-                 reported.render_reported(profile, rep_table), roc_det, stale, missing=missing)
+    reported_md = reported.render_reported(profile, rep_table)
+    if budgets := sorted({m["budget"] for m in metrics if m.get("budget")}):  # capped runs: never the paper's
+        reported_md = tables.budget_note(budgets) + "\n\n" + reported_md
+    rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table, reported_md,
+                 roc_det, stale, missing=missing)
 
     # tables
     stem = lambda name: Path(tables_dir) / f"{profile}_{name}"  # noqa: E731
