@@ -79,12 +79,13 @@ def metrics_table(m: dict, title: str) -> Table:
 
 
 def rate_text(value: float | None) -> str:
-    """A throughput with 3 significant digits (0.5 stays 0.5, 1234.5 is 1,234): never rounded to 0."""
+    """A throughput as the tables show it: whole from 10 up (1,234), 2 significant digits below (5.3, 0.50,
+    0.012), never rounded to 0."""
     if value is None:
         return "-"
-    if value == 0 or abs(value) >= 100:
+    if value == 0 or abs(value) >= 10:
         return f"{value:,.0f}"
-    return f"{value:.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+    return f"{value:.{max(0, 1 - math.floor(math.log10(abs(value))))}f}"
 
 
 def efficiency_line(row: str, eff: dict) -> str:

@@ -197,10 +197,10 @@ def efficiency_frame(metrics: list[dict]) -> pd.DataFrame:
 
 
 #: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals); decimals None:
-#: `SIGNIFICANT` significant digits (a throughput of 0.5 img/s is not rounded to 0, 1234.5 is shown as 1,234)
+#: whole numbers from 10 up, `SIGNIFICANT` significant digits below (a throughput of 0.5 img/s is 0.50, not 0)
 COST_COLUMNS = {"Params (M)": ("params_total", 1e-6, 2), "GFLOPs": ("gflops", 1.0, 3),
                 "img/s": ("images_per_s", 1.0, None), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
-SIGNIFICANT = 3
+SIGNIFICANT = 2
 
 
 _EXTRA_DECIMALS = {"Params": 0, "Trainable": 0, **{t: d for t, (_, _, d) in COST_COLUMNS.items()}}
@@ -208,7 +208,7 @@ _EXTRA_DECIMALS = {"Params": 0, "Trainable": 0, **{t: d for t, (_, _, d) in COST
 
 def column_decimals(title: str, value: float | None = None) -> int:
     """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`; a column of significant
-    digits (img/s) as many as `value` needs for `SIGNIFICANT` digits (none from 100 up)."""
+    digits (img/s) as many as `value` needs for `SIGNIFICANT` digits (none from 10 up)."""
     decimals = _EXTRA_DECIMALS.get(title, DECIMALS)
     if decimals is not None:
         return decimals
