@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 EXP = ["dvc", "exp", "run", "-S", "profile=genimage", "-S", "run.detectors=[npr,sep]", "-S", "budget=smoke",
        # offline: SEP's recipe wants ImageNet weights; a validation slice the tiny tree can fill
-       "-S", "detectors.sep.pretrained=false", "-S", "profiles.genimage.data.val.fraction=0.25"]
+       "-S", "detectors.sep.pretrained=false", "-S", "profiles.genimage.data.val.fraction=0.25",
+       # speed only (no stage reads it as a parameter): no loader processes on a small CI machine
+       "-S", "profiles.genimage.loader.train_workers=0", "-S", "profiles.genimage.loader.eval_workers=0"]
 
 
 def _run(cmd, cwd, env, ok=True):
