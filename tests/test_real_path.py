@@ -140,3 +140,22 @@ def test_set_options_override_params_per_command():
             parse_sets([bad])
     res = runner.invoke(app, ["report", "--params", str(REPO / "params.yaml"), "--set", "profiles.mini.train.epohcs=2"])
     assert res.exit_code == 2 and "profiles.mini.train.epohcs: unknown key" in res.output, res.output
+
+
+def test_params_survive_dvc_exp_run_set(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml through ruamel's round trip (block style, quotes dropped where YAML
+    1.2 needs none): DVC's own reader must read the result, and it must mean the same protocol to sep-bench (PyYAML,
+    YAML 1.1: an unquoted 04:00:00 would be a number)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="rt").load((REPO / "params.yaml").read_text())
+    data["budget"] = "smoke"
+    dumper = YAML()
+    dumper.default_flow_style = False  # as DVC writes it
+    out = io.StringIO()
+    dumper.dump(data, out)
+    YAML(typ="safe").load(out.getvalue())  # DVC reads the rewritten file back
+    (tmp_path / "params.yaml").write_text(out.getvalue())
+    assert load_params(tmp_path / "params.yaml") == load_params(REPO / "params.yaml", {"budget": "smoke"})
