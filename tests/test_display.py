@@ -75,7 +75,7 @@ def test_heatmap_generator_names_do_not_overlap():
     df = pd.DataFrame(np.linspace(40, 100, 3 * 17).reshape(3, 17), columns=[*AIGCBENCH, "Mean"],
                       index=["sep", "npr", "cnnspot"])
     longest = max(len(c) for c in df.columns)
-    with plots.figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8 + 0.07 * (longest - 8))) as (fig, ax):
+    with plots.figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8 + 0.07 * (longest - 12))) as (fig, ax):
         plots.draw_heatmap(ax, df)
         fig.tight_layout()
         renderer = fig.canvas.get_renderer()

@@ -78,7 +78,7 @@ def draw_heatmap(ax, df: pd.DataFrame) -> None:
                 cbar_kws={"label": "%"}, ax=ax)
     ax.axvline(len(df.columns) - 1, color="white", lw=3)
     longest = max((len(str(c)) for c in df.columns), default=0)
-    if longest > 8:  # names longer than a cell is wide: upright, one per column
+    if longest > 12:  # names longer than a cell is wide (12 characters fit in 1.1 in): upright, one per column
         ax.set_xticks(ax.get_xticks(), [str(c) for c in df.columns], rotation=90, ha="center")
     ax.set_xlabel("test generator")
     ax.set_ylabel("")
@@ -87,7 +87,7 @@ def draw_heatmap(ax, df: pd.DataFrame) -> None:
 def heatmap(df: pd.DataFrame, out: str | Path, title: str) -> list[Path]:
     """A detectors x generators heatmap of a percentage table (the Mean column included, set apart)."""
     longest = max((len(str(c)) for c in df.columns), default=0)
-    with figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8 + 0.07 * max(0, longest - 8))) as (fig, ax):
+    with figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8 + 0.07 * max(0, longest - 12))) as (fig, ax):
         draw_heatmap(ax, df)
         ax.set_title(title)
         fig.tight_layout()
