@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv/bin
 export PATH := $(VENV):$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: pipeline test env
+.PHONY: pipeline test env docs
 
 env:
 	@bash scripts/setup-env.sh
@@ -17,3 +18,9 @@ pipeline: env
 ## The test suite (CPU, offline).
 test: env
 	HF_HUB_OFFLINE=1 python -m pytest $(PYTEST_ARGS)
+
+## The figures of README.md and docs/*.md, rendered from results/ into their marked blocks; then the site
+## (`mkdocs serve` to browse it).
+docs: env
+	python scripts/render_docs.py
+	mkdocs build --strict --site-dir site

@@ -384,4 +384,6 @@ SPEC = DetectorSpec(
     load_official=_load_official,
     default_weights="open_clip:convnext_xxlarge/laion2b_s34b_b82k_augreg_soup",
     provenance="official",
+    # a profile with pretrained: false: no ImageNet weights for the two ResNets either
+    random_weights=lambda cfg: cfg.model_copy(update={"resnet_imagenet": False}),
 )

@@ -104,4 +104,5 @@ SPEC = DetectorSpec(
     default_weights="timm:resnet50.tv_in1k",
     provenance="official",
     extra={"reconstruct": True},
+    random_weights=lambda cfg: cfg.model_copy(update={"reconstruct": cfg.reconstruct.randomised()}),
 )

@@ -443,6 +443,11 @@ def _views(cfg: DRCTConfig, train: bool, hflip: bool):
     return view
 
 
+def _random_weights(cfg: DRCTConfig) -> DRCTConfig:
+    """The config with a random SD-inpainting model of the same architecture (a profile with pretrained: false)."""
+    return cfg if cfg.reconstruct is None else cfg.model_copy(update={"reconstruct": cfg.reconstruct.randomised()})
+
+
 SPEC = DetectorSpec(
     name="drct",
     summary="DRCT: ConvNeXt-B (or frozen CLIP ViT-L/14) with a 1024-d embedding, CE + margin contrastive loss",
@@ -455,4 +460,5 @@ SPEC = DetectorSpec(
     load_official=_load_official,
     default_weights="timm:convnext_base.fb_in22k",
     provenance="official",
+    random_weights=_random_weights,
 )

@@ -278,8 +278,11 @@ def _pretrained_dinov2(cfg: FConVConfig, weights: WeightsSource) -> nn.Module:
     name = ref[len("timm:"):] if ref.startswith("timm:") else ref
     if name.split(".")[0] != cfg.arch:
         raise ValueError(f"pretrained {ref!r} does not match arch {cfg.arch!r}")
+    from sep_bench.hub import timm_file_overlay
+
+    overlay = timm_file_overlay(f"timm:{name}")  # fails at once when offline and not cached
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as err:
         raise hub_failure(ref, err) from err
 

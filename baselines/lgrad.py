@@ -442,4 +442,6 @@ SPEC = DetectorSpec(
     load_official=_load_official,
     default_weights="timm:resnet50.tv_in1k",
     provenance="official",
+    # a profile with pretrained: false: a random discriminator of the same architecture (no file needed)
+    random_weights=lambda cfg: cfg.model_copy(update={"discriminator": None}),
 )

@@ -89,7 +89,7 @@ def detector_config(spec) -> tuple[Any, Any]:
     from sep_bench.detectors import get_detector
 
     det = get_detector(spec.detector)
-    return det, det.make_config(spec.recipe.model)
+    return det, det.config_for(spec)
 
 
 def build_random_model(det, cfg, device, *, channels_last: bool = False, seed: int = 0):

@@ -49,10 +49,10 @@ def _hub_file(ref: str) -> Path:
     if len(parts) < 3 or not all(parts):
         raise ProtocolError(f"{ref!r}: a hub reference is hf-hub:<org>/<repo>/<path of the file in the repo>")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        from huggingface_hub import hf_hub_download
+    from sep_bench.hub import HubItem, hub_file
 
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    try:
+        return hub_file(ref, HubItem(repo_id, (filename,)))  # cache only (at once) when the hub is unreachable
     except Exception as err:  # offline without a cached copy, unknown repo/file, no network
         raise FileNotFoundError(
             f"{ref}: cannot get {filename} from the Hugging Face hub repo {repo_id} ({type(err).__name__}: "

@@ -11,7 +11,6 @@ A recipe's ``pretrained`` value is one of:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -20,31 +19,14 @@ from typing import Literal
 
 import torch
 
+from sep_bench.hub import PretrainedUnavailableError, hub_failure
+
 __all__ = ["WeightsSource", "parse_pretrained", "load_state_dict", "sha256_file", "UnsafeCheckpointError",
            "WeightsFileError", "PretrainedUnavailableError", "hub_failure", "timm_state_dict"]
 
 
 class WeightsFileError(RuntimeError):
     """A weights file that cannot be used (unreadable, corrupt, not a state dict); the message names the file."""
-
-
-class PretrainedUnavailableError(RuntimeError):
-    """Requested pretrained weights could not be obtained (offline, not cached, or wrong file)."""
-
-
-def hub_failure(ref: str, err: BaseException) -> PretrainedUnavailableError:
-    """A clear error for hub weights that could not be fetched (never fall back to random weights)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    hint = (
-        "HF_HUB_OFFLINE is set and the weights are not in the local Hugging Face cache"
-        if offline
-        else "downloading them failed"
-    )
-    return PretrainedUnavailableError(
-        f"pretrained weights {ref!r} are unavailable: {hint} ({type(err).__name__}: {str(err)[:300]}). "
-        "Fetch them once with network access (they are cached under HF_HOME), give a local file path as "
-        "`pretrained`, or set `pretrained: false` for an explicit random initialisation."
-    )
 
 
 class UnsafeCheckpointError(WeightsFileError):
@@ -177,7 +159,10 @@ def timm_state_dict(ref: str, arch: str) -> dict[str, torch.Tensor]:
         raise ProtocolError(f"pretrained {ref!r}: a ResNet backbone takes 'timm:<arch>.<tag>' or 'hf-hub:<repo>'")
     import timm
 
+    from sep_bench.hub import timm_file_overlay
+
+    overlay = timm_file_overlay(ref)  # the cached/downloaded file; fails at once when offline and not cached
     try:
-        return timm.create_model(name, pretrained=True).state_dict()
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).state_dict()
     except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
         raise hub_failure(ref, err) from err

@@ -22,8 +22,8 @@ from tests.conftest import REPO
 #: (layer name, module prefixes), lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("sep_bench", "sep_bench.io", "sep_bench.hostinfo", "sep_bench.stage_log", "sep_bench.protocol.syntax")),
-    ("protocol", ("sep_bench.protocol", "sep_bench.paths", "sep_bench.weights", "sep_bench.tracking",
-                  "sep_bench.fingerprint")),
+    ("protocol", ("sep_bench.protocol", "sep_bench.paths", "sep_bench.weights", "sep_bench.hub",
+                  "sep_bench.tracking", "sep_bench.fingerprint")),
     ("data", ("sep_bench.data", "sep_bench.layers", "sep_bench.acquire")),
     ("registry", ("sep_bench.detectors", "sep_bench.released", "sep_bench.recon.config")),
     ("models", ("sep_bench.baselines", "sep_bench.recon")),

@@ -29,6 +29,7 @@ COMMANDS = {
     "report": "report", "reproduced": "report", "compare": "report", "ablation": "report",
     "pipeline": "pipeline", "ui": "pipeline",
     "cluster": "cluster",
+    "weights": "weights",
 }
 
 

@@ -119,6 +119,10 @@ class DetectorSpec:
             say from what in the module docstring), ``paper`` (no usable official code: re-implemented from the
             paper, every guessed hyperparameter listed in the module docstring). Shown by ``sep-bench list`` and
             marked in the tables.
+        random_weights: ``random_weights(config) -> config``: the model config with every weights file it names
+            beyond ``pretrained`` (LGrad's discriminator, DIRE's and DRCT's diffusion reconstructors) replaced by a
+            random initialisation of the same architecture; applied by `config_for` under a profile with
+            ``pretrained: false`` (offline runs of the full recipes). None: the config names no other weights.
     """
 
     name: str
@@ -133,6 +137,7 @@ class DetectorSpec:
     official_needs_backbone: bool = False
     provenance: Provenance = "official"
     extra: dict[str, Any] = field(default_factory=dict)
+    random_weights: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.provenance not in PROVENANCES:
@@ -142,6 +147,14 @@ class DetectorSpec:
         from sep_bench.protocol import validate_model
 
         return validate_model(self.config, dict(values), prefix=prefix or f"detectors.{self.name}.model.")
+
+    def config_for(self, run: Any) -> BaseModel:
+        """The validated model config of a `sep_bench.protocol.RunSpec`'s recipe; under a profile with
+        ``pretrained: false`` every weights file the config names is replaced by random init (`random_weights`)."""
+        cfg = self.make_config(run.recipe.model)
+        if run.profile.pretrained is False and self.random_weights is not None:
+            cfg = self.random_weights(cfg)
+        return cfg
 
 
 class UnknownDetectorError(KeyError):

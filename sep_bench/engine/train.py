@@ -439,7 +439,7 @@ def _build_run(spec: RunSpec, out_dir: Path) -> _Run:
     geometry of `spec`."""
     recipe = spec.recipe
     det = get_detector(spec.detector)
-    cfg = det.make_config(recipe.model)
+    cfg = det.config_for(spec)
     weights = parse_pretrained(recipe.pretrained, det.default_weights)
     device, dinfo = _device(spec)
     channels_last = spec.profile.channels_last and device.type == "cuda"

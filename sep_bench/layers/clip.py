@@ -175,9 +175,13 @@ def create_hf_clip(name: str, kind: HFKind = "clip", *, image_size: int | None =
         if image_size is not None:
             raise ValueError("image_size cannot be changed for pretrained HF CLIP weights (position embeddings)")
         source = str(local_dir) if local_dir.is_dir() else name
+        from sep_bench.hub import from_pretrained_source, hub_offline, offline_error
+
         try:
-            return cls.from_pretrained(source)
+            return cls.from_pretrained(source, **from_pretrained_source(source))
         except OSError as err:  # hub unreachable / not cached / not a model directory
+            if not local_dir.is_dir() and hub_offline():
+                raise offline_error(f"hf-hub:{name}", name) from None
             raise hub_failure(f"hf-hub:{name}", err) from err
     cfg = hf_clip_config(name, image_size)
     part = _HF_KINDS[kind][2]
@@ -296,6 +300,10 @@ def create_open_clip(
                          f"{sorted(OPEN_CLIP_LOCAL_ARCHS)}")
     if quick_gelu is None and pretrained is not None:
         quick_gelu = bool((open_clip.get_pretrained_cfg(arch, pretrained) or {}).get("quick_gelu", False))
+    if pretrained is not None and not Path(pretrained).is_file():  # a tag: its checkpoint from the HF cache/hub
+        from sep_bench.hub import open_clip_file
+
+        pretrained = str(open_clip_file(arch, pretrained))
     return open_clip.create_model(arch, pretrained=pretrained, force_image_size=image_size,
                                   force_quick_gelu=bool(quick_gelu))
 
@@ -319,6 +327,8 @@ def open_clip_from_weights(arch: str, weights: WeightsSource, image_size: int | 
         )
     try:
         return create_open_clip(arch, tag, image_size, quick_gelu)
+    except PretrainedUnavailableError:  # already says what is missing and how to provide it
+        raise
     except Exception as err:  # open_clip wraps hub failures in RuntimeError
         raise hub_failure(weights.ref, err) from err
 

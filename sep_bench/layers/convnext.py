@@ -80,8 +80,12 @@ def create_convnext(
     if weights.kind == "hub":
         if not weights.ref.startswith("timm:") or weights.ref[len("timm:"):].split(".", 1)[0] != arch:
             raise ValueError(f"pretrained {weights.ref!r} does not name a {arch} (use 'timm:{arch}.<tag>')")
+        from sep_bench.hub import timm_file_overlay
+
+        overlay = timm_file_overlay(weights.ref)  # fails at once when offline and not cached
         try:
-            net = timm.create_model(weights.ref[len("timm:"):], pretrained=True, **kwargs)
+            net = timm.create_model(weights.ref[len("timm:"):], pretrained=True, pretrained_cfg_overlay=overlay,
+                                    **kwargs)
         except Exception as err:  # huggingface_hub / urllib raise many types; all mean "not available"
             raise hub_failure(weights.ref, err) from err
         if net.num_classes != num_classes:
@@ -108,8 +112,11 @@ def _open_clip_trunk_state(arch: str, ref: str) -> dict[str, torch.Tensor]:
     name, _, tag = ref[len("open_clip:"):].partition("/")
     if name != arch or not tag:
         raise ValueError(f"pretrained {ref!r} does not match arch {arch!r}; use 'open_clip:{arch}/<tag>'")
+    from sep_bench.hub import open_clip_file
+
+    path = open_clip_file(name, tag)  # fails at once when offline and not cached
     try:
-        model = open_clip.create_model(name, pretrained=tag)
+        model = open_clip.create_model(name, pretrained=str(path))
     except Exception as err:  # open_clip wraps hub failures in RuntimeError
         raise hub_failure(ref, err) from err
     return model.visual.trunk.state_dict()

@@ -29,6 +29,8 @@ __all__ = [
     "ProtocolError",
     "Params",
     "Profile",
+    "FullSize",
+    "profile_pretrained",
     "LearningCheck",
     "DataSpec",
     "TrainSpec",
@@ -305,6 +307,17 @@ class LearningCheck(_Strict):
         return self.lowered[detector].min_acc if detector in self.lowered else self.min_acc
 
 
+class FullSize(_Strict):
+    """Image counts of the complete data set per generator (reals and fakes together), with where they come from.
+
+    No number in a table depends on them; `benchmarks/gpu_acceptance.py` predicts the cost of a profile's table
+    from them (training images = the training generators' ``train`` counts less the validation fraction)."""
+
+    train: dict[str, int] = Field(description="generator -> images of its training split (real + fake)")
+    test: dict[str, int] = Field(description="generator -> images of its test split (real + fake)")
+    source: str = Field(min_length=1, description="where the counts come from")
+
+
 class Profile(_Strict):
     description: str = ""
     data: DataSpec
@@ -322,6 +335,13 @@ class Profile(_Strict):
     threads: int | None = Field(None, ge=1)
     # a report setting (changes no number, so it is left out of the protocol hash)
     learning_check: LearningCheck | None = None
+    # false: no pretrained weights anywhere in this profile (offline runs of the full recipes): every detector's
+    # `pretrained` becomes false and the weights its model names beyond it (LGrad's discriminator, DIRE's and
+    # DRCT's diffusion models) a random initialisation of the same architecture; recorded, marked in the tables.
+    # null: each recipe's own `pretrained` (`profile_pretrained`)
+    pretrained: Literal[False] | None = None
+    # the full data set's image counts (a fact about the data, outside the protocol hash): cost predictions read it
+    full_size: FullSize | None = None
 
 
 class DetectorBlock(_Strict):
@@ -600,6 +620,7 @@ class RunSpec(_Strict):
         d = _drop_later_defaults(self.model_dump(mode="json"))
         d["profile"].pop("loader", None)
         d["profile"].pop("learning_check", None)
+        d["profile"].pop("full_size", None)
         return _hash(d)
 
     def training_hash(self) -> str:
@@ -610,6 +631,7 @@ class RunSpec(_Strict):
         d["profile"].pop("eval")
         d["profile"].pop("loader", None)
         d["profile"].pop("learning_check", None)
+        d["profile"].pop("full_size", None)
         return _hash(d)
 
     def flat_params(self) -> dict[str, str]:
@@ -642,6 +664,7 @@ _LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("optim", "lr_base_batch"): {"default": 256, "unless": ("lr_scale", "none")},
     ("", "deterministic"): {"default": False},  # block "": a key of the profile itself
     ("", "threads"): {"default": None},
+    ("", "pretrained"): {"default": None},
 }
 
 
@@ -686,13 +709,22 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
         "train": prof.train.model_dump(),
         "eval": prof.eval.model_dump(),
     }
-    merged = deep_merge(base, block.overrides.get(profile_name, {}))
+    merged = profile_pretrained(prof, deep_merge(base, block.overrides.get(profile_name, {})))
     recipe = validate_model(Recipe, merged, prefix=f"detectors.{detector}.overrides.{profile_name}.")
     seed = params.run.seeds[0] if seed is None else seed
     if (budget := params.run_budget()) is not None:
         prof, recipe = apply_budget(prof, recipe, budget)
     return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=seed,
                    budget=params.budget)
+
+
+def profile_pretrained(profile: Profile, recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` (a merged recipe dict) under the profile's ``pretrained`` switch: ``false`` makes the recipe's
+    ``pretrained`` false (the detector's own model-level weights are randomised by
+    `sep_bench.detectors.DetectorSpec.random_weights`); null leaves the recipe as it is."""
+    if profile.pretrained is False:
+        return {**recipe, "pretrained": False}
+    return recipe
 
 
 def resolve_released(params: Params, name: str, profile: str | None = None, seed: int | None = None) -> RunSpec:
@@ -703,6 +735,7 @@ def resolve_released(params: Params, name: str, profile: str | None = None, seed
     merged = deep_merge(spec.recipe.model_dump(mode="json"), {"model": entry.model})
     if entry.pretrained is not None:
         merged["pretrained"] = entry.pretrained
+    merged = profile_pretrained(spec.profile, merged)
     recipe = validate_model(Recipe, merged, prefix=f"released.{name}.")
     return spec.model_copy(update={"recipe": recipe})
 

@@ -33,7 +33,7 @@ def detector_recon_config(p, profile: str, detector: str) -> tuple[object | None
     from sep_bench.detectors import get_detector
     from sep_bench.recon.samples import recon_config
 
-    return spec, recon_config(get_detector(detector).make_config(spec.recipe.model))
+    return spec, recon_config(get_detector(detector).config_for(spec))
 
 
 def reconstruct_detector(p, profile: str, detector: str, *, device=None,
@@ -72,9 +72,10 @@ def reconstruct_detector(p, profile: str, detector: str, *, device=None,
 
             manifest = write_manifest(out, cfg, detector, describe(cfg))
         if tracker is not None:
-            tracker.log_params({f"reconstruct.{k}": v for k, v in cfg.model_dump().items()})
+            tracker.log_params({f"reconstruct.{k}": v for k, v in cfg.record().items()})
             tracker.set_tags({"sep_bench.reconstruct.pipeline": manifest.get("pipeline", cfg.arch),
                               "sep_bench.reconstruct.tiny_random_weights": str(cfg.tiny).lower(),
+                              "sep_bench.reconstruct.random_weights": str(cfg.random_weights).lower(),
                               "sep_bench.reconstruct.config_key": cfg.key()})
             tracker.log_metrics({k: stats[k] for k in ("images", "unique", "cached", "computed", "seconds")
                                  if stats.get(k) is not None} | (

@@ -74,14 +74,18 @@ class ReconConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="images per diffusion batch")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on GPU, float32 on CPU")
+    random_init: bool = Field(
+        False, description="true: the arch at full size with random weights drawn from `seed` (`weights` unused; "
+        "offline runs under a profile with pretrained: false; recorded, never mistaken for the real model)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ReconConfig":
         fam = ARCH_FAMILY[self.arch]
         if fam not in _METHOD_FAMILIES[self.method]:
             raise ValueError(f"arch {self.arch!r} cannot run method {self.method!r}")
-        if self.weights is None and self.arch not in TINY_ARCHS:
-            raise ValueError(f"arch {self.arch!r} needs weights: a local folder/file or a hub id")
+        if self.weights is None and self.arch not in TINY_ARCHS and not self.random_init:
+            raise ValueError(f"arch {self.arch!r} needs weights: a local folder/file or a hub id "
+                             "(or random_init: true)")
         if self.method == "sd-inpaint" and self.use != "augment":
             raise ValueError("sd-inpaint reconstructions are training data (use: augment)")
         return self
@@ -91,10 +95,26 @@ class ReconConfig(BaseModel):
         return self.arch in TINY_ARCHS
 
     @property
+    def random_weights(self) -> bool:
+        """Whether the diffusion model has random weights (a tiny arch, or a full one with `random_init`)."""
+        return self.tiny or self.random_init
+
+    def randomised(self) -> "ReconConfig":
+        """This recipe with a random model of the same architecture (`random_init`; tiny archs are random already)."""
+        return self if self.tiny else ReconConfig(**{**self.model_dump(), "random_init": True})
+
+    @property
     def family(self) -> str:
         return ARCH_FAMILY[self.arch]
 
+    def record(self) -> dict:
+        """The settings as recorded (manifest, MLflow): `random_init` only when set, so records made before it
+        existed stay byte-identical."""
+        return self.model_dump(exclude=set() if self.random_init else {"random_init"})
+
     def key(self) -> str:
         """Short hash of every setting that changes the outputs (not the batch size) and of `ALGORITHM_VERSION`."""
-        d = {**self.model_dump(exclude={"batch_size"}), "algorithm_version": ALGORITHM_VERSION}
+        # random_init is left out while false: the keys of results computed before it existed stay the same
+        d = {**self.record(), "algorithm_version": ALGORITHM_VERSION}
+        d.pop("batch_size")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

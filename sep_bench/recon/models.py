@@ -32,9 +32,10 @@ from torch import nn
 
 from sep_bench.recon.adm_port import AdmArch, AdmCheckpointError, convert_adm_state_dict
 from sep_bench.recon.config import ReconConfig
+from sep_bench.weights import PretrainedUnavailableError
 
-__all__ = ["ADM_256_UNCOND", "TINY_UNET", "DiffusionModel", "build_model", "describe", "load_adm_unet",
-           "empty_prompt_ids"]
+__all__ = ["ADM_256_UNCOND", "TINY_UNET", "SD_V1_UNET", "SD_V1_VAE", "SD_V1_TEXT", "DiffusionModel", "build_model",
+           "describe", "load_adm_unet", "empty_prompt_ids", "weights_unavailable"]
 
 #: guided-diffusion 256x256_diffusion_uncond as UNet2DModel keyword arguments (architecture only; equal to
 #: ``AdmArch.from_flags(image_size=256, ...).unet_config(256)`` of DIRE's flags, see `sep_bench.recon.adm_port`).
@@ -55,6 +56,32 @@ TINY_UNET: dict[str, Any] = {
     "down_block_types": ("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
     "up_block_types": ("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
     "attention_head_dim": 8, "norm_num_groups": 4, "attn_norm_num_groups": 4, "dropout": 0.0,
+}
+#: Stable Diffusion v1's architecture (the ``config.json`` files of CompVis/stable-diffusion-v1-4 and
+#: runwayml/stable-diffusion-inpainting): what a ``random_init`` reconstructor builds, at full size, without the hub.
+SD_V1_UNET: dict[str, Any] = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
+}
+SD_V1_VAE: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 512,
+    "block_out_channels": (128, 256, 512, 512), "norm_num_groups": 32,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+}
+#: CLIP ViT-L/14's text tower (SD v1's text encoder)
+SD_V1_TEXT: dict[str, Any] = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "projection_dim": 768,
+}
+#: what each real arch needs and where it comes from, for the one-line error when it cannot be loaded
+_WEIGHTS_HELP = {
+    "adm-256-uncond": "guided-diffusion's 256x256_diffusion_uncond.pt (openai/guided-diffusion README)",
+    "sd-v1": "the Stable Diffusion v1 pipeline (diffusers format)",
+    "sd-inpaint": "the Stable Diffusion inpainting pipeline (diffusers format)",
 }
 ADM_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
 SD_SCHEDULE = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -129,7 +156,9 @@ def load_adm_unet(ref: str | Path, arch: Mapping[str, Any] | None = None) -> nn.
         if left:
             raise AdmCheckpointError(f"{ref}: tensors not set by the checkpoint: {left}")
         return unet
-    unet = UNet2DModel.from_pretrained(ref)
+    from sep_bench.hub import from_pretrained_source
+
+    unet = UNet2DModel.from_pretrained(ref, **from_pretrained_source(str(ref)))
     got = AdmArch.from_unet_config(unet.config)
     if got != adm:
         raise ValueError(f"{ref}: not the expected ADM UNet ({got} != {adm})")
@@ -168,11 +197,62 @@ def describe(cfg: ReconConfig) -> str:
     sampler = (f"DDIM inversion + DDIM reconstruction, {cfg.steps} steps (respaced from {cfg.num_train_timesteps}), "
                f"clip_denoised={cfg.clip_denoised}, {cfg.image_size} px" if cfg.method == "ddim-inversion" else
                f"all-keep mask, prompt {cfg.prompt!r}, {cfg.steps} steps, CFG {cfg.guidance_scale}, seed {cfg.seed}")
-    return _DESCRIPTIONS[cfg.arch].format(seed=cfg.seed, weights=cfg.weights) + "; " + sampler
+    if cfg.random_init and not cfg.tiny:
+        head = f"{cfg.arch} architecture at full size, RANDOM weights (seed {cfg.seed}; random_init, no download)"
+    else:
+        head = _DESCRIPTIONS[cfg.arch].format(seed=cfg.seed, weights=cfg.weights)
+    return head + "; " + sampler
+
+
+def weights_unavailable(cfg: ReconConfig, err: BaseException) -> PretrainedUnavailableError:
+    """The one-line error for diffusion weights that cannot be loaded: what they are and how to provide them."""
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    return PretrainedUnavailableError(
+        f"the {cfg.arch} reconstructor needs {_WEIGHTS_HELP.get(cfg.arch, 'its weights')} from {cfg.weights!r}, "
+        f"which cannot be loaded ({type(err).__name__}: {first}); get it with `sep-bench weights prefetch "
+        "--profile <profile>` where there is network (HF cache), or set model.reconstruct.weights to a local copy, "
+        "or set the profile's `pretrained: false` for a random model of the same architecture (recorded as such)")
+
+
+def _random_full(cfg: ReconConfig) -> DiffusionModel:
+    """The arch of `cfg` at full size with random weights drawn from ``torch.manual_seed(cfg.seed)``."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel, \
+        UNet2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(cfg.seed)
+    note = f"random weights (seed {cfg.seed}), full-size architecture"
+    if cfg.arch == "adm-256-uncond":
+        return DiffusionModel("pixel", unet=UNet2DModel(**ADM_256_UNCOND).eval(), schedule=ADM_SCHEDULE,
+                              description=f"ADM 256x256 uncond (UNet2DModel), {note}")
+    in_channels = 9 if cfg.arch == "sd-inpaint" else 4
+    unet = UNet2DConditionModel(**{**SD_V1_UNET, "in_channels": in_channels}).eval()
+    vae, text = AutoencoderKL(**SD_V1_VAE).eval(), CLIPTextModel(CLIPTextConfig(**SD_V1_TEXT)).eval()
+    if cfg.arch == "sd-v1":
+        return DiffusionModel("latent", unet=unet, vae=vae, cond=_encode_prompt(text, empty_prompt_ids(None)),
+                              schedule=SD_SCHEDULE, description=f"Stable Diffusion v1 architecture, {note}")
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=text, tokenizer=None, unet=unet,
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1, **SD_SCHEDULE),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return DiffusionModel("inpaint", pipe=pipe, description=f"Stable Diffusion inpainting architecture, {note}")
 
 
 def build_model(cfg: ReconConfig) -> DiffusionModel:
-    """The model `cfg` names, on CPU in float32 (`DiffusionModel.to` moves it)."""
+    """The model `cfg` names, on CPU in float32 (`DiffusionModel.to` moves it); weights that cannot be loaded
+    raise `PretrainedUnavailableError` (one line: what they are and how to provide them)."""
+    if cfg.random_init and not cfg.tiny:
+        return _random_full(cfg)
+    try:
+        return _build_named(cfg)
+    except (OSError, ValueError) as err:  # diffusers: OSError "Cannot load model ..."
+        if cfg.tiny or isinstance(err, AdmCheckpointError):
+            raise
+        raise weights_unavailable(cfg, err) from None
+
+
+def _build_named(cfg: ReconConfig) -> DiffusionModel:
     from diffusers import UNet2DModel
 
     if cfg.arch == "tiny-unet":
@@ -189,7 +269,10 @@ def build_model(cfg: ReconConfig) -> DiffusionModel:
     if cfg.arch == "sd-v1":
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_pretrained(cfg.weights, safety_checker=None, requires_safety_checker=False)
+        from sep_bench.hub import from_pretrained_source
+
+        pipe = StableDiffusionPipeline.from_pretrained(cfg.weights, safety_checker=None, requires_safety_checker=False,
+                                                       **from_pretrained_source(cfg.weights))
         cond = _encode_prompt(pipe.text_encoder, empty_prompt_ids(pipe.tokenizer, cfg.prompt))
         return DiffusionModel("latent", unet=pipe.unet.eval(), vae=pipe.vae.eval(), cond=cond, schedule=SD_SCHEDULE,
                               description=f"Stable Diffusion v1 from {cfg.weights}")
@@ -203,8 +286,11 @@ def build_model(cfg: ReconConfig) -> DiffusionModel:
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         desc = "tiny SD inpainting (9-channel UNet2DConditionModel + AutoencoderKL), random weights"
     else:
+        from sep_bench.hub import from_pretrained_source
+
         pipe = StableDiffusionInpaintPipeline.from_pretrained(cfg.weights, safety_checker=None,
-                                                              requires_safety_checker=False)
+                                                              requires_safety_checker=False,
+                                                              **from_pretrained_source(cfg.weights))
         desc = f"Stable Diffusion inpainting from {cfg.weights}"
     pipe.set_progress_bar_config(disable=True)
     return DiffusionModel("inpaint", pipe=pipe, description=desc)

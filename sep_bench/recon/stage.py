@@ -204,6 +204,9 @@ def write_manifest(out: Path, cfg: ReconConfig | None, detector: str, descriptio
             "pipeline": description or cfg.arch, "tiny_random_weights": cfg.tiny, "weights": cfg.weights,
             "diffusers": version("diffusers"), "torch": torch.__version__,
         }
+        manifest["config"] = cfg.record()
+        if cfg.random_init:
+            manifest.update(weights=None, random_weights=True)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"manifest.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
