@@ -7,7 +7,7 @@ from pathlib import Path
 from sep_bench.protocol import DataSpec
 
 __all__ = ["data_root", "prepared_dir", "timing_path", "train_dir", "metrics_dir", "metrics_path", "predictions_path",
-           "robustness_dir", "selection_train_dir", "selection_path", "compare_stem", "recon_dir", "feature_cache_dir", "released_record",
+           "robustness_dir", "selection_train_dir", "selection_dir", "selection_path", "compare_stem", "recon_dir", "feature_cache_dir", "released_record",
            "TABLES_DIR", "PLOTS_DIR", "REFERENCE_DIR", "RECON_DIR"]
 
 TABLES_DIR = Path("results/tables")
@@ -58,9 +58,15 @@ def selection_train_dir(profile: str, detector: str, seed: int) -> Path:
     return train_dir(profile, detector, seed).parent / "train_select_on_test"
 
 
+def selection_dir(profile: str) -> Path:
+    """The selection runs' records of a profile (a dependency of the report stage, made by the data stage so that
+    it exists when run.selection is empty)."""
+    return Path("results/selection") / profile
+
+
 def selection_path(profile: str, row: str, seed: int) -> Path:
     """The per-epoch validation and test metrics of a selection run (read by the report's selection table)."""
-    return Path("results/selection") / profile / row / f"seed{seed}.json"
+    return selection_dir(profile) / row / f"seed{seed}.json"
 
 
 def compare_stem(profile: str, detector: str, against: str) -> Path:

@@ -11,10 +11,10 @@ import typer
 from sep_bench.cli.common import ParamsOpt, console, progress, user_errors
 from sep_bench.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
 from sep_bench.acquire.verify import MANIFEST_NAME
+from sep_bench.data.stamps import STAMPS_DIR, stamp_path, write_stamp
 
 __all__ = ["get_cmd", "default_out", "write_stamps", "STAMPS_DIR"]
 
-STAMPS_DIR = Path("data/stamps")  # one small file per external profile, for the DVC data stage to depend on
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +166,8 @@ def _print_counts(counts: dict) -> None:
 
 
 def write_stamps(out: Path, params: Path, stamps_dir: Path = STAMPS_DIR) -> list[Path]:
-    """Write ``data/stamps/<profile>.json`` for each external profile of `params` that reads `out`.
-
-    A stamp holds the sha256 of each of the profile's manifests, so it changes exactly when `data get` changes
-    the data; the pipeline's data stage can depend on ``data/stamps/${profile}.json`` without depending on
-    ``data/external`` (which would break fresh clones of the default profile).
-    """
-    import hashlib
-
-    from sep_bench.io import write_json
-
+    """Write ``data/stamps/<profile>.json`` (`sep_bench.data.stamps`) for each external profile of `params` that
+    reads `out`, so the pipeline's data stage depends on the manifests, never on ``data/external`` itself."""
     try:
         from sep_bench.protocol import load_params
 
@@ -186,13 +178,7 @@ def write_stamps(out: Path, params: Path, stamps_dir: Path = STAMPS_DIR) -> list
     for name, prof in p.profiles.items():
         d = prof.data
         roots = [r for r in (d.root, d.train_root) if d.source == "external" and r]
-        if not any(Path(r).resolve() == Path(out).resolve() for r in roots):
-            continue
-        entry = {}
-        for r in roots:
-            m = Path(r) / MANIFEST_NAME
-            entry[r] = hashlib.sha256(m.read_bytes()).hexdigest() if m.is_file() else None
-        path = stamps_dir / f"{name}.json"
-        write_json(path, {"profile": name, "manifests_sha256": entry})
-        written.append(path)
+        if any(Path(r).resolve() == Path(out).resolve() for r in roots):
+            write_stamp(name, d, stamps_dir)
+            written.append(stamp_path(name, stamps_dir))
     return written

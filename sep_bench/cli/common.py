@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 __all__ = ["console", "user_errors", "progress", "load", "tracking", "is_rank0", "PARENT_RUN_ENV", "ParamsOpt", "ProfileOpt", "SeedOpt",
-           "TrackingOpt", "NoTrackOpt"]
+           "TrackingOpt", "NoTrackOpt", "SetOpt", "parse_sets"]
 
 console = Console(stderr=True)
 
@@ -26,6 +26,9 @@ ProfileOpt = typer.Option(None, "--profile", help="Profile to use instead of par
 SeedOpt = typer.Option(None, "--seed", help="Seed (default: the first of params.yaml's run.seeds).")
 TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite DB at the repo root).")
 NoTrackOpt = typer.Option(False, "--no-track", help="Do not log to MLflow.")
+SetOpt = typer.Option(None, "--set", "-S", help="Override a params.yaml value for this command only, as `dvc exp run "
+                      "-S` does: KEY=VALUE with a dotted key and a YAML value (repeatable), e.g. budget=smoke, "
+                      "'run.detectors=[npr,sep]', profiles.genimage.train.batch_size=16.")
 
 
 #: Errors a user can fix, as module:class. Looked up only in modules already imported (an error can only come from
@@ -79,11 +82,31 @@ def progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def load(params: Path, profile: Optional[str]):
-    """(Params, active profile name)."""
+def parse_sets(sets: Optional[list[str]]) -> dict:
+    """``--set KEY=VALUE`` options -> {dotted key: value}, each value read as YAML (``2`` is a number, ``[a,b]`` a
+    list, ``null`` None); a malformed option is a ProtocolError naming it."""
+    import yaml
+
+    from sep_bench.protocol import ProtocolError
+
+    out: dict = {}
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise ProtocolError(f"--set {item!r}: expected KEY=VALUE with a dotted params.yaml key, e.g. "
+                                "budget=smoke or profiles.genimage.train.epochs=2")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ProtocolError(f"--set {item!r}: the value is not valid YAML ({err.problem})") from None
+    return out
+
+
+def load(params: Path, profile: Optional[str], sets: Optional[list[str]] = None):
+    """(Params, active profile name); `sets`: ``--set KEY=VALUE`` overrides (`parse_sets`)."""
     from sep_bench.protocol import load_params
 
-    p = load_params(params)
+    p = load_params(params, parse_sets(sets))
     name = profile or p.profile
     if name in p.profiles:  # before anything imports torch (see engine.determinism)
         from sep_bench.engine.determinism import apply_env

@@ -11,6 +11,7 @@ from sep_bench import paths
 from sep_bench.cli.common import (
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     console,
     load,
     progress,
@@ -45,11 +46,12 @@ def data_build_mini(
         build_mini(params, profile, out, seed, force)
 
 
-def build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed: Optional[int], force: bool) -> dict:
+def build_mini(params: Path, profile: Optional[str], out: Optional[Path], seed: Optional[int], force: bool,
+               sets: Optional[list[str]] = None) -> dict:
     from sep_bench.data.minigen import BUILD_LOG_SUFFIX, MinigenConfig, build_minigen
     from sep_bench.protocol import ProtocolError
 
-    p, prof_name = load(params, profile)
+    p, prof_name = load(params, profile, sets)
     data = p.profiles[prof_name].data
     if data.source != "minigen":
         raise ProtocolError(f"profile {prof_name!r} uses external data; build-mini needs a `source: minigen` profile")
@@ -96,19 +98,24 @@ def data_minigen_weights(
                   highlight=False)
 
 
-def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+                 sets: Optional[list[str]] = SetOpt) -> None:
     """The pipeline's data stage: build minigen, or verify an external dataset (manifest, counts) and write its summary."""
     from sep_bench.io import write_json
     from sep_bench.tracking import ensure_store, resolve_tracking_uri
 
     with user_errors():
-        p, prof_name = load(params, profile)
+        p, prof_name = load(params, profile, sets)
         ensure_store(resolve_tracking_uri(p.tracking.uri))  # created once here, before parallel stages
+        # the report stage depends on this folder; with an empty run.selection no selection stage makes it
+        paths.selection_dir(prof_name).mkdir(parents=True, exist_ok=True)
         data = p.profiles[prof_name].data
         if data.source == "minigen":
-            build_mini(params, prof_name, None, None, False)
+            build_mini(params, prof_name, None, None, False, sets)
             return
         from sep_bench.data.verify import verify_external  # external data: the installed tree against its manifest
+
+        from sep_bench.data.stamps import write_stamp
 
         root = paths.data_root(prof_name, data)
         with progress() as update:
@@ -116,5 +123,8 @@ def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) 
         write_json(paths.prepared_dir(prof_name) / "summary.json", summary)
         console.print(f"{root}: verified against its manifest; "
                       f"{sum(len(v) for v in summary['counts'].values())} generator/split folders", highlight=False)
+        if stamp := write_stamp(prof_name, data):  # a tree placed by hand: its first check stamps it
+            console.print(f"wrote {stamp} (the data stage's dependency); next: dvc exp run -S profile={prof_name}",
+                          highlight=False)
 
 

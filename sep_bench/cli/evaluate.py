@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sep_bench.cli.common import (
     NoTrackOpt,
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     SeedOpt,
     TrackingOpt,
     console,
@@ -23,7 +26,7 @@ from sep_bench.cli.common import (
     user_errors,
 )
 
-__all__ = ["register"]
+__all__ = ["register", "metrics_table", "rate_text", "efficiency_line"]
 
 
 def register(app: typer.Typer, argv=None) -> None:
@@ -42,6 +45,7 @@ def evaluate(
     name: Optional[str] = typer.Option(None, "--name", help="Row name of an ad-hoc --weights evaluation (default: <detector>-released)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     seed: Optional[int] = SeedOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
@@ -49,28 +53,45 @@ def evaluate(
     """Evaluate a training run, or released weights, on every test generator, clean and under the profile's
     perturbations; write predictions and metrics (results/metrics/<profile>/<row>/seed<s>.json)."""
     with user_errors():
-        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        p, prof_name = load(params, profile, sets)  # first: may set environment variables torch reads when it loads
         from sep_bench.engine.jobs.evaluate import eval_target, evaluate_job
 
         target = eval_target(p, prof_name, detector=detector, released=released, weights=weights, name=name,
                              checkpoint=checkpoint, seed=seed)
         with progress() as update:
             m = evaluate_job(target, tracking(p, tracking_uri, no_track), update)
-        row = target.row
-        rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
-        rows += [(f"Mean [{name}]", v["mean"]) for name, v in m["perturbed"].items()]  # what was evaluated
-        table = Table(title=f"{row} on {prof_name}")
-        for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
-            table.add_column(col, justify="right" if col != "generator" else "left")
-        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-        for g, r in rows:
-            table.add_row(g, *(fmt(r.get(k)) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
-        Console().print(table)
-        eff = m["efficiency"]
-        gflops = "-" if eff["flops_per_image"] is None else f"{eff['flops_per_image'] / 1e9:.3g}"
-        console.print(f"{row}: {eff['params_total'] / 1e6:.2f} M parameters ({eff['params_trainable'] / 1e6:.2f} M "
-                      f"trainable), {gflops} GFLOPs/image, {eff['images_per_s']} images/s on {eff['device']}",
-                      highlight=False)
+        Console().print(metrics_table(m, f"{target.row} on {prof_name}"))
+        console.print(efficiency_line(target.row, m["efficiency"]), highlight=False, markup=False)
+
+
+def metrics_table(m: dict, title: str) -> Table:
+    """The evaluation's console table: one row per test generator, Mean, then Mean under each extra evaluation.
+    Cells are plain text (`Text`), so a row name such as ``Mean [jpeg95]`` is never read as rich markup."""
+    rows = [(g, r) for g, r in m["generators"].items()] + [("Mean", m["mean"])]
+    rows += [(f"Mean [{name}]", v["mean"]) for name, v in m["perturbed"].items()]  # what was evaluated
+    table = Table(title=Text(title))
+    for col in ("generator", "ACC", "real ACC", "fake ACC", "AP", "AUC"):
+        table.add_column(col, justify="right" if col != "generator" else "left")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    for g, r in rows:
+        table.add_row(Text(g), *(Text(fmt(r.get(k))) for k in ("acc", "real_acc", "fake_acc", "ap", "auc")))
+    return table
+
+
+def rate_text(value: float | None) -> str:
+    """A throughput as the tables show it: whole from 10 up (1,234), 2 significant digits below (5.3, 0.50,
+    0.012), never rounded to 0."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 10:
+        return f"{value:,.0f}"
+    return f"{value:.{max(0, 1 - math.floor(math.log10(abs(value))))}f}"
+
+
+def efficiency_line(row: str, eff: dict) -> str:
+    gflops = "-" if eff["flops_per_image"] is None else f"{eff['flops_per_image'] / 1e9:.3g}"
+    return (f"{row}: {eff['params_total'] / 1e6:.2f} M parameters ({eff['params_trainable'] / 1e6:.2f} M "
+            f"trainable), {gflops} GFLOPs/image, {rate_text(eff['images_per_s'])} images/s on {eff['device']}")
 
 
 def released_resolve(

@@ -10,6 +10,7 @@ from sep_bench.cli.common import (
     NoTrackOpt,
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     TrackingOpt,
     console,
     load,
@@ -31,6 +32,7 @@ def reconstruct(
         "every detector of run.detectors, as the DVC stage runs it)."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     device: Optional[str] = typer.Option(None, help="torch device (default: cuda if available, else cpu)."),
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
@@ -38,7 +40,7 @@ def reconstruct(
     """The reconstruction stage (DIRE maps, DRCT reconstructions): once per image content, cached and resumable,
     in data/recon/<profile>/<detector>; detectors without `model.reconstruct` get a 'not needed' manifest."""
     with user_errors():
-        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        p, prof_name = load(params, profile, sets)  # first: may set environment variables torch reads when it loads
         from sep_bench.recon.command import reconstruct_detector
         from sep_bench.tracking import open_run
 

@@ -22,12 +22,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sep_bench import paths
 from sep_bench.cli.common import (
     NoTrackOpt,
     ParamsOpt,
     ProfileOpt,
+    SetOpt,
     TrackingOpt,
     console,
     load,
@@ -51,21 +53,26 @@ def register(app: typer.Typer, argv=None) -> None:
 def report_cmd(
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     reference: str = typer.Option("sep", "--reference", help="Detector every other one is tested against."),
     roc_detector: Optional[str] = typer.Option(None, "--roc-detector",
                                                help="Detector of the ROC plot (default: the reference if run, else the first)."),
     n_boot: int = NBootOpt,
+    strict: bool = typer.Option(False, "--strict", help="Refuse unless every detector of run.detectors (and every "
+                                "released entry) has results for every seed (the pipeline's report stage)."),
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
 ) -> None:
-    """Tables (md, csv, LaTeX), statistics, reported-vs-reproduced and plots of a profile from its results."""
+    """Tables (md, csv, LaTeX), statistics, reported-vs-reproduced and plots of a profile from its results: every
+    detector that has results (the others are listed; --strict refuses instead)."""
     from sep_bench.report.build import build_report
     from sep_bench.report.stats import MEAN
     from sep_bench.report.tables import fmt, fmt_p, rank_marks
 
     with user_errors():
-        p, prof_name = load(params, profile)
-        rep = build_report(p, prof_name, reference=reference, roc_detector=roc_detector, n_boot=n_boot)
+        p, prof_name = load(params, profile, sets)
+        rep = build_report(p, prof_name, reference=reference, roc_detector=roc_detector, n_boot=n_boot,
+                           strict=strict)
         out = Console()
         seeds = ", ".join(map(str, rep.seeds))
         table = Table(title=f"ACC (%) — profile {prof_name}, seed{'s' if len(rep.seeds) > 1 else ''} {seeds}")
@@ -98,6 +105,13 @@ def report_cmd(
         else:
             console.print(rep.reference_note, highlight=False)
         _print_reported(rep, out)
+        if p.budget != "full":
+            console.print(f"[yellow]run budget {p.budget}[/] ({p.run_budget().describe()}): a check that the path "
+                          "runs, not the protocol's numbers", highlight=False, soft_wrap=True)
+        if rep.missing:
+            console.print(f"[yellow]not in the tables[/] (no results for every seed yet): {', '.join(rep.missing)}; "
+                          "`dvc exp run` (or `sep-bench train` / `evaluate`) makes them, `--strict` refuses instead",
+                          highlight=False, soft_wrap=True)
         for det in rep.stale:
             console.print(f"[yellow]warning:[/] the metrics of {det} were computed under another protocol than "
                           "params.yaml now gives (rerun `dvc repro`)", highlight=False)
@@ -162,6 +176,7 @@ def compare_cmd(
     against: str = typer.Option("sep", "--against", help="The reference detector."),
     params: Path = ParamsOpt,
     profile: Optional[str] = ProfileOpt,
+    sets: Optional[list[str]] = SetOpt,
     n_boot: int = NBootOpt,
     tracking_uri: Optional[str] = TrackingOpt,
     no_track: bool = NoTrackOpt,
@@ -169,7 +184,7 @@ def compare_cmd(
     """Train/evaluate NAME and the reference under the active profile if needed, then compare them per generator
     (results/compare/<profile>/<NAME>_vs_<reference>.{md,csv}); its runs nest under one `compare` run."""
     with user_errors():
-        p, prof_name = load(params, profile)  # first: may set environment variables torch reads when it loads
+        p, prof_name = load(params, profile, sets)  # first: may set environment variables torch reads when it loads
         from sep_bench.report.compare import check_pair, compare, write_comparison
         from sep_bench.tracking import TAG_PREFIX, end_run, start_parent
 
@@ -203,37 +218,49 @@ def compare_cmd(
 
 
 def _print_compare(c, prof_name: str) -> None:
-    from sep_bench.report.stats import MEAN
-    from sep_bench.report.tables import fmt, fmt_p
+    for table in compare_tables(c, prof_name):
+        Console().print(table)
 
-    detector, against, baselines, gens = c.detector, c.against, c.baselines, c.generators
-    mean, std, n, rows, tests = c.mean, c.std, c.n, c.rows, c.tests
-    multi = bool((n > 1).any())
-    t = Table(title=f"{detector} vs {against} — ACC (%), profile {prof_name}")
+
+def compare_tables(c, prof_name: str) -> list[Table]:
+    """The console view of a comparison, narrow whatever the number of baselines: NAME against the reference per
+    generator, then one row per other detector (Mean ACC, NAME minus it with its 95% CI and p). Every generator
+    of every baseline is in the written files."""
+    from sep_bench.report.stats import MEAN
+    from sep_bench.report.tables import fmt
+
+    detector, against, gens, mean, std, rows = c.detector, c.against, c.generators, c.mean, c.std, c.rows
+    multi = bool((c.n > 1).any())
+    cell = lambda d, g: fmt(mean.loc[rows[d], g], std.loc[rows[d], g] if multi else None)  # noqa: E731
+    t = Table(title=Text(f"{detector} vs {against} — ACC (%), profile {prof_name}"))
     for col in ("generator", rows[detector], rows[against], "diff", "95% CI", "p"):
-        t.add_column(col, justify="left" if col == "generator" else "right")
-    for b in baselines:
-        t.add_column(f"{rows[b]} (diff)", justify="right")
+        t.add_column(Text(col), justify="left" if col == "generator" else "right")
     for g in [*gens, MEAN]:
-        r = tests[detector][g]
-        sig = r.p < 0.05
-        color = "green" if r.diff.estimate > 0 else "red"
-        diff = f"[{color}]{100 * r.diff.estimate:+.2f}[/]" if sig else f"{100 * r.diff.estimate:+.2f}"
-        cells = [
-            g,
-            fmt(mean.loc[rows[detector], g], std.loc[rows[detector], g] if multi else None),
-            fmt(mean.loc[rows[against], g], std.loc[rows[against], g] if multi else None),
-            diff,
-            f"[{100 * r.diff.low:+.2f}, {100 * r.diff.high:+.2f}]",
-            fmt_p(r.p) + (" *" if sig else ""),
-        ]
-        for b in baselines:
-            rb = tests[b][g]
-            cells.append(f"{fmt(mean.loc[rows[b], g])} ({100 * rb.diff.estimate:+.2f}{' *' if rb.p < 0.05 else ''})")
-        t.add_row(*cells, end_section=(g == gens[-1]))
+        t.add_row(Text(g), cell(detector, g), cell(against, g), *_diff_cells(c.tests[detector][g]),
+                  end_section=(g == gens[-1]))
     t.caption = (f"diff: {detector} - {against} on the same images; p: McNemar mid-p per generator, "
                  "paired bootstrap for Mean; * p < 0.05")
-    Console().print(t)
+    tables = [t]
+    if c.versus:
+        v = Table(title=Text(f"{detector} against each detector — Mean ACC (%), profile {prof_name}"))
+        for col in ("detector", "Mean ACC", f"{detector} - it", "95% CI", "p"):
+            v.add_column(Text(col), justify="left" if col == "detector" else "right")
+        v.add_row(Text(rows[detector]), cell(detector, MEAN), "", "", "", end_section=True)
+        for d, r in c.versus.items():
+            v.add_row(Text(rows[d]), cell(d, MEAN), *_diff_cells(r))
+        v.caption = (f"same images; p: paired bootstrap of the Mean; * p < 0.05. Per generator: the written "
+                     f"{prof_name} comparison files (.md, .csv)")
+        tables.append(v)
+    return tables
+
+
+def _diff_cells(r) -> list[Text]:
+    """diff (green/red when significant), its 95% CI and p of a PairedResult."""
+    from sep_bench.report.tables import fmt_p
+
+    sig = r.p < 0.05
+    diff = Text(f"{100 * r.diff.estimate:+.2f}", style=("green" if r.diff.estimate > 0 else "red") if sig else "")
+    return [diff, Text(f"[{100 * r.diff.low:+.2f}, {100 * r.diff.high:+.2f}]"), Text(fmt_p(r.p) + (" *" if sig else ""))]
 
 
 # ---- ablation -----------------------------------------------------------------------------------------------

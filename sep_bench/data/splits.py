@@ -3,7 +3,8 @@
 - Training: the layout's train split of the `train_generators` (GenImage: ``train``).
 - Validation (model selection): groups held out of the training split (see `ValSplit`), never test data.
 - Test: the layout's test split (GenImage: ``val``; AIGCBenchmark/folder: ``test``) of each `test_generators`.
-Caps (`max_train_images`, `max_test_images_per_generator`) keep a deterministic, class-balanced subset.
+Caps (`max_train_images`, `max_val_images`, `max_test_images_per_generator`) keep a deterministic, class-balanced
+subset.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def training_samples(root: Path, data: DataSpec) -> tuple[list[Sample], list[Sam
     val = [s for s in pool if is_val[s.path]]
     if not train:
         raise ProtocolError("the validation slice took every training sample; lower data.val.fraction")
-    return _balanced_cap(train, data.max_train_images), val
+    return _balanced_cap(train, data.max_train_images), _balanced_cap(val, data.max_val_images)
 
 
 def evaluation_samples(root: Path, data: DataSpec) -> list[Sample]:

@@ -323,6 +323,8 @@ def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dic
         "detector": spec.detector,
         "profile": spec.profile_name,
         "protocol_hash": spec.protocol_hash(),
+        # a capped run (params.yaml budget): its name, so every table says so (absent for the full protocol)
+        **({"budget": spec.budget} if spec.budget != "full" else {}),
         "seed": spec.seed,
         "perturbation": perturbation,
         "test_generators": list(data.test_generators),

@@ -43,6 +43,9 @@ __all__ = [
     "resolve_released",
     "ReleasedEntry",
     "deep_merge",
+    "BudgetSpec",
+    "apply_budget",
+    "FULL_BUDGET",
 ]
 
 
@@ -102,6 +105,7 @@ class DataSpec(_Strict):
     generator_aliases: dict[str, str] = {}
     max_train_images: int | None = Field(None, ge=1)
     max_test_images_per_generator: int | None = Field(None, ge=1)
+    max_val_images: int | None = Field(None, ge=1)  # a class-balanced cap on the validation slice (e.g. budgets)
     max_skip_fraction: float = Field(0.01, ge=0.0, le=1.0)
     max_image_pixels: int = Field(89_478_485, ge=1)  # PIL's own default bomb limit
     minigen: MinigenSpec | None = None
@@ -363,6 +367,49 @@ class TrackingSpec(_Strict):
     experiment: str = "sep-bench"
 
 
+class BudgetSpec(_Strict):
+    """Caps a named run budget (top-level ``budget: <name>``, e.g. ``dvc exp run -S budget=smoke``) puts on every
+    detector of the active profile, over the profile's and the detectors' own values (a detector's epochs or
+    batch size never lifts them). Only how much is trained and evaluated changes, never an architecture or a
+    preprocessing step; the result is another protocol (its own hash), named in the tables' captions."""
+
+    epochs: int | None = Field(None, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    max_train_images: int | None = Field(None, ge=1)
+    max_val_images: int | None = Field(None, ge=1)
+    max_test_images_per_generator: int | None = Field(None, ge=1)
+    variant_subset: int | None = Field(None, ge=1)
+
+    def describe(self) -> str:
+        """``epochs <= 1, max_steps_per_epoch <= 2, ...`` (the caps that are set)."""
+        return ", ".join(f"{k} <= {v}" for k, v in self.model_dump().items() if v is not None)
+
+
+FULL_BUDGET = "full"
+
+
+def _cap(value: int | None, cap: int | None) -> int | None:
+    """`value` limited to `cap` (None: no limit on that side)."""
+    if cap is None:
+        return value
+    return cap if value is None else min(value, cap)
+
+
+def apply_budget(profile: Profile, recipe: Recipe, budget: BudgetSpec) -> tuple[Profile, Recipe]:
+    """The profile and recipe with `budget`'s caps on steps, images and evaluation variants."""
+    data = profile.data.model_copy(update={
+        "max_train_images": _cap(profile.data.max_train_images, budget.max_train_images),
+        "max_val_images": _cap(profile.data.max_val_images, budget.max_val_images),
+        "max_test_images_per_generator": _cap(profile.data.max_test_images_per_generator,
+                                              budget.max_test_images_per_generator)})
+    train = recipe.train.model_copy(update={
+        "epochs": _cap(recipe.train.epochs, budget.epochs),
+        "max_steps_per_epoch": _cap(recipe.train.max_steps_per_epoch, budget.max_steps_per_epoch)})
+    evals = recipe.eval.model_copy(update={"variant_subset": _cap(recipe.eval.variant_subset, budget.variant_subset)})
+    return (profile.model_copy(update={"data": data}),
+            recipe.model_copy(update={"train": train, "eval": evals}))
+
+
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -397,6 +444,9 @@ class Params(_Strict):
     released: dict[str, ReleasedEntry] = {}
     # Where each stage runs as a SLURM job (`sep-bench cluster submit`); no number depends on it (outside the hash)
     cluster: ClusterSettings = ClusterSettings()
+    # The run budget: `full` (the protocol) or a name of `budgets` whose caps apply to every detector (BudgetSpec)
+    budget: str = FULL_BUDGET
+    budgets: dict[str, BudgetSpec] = {}
 
     @model_validator(mode="after")
     def _references(self) -> "Params":
@@ -413,14 +463,12 @@ class Params(_Strict):
                 )
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not defined; defined: {', '.join(self.profiles)}")
-        unknown_sel = [d for d in self.run.selection if d not in self.run.detectors]
-        if unknown_sel:
-            raise ValueError(f"run.selection names {unknown_sel}, which are not in run.detectors")
-        missing = [d for d in self.run.detectors if d not in self.detectors]
-        if missing:
-            raise ValueError(
-                f"run.detectors names {missing} without a block under detectors:; defined: {', '.join(self.detectors)}"
-            )
+        for key, names in (("run.detectors", self.run.detectors), ("run.selection", self.run.selection)):
+            missing = [d for d in names if d not in self.detectors]
+            if missing:
+                raise ValueError(
+                    f"{key} names {missing} without a block under detectors:; defined: {', '.join(self.detectors)}"
+                )
         for prof_name, prof in self.profiles.items():
             check = prof.learning_check
             for field in ("exempt", "lowered"):
@@ -436,6 +484,32 @@ class Params(_Strict):
                     f"defined: {', '.join(self.profiles)}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _known_budget(self) -> "Params":
+        if self.budget != FULL_BUDGET and self.budget not in self.budgets:
+            raise ValueError(f"budget {self.budget!r} is not defined; use {FULL_BUDGET!r} or one of budgets: "
+                             f"{', '.join(self.budgets) or '(none defined)'}")
+        if FULL_BUDGET in self.budgets:
+            raise ValueError(f"budgets.{FULL_BUDGET}: the name {FULL_BUDGET!r} is the protocol itself (no caps)")
+        return self
+
+    def run_budget(self) -> BudgetSpec | None:
+        """The caps of the active budget (None for `full`)."""
+        return None if self.budget == FULL_BUDGET else self.budgets[self.budget]
+
+    def selection_detectors(self) -> list[str]:
+        """The detectors of run.selection that are also in run.detectors: a narrowed run.detectors (e.g.
+        ``dvc exp run -S 'run.detectors=[npr,sep]'``) leaves the others out of the selection table, and their
+        selection stages record that they were skipped (`skipped_selection`), without editing run.selection."""
+        return [d for d in self.run.selection if d in self.run.detectors]
+
+    def skipped_selection(self, detector: str) -> str | None:
+        """Why the selection run of `detector` is skipped (it is not in run.detectors), else None."""
+        if detector in self.run.detectors:
+            return None
+        return (f"{detector} is in run.selection but not in run.detectors ({', '.join(self.run.detectors)}): its "
+                "selection run is skipped; add it to run.detectors to get its row of the selection table")
 
     def active_profile(self) -> Profile:
         return self.profiles[self.profile]
@@ -538,6 +612,7 @@ class RunSpec(_Strict):
     detector: str
     recipe: Recipe
     seed: int
+    budget: str = FULL_BUDGET  # the run budget's name (its caps are already in profile and recipe)
 
     def protocol_hash(self) -> str:
         """A short hash of every protocol value that changes a trained model or a metric (the data-loader settings,
@@ -584,6 +659,7 @@ _LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("eval", "align"): {"default": "none"},
     ("eval", "preprocess"): {"default": []},
     ("eval", "variant_subset"): {"default": None},
+    ("data", "max_val_images"): {"default": None},
     ("optim", "lr_scale"): {"default": "none"},
     ("optim", "lr_base_batch"): {"default": 256, "unless": ("lr_scale", "none")},
     ("", "deterministic"): {"default": False},  # block "": a key of the profile itself
@@ -593,6 +669,8 @@ _LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def _drop_later_defaults(d: dict) -> dict:
+    if d.get("budget") == FULL_BUDGET:  # the full budget (no caps) hashes as before budgets existed
+        d.pop("budget")
     drop = []
     for part in ("profile", "recipe"):
         for (block, key), rule in _LATER_DEFAULTS.items():
@@ -634,7 +712,10 @@ def resolve(params: Params, detector: str, profile: str | None = None, seed: int
     merged = profile_pretrained(prof, deep_merge(base, block.overrides.get(profile_name, {})))
     recipe = validate_model(Recipe, merged, prefix=f"detectors.{detector}.overrides.{profile_name}.")
     seed = params.run.seeds[0] if seed is None else seed
-    return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=seed)
+    if (budget := params.run_budget()) is not None:
+        prof, recipe = apply_budget(prof, recipe, budget)
+    return RunSpec(profile_name=profile_name, profile=prof, detector=detector, recipe=recipe, seed=seed,
+                   budget=params.budget)
 
 
 def profile_pretrained(profile: Profile, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class Report:
     stale: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     learning: str = ""  # the learning check's one-line summary ("" for a profile without learning_check)
+    missing: list[str] = field(default_factory=list)  # row keys left out for want of results (not strict)
     format_leak: str = ""  # "format still leaks: ..." when the aligned format control beats its bar (protocol_tables)
 
 
@@ -80,6 +81,28 @@ def load_predictions(profile: str, detector: str, seeds: list[int]) -> dict[int,
     if missing:
         raise FileNotFoundError(f"predictions not found: {', '.join(missing)} (run the evaluate stage first)")
     return {s: pd.read_parquet(f, columns=["path", "generator", "label", "fake_logit"]) for s, f in files.items()}
+
+
+def with_results(profile: str, keys: list[str], seeds: list[int], strict: bool) -> tuple[list[str], list[str]]:
+    """(row keys to tabulate, row keys left out): a key needs its metrics and predictions for every seed. Strict:
+    every key (a missing file raises FileNotFoundError naming it); otherwise the keys with results, and at least
+    one of them."""
+    if strict:
+        return list(keys), []
+    have = [k for k in keys if all(paths.metrics_path(profile, k, s).is_file()
+                                   and paths.predictions_path(profile, k, s).is_file() for s in seeds)]
+    if not have:
+        raise FileNotFoundError(f"no results of profile {profile!r} for any of {', '.join(keys)} (seeds "
+                                f"{', '.join(map(str, seeds))}): run `dvc exp run -S profile={profile}` or "
+                                "`sep-bench train` and `sep-bench evaluate` first")
+    return have, [k for k in keys if k not in have]
+
+
+def _missing_md(rep: Report) -> str:
+    if not rep.missing:
+        return ""
+    return (f"\nNot in this table (no results for seed(s) {', '.join(map(str, rep.seeds))} yet): "
+            f"{', '.join(rep.missing)}.\n")
 
 
 def _paired_md(rep: Report) -> tuple[str, pd.DataFrame]:
@@ -145,16 +168,21 @@ def build_report(
     boot_seed: int = 0,
     tables_dir: Path = paths.TABLES_DIR,
     plots_dir: Path = paths.PLOTS_DIR,
+    strict: bool = True,
 ) -> Report:
-    """Write every table and plot of `profile` (see the module docstring) and return what they show."""
+    """Write every table and plot of `profile` (see the module docstring) and return what they show.
+
+    `strict`: every row key (run.detectors, released entries) must have its results for every seed (the pipeline's
+    report stage); otherwise the rows with results are tabulated and the others listed in `Report.missing`."""
     from sep_bench.protocol import resolve, resolve_released
 
     # row keys: the trained detectors, then the evaluation-only entries (released weights)
-    detectors, seeds = [*p.run.detectors, *p.released], list(p.run.seeds)
+    seeds = list(p.run.seeds)
+    detectors, missing = with_results(profile, [*p.run.detectors, *p.released], seeds, strict)
     metrics = tables.load_metrics(paths.metrics_dir(profile), detectors, seeds)
     generators = tables.common_generators(metrics)
-    specs = {d: resolve(p, d, profile) for d in p.run.detectors}
-    specs.update({name: resolve_released(p, name, profile) for name in p.released})
+    specs = {d: resolve(p, d, profile) for d in p.run.detectors if d in detectors}
+    specs.update({name: resolve_released(p, name, profile) for name in p.released if name in detectors})
     facts = {d: recipe_facts(s) for d, s in specs.items()}
     hashes = {d: s.protocol_hash() for d, s in specs.items()}
     row_of = {}
@@ -184,13 +212,17 @@ def build_report(
     roc_det = roc_detector or (reference if reference in detectors else detectors[0])
     if roc_det not in detectors:
         raise FileNotFoundError(f"no results for --roc-detector {roc_det!r} (run.detectors: {', '.join(detectors)})")
-    rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table,
-                 reported.render_reported(profile, rep_table), roc_det, stale)
+    reported_md = reported.render_reported(profile, rep_table)
+    if budgets := sorted({m["budget"] for m in metrics if m.get("budget")}):  # capped runs: never the paper's
+        reported_md = tables.budget_note(budgets) + "\n\n" + reported_md
+    rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table, reported_md,
+                 roc_det, stale, missing=missing)
 
     # tables
     stem = lambda name: Path(tables_dir) / f"{profile}_{name}"  # noqa: E731
     common = {"facts": facts, "current_hashes": hashes}
-    acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep), cost=True, **common)
+    acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep) + _missing_md(rep), cost=True,
+                             **common)
     ap = tables.write_table(metrics, stem("ap"), "ap", cost=True, **common)
     tables.write_table(metrics, stem("auc"), "auc", cost=True, **common)
     tables.write_breakdown(metrics, stem("real_fake"), **common)
@@ -209,7 +241,7 @@ def build_report(
                                              Path(plots_dir) / f"{profile}_robustness")
     rep.files += efficiency.write_efficiency(metrics, acc, ap, profile, stem("efficiency"),
                                              Path(plots_dir) / f"{profile}_acc_vs_cost")
-    rep.files += protocol_tables.write_selection(profile, list(p.run.selection), seeds, stem("selection"), metrics)
+    rep.files += protocol_tables.write_selection(profile, p.selection_detectors(), seeds, stem("selection"), metrics)
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
     rep.format_leak = protocol_tables.format_leak(row_of, seeds, profile)
     rules = {d: list(s.recipe.eval.preprocess) for d, s in specs.items()}

@@ -83,6 +83,7 @@ class Comparison:
     tests: dict
     seeds: list[int]
     done: dict = field(default_factory=dict)
+    versus: dict = field(default_factory=dict)  # other row key -> PairedResult of NAME minus it on Mean
 
 
 def check_pair(p: Params, prof_name: str, detector: str, against: str) -> None:
@@ -112,7 +113,10 @@ def compare(p: Params, prof_name: str, detector: str, against: str, tracking: Tr
     correct = {d: seed_correctness(load_predictions(prof_name, d, seeds)) for d in shown}
     gens = list(metrics[0]["test_generators"])
     tests = {d: paired_comparison(correct[d], correct[against], gens, n_boot=n_boot) for d in shown if d != against}
-    return Comparison(detector, against, baselines, skipped, gens, mean, std, n, rows, tests, seeds, done)
+    # the console's one row per other detector: NAME minus it on the same images (Mean)
+    versus = {d: paired_comparison(correct[detector], correct[d], gens, n_boot=n_boot)[MEAN]
+              for d in shown if d != detector}
+    return Comparison(detector, against, baselines, skipped, gens, mean, std, n, rows, tests, seeds, done, versus)
 
 
 def write_comparison(c: Comparison, prof_name: str):

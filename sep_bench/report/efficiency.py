@@ -36,32 +36,38 @@ def efficiency_table(eff: pd.DataFrame, acc: pd.DataFrame, ap: pd.DataFrame) -> 
 
 
 def _text(table: pd.DataFrame) -> pd.DataFrame:
-    return table.apply(lambda c: c.map(lambda v, d=tables.column_decimals(c.name): "-" if math.isnan(v)
-                                       else f"{v:,.{d}f}"))
+    return table.apply(lambda c: c.map(lambda v, t=c.name: tables.cost_text(t, v)))
 
 
 def _scatter(table: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     import seaborn as sns
 
     palette = sns.color_palette("colorblind", len(table))
-    with plots.figure((10.0, 4.0), ncols=2, sharey=True) as (fig, axes):
+    with plots.figure((10.0, 4.0 + 0.1 * max(0, len(table) - 8)), ncols=2, sharey=True) as (fig, axes):
+        shown = []
         for ax, col, label in ((axes[0], "GFLOPs", "forward GFLOPs per image (log)"),
                                (axes[1], "img/s", "evaluation images/s (log)")):
+            points = [(row, r) for row, r in table.iterrows() if not math.isnan(r[col]) and r[col] > 0]
             for (row, r), color in zip(table.iterrows(), palette):
                 if math.isnan(r[col]) or r[col] <= 0:
                     continue
                 size = 30 + 170 * math.sqrt(r["Params"] / max(table["Params"].max(), 1.0))
                 ax.scatter(r[col], r["Mean ACC"], s=size, color=color, label=str(row), alpha=0.85,
                            edgecolors="black", linewidths=0.5)
-                ax.annotate(str(row), (r[col], r["Mean ACC"]), textcoords="offset points", xytext=(6, 4),
-                            fontsize=8)
+            shown.append((ax, points, col))
             ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.grid(alpha=0.3, which="both")
+            if points:  # room for the labels beside the outermost points
+                lo, hi = min(r[col] for _, r in points), max(r[col] for _, r in points)
+                ax.set_xlim(lo / 2.5, hi * 2.5)
         axes[0].set_ylabel("Mean ACC (%)")
         axes[0].set_ylim(max(0.0, table["Mean ACC"].min() - 10), min(100.0, table["Mean ACC"].max() + 5))
         fig.suptitle(title + " — marker area ~ parameters")
         fig.tight_layout()
+        for ax, points, col in shown:  # after the layout: labels placed where they overlap no other label
+            plots.place_labels(ax, [r[col] for _, r in points], [r["Mean ACC"] for _, r in points],
+                               [str(row) for row, _ in points])
         return plots.save_figure(fig, out_stem)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from sep_bench.io import atomic_path
 
-__all__ = ["heatmap", "grouped_bars", "reported_scatter", "roc_curves", "placeholder", "figure", "save_figure", "FORMATS"]
+__all__ = ["heatmap", "heatmap_range", "draw_heatmap", "place_labels", "grouped_bars", "reported_scatter", "roc_curves", "placeholder", "figure", "save_figure", "FORMATS"]
 
 FORMATS = ("png", "svg")
 _RC = {"svg.hashsalt": "sep-bench", "svg.fonttype": "path", "font.family": "DejaVu Sans", "figure.dpi": 100}
@@ -62,19 +62,79 @@ def save_figure(fig, out: str | Path, formats: Sequence[str] = FORMATS) -> list[
     return written
 
 
-def heatmap(df: pd.DataFrame, out: str | Path, title: str) -> list[Path]:
-    """A detectors x generators heatmap of a percentage table (the Mean column included, set apart)."""
+def heatmap_range(df: pd.DataFrame) -> tuple[float, float]:
+    """The colour scale of a percentage heatmap: 50 (chance) to 100, extended down to the lowest value (to a
+    multiple of 10) when a cell is below chance, so a 30% cell never looks like a 50% one."""
+    low = float(np.nanmin(df.to_numpy(dtype=float))) if df.size and not df.isna().all().all() else 50.0
+    return min(50.0, 10.0 * np.floor(low / 10.0)), 100.0
+
+
+def draw_heatmap(ax, df: pd.DataFrame) -> None:
+    """The heatmap on `ax`: cells annotated, the Mean column (the last) set apart, long generator names upright."""
     import seaborn as sns
 
-    with figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8)) as (fig, ax):
-        sns.heatmap(df.astype(float), annot=True, fmt=".1f", vmin=50, vmax=100, cmap="viridis",
-                    cbar_kws={"label": "%"}, ax=ax)
-        ax.axvline(len(df.columns) - 1, color="white", lw=3)
+    vmin, vmax = heatmap_range(df)
+    sns.heatmap(df.astype(float), annot=True, fmt=".1f", vmin=vmin, vmax=vmax, cmap="viridis",
+                cbar_kws={"label": "%"}, ax=ax)
+    ax.axvline(len(df.columns) - 1, color="white", lw=3)
+    longest = max((len(str(c)) for c in df.columns), default=0)
+    if longest > 12:  # names longer than a cell is wide (12 characters fit in 1.1 in): upright, one per column
+        ax.set_xticks(ax.get_xticks(), [str(c) for c in df.columns], rotation=90, ha="center")
+    ax.set_xlabel("test generator")
+    ax.set_ylabel("")
+
+
+def heatmap(df: pd.DataFrame, out: str | Path, title: str) -> list[Path]:
+    """A detectors x generators heatmap of a percentage table (the Mean column included, set apart)."""
+    longest = max((len(str(c)) for c in df.columns), default=0)
+    with figure((1.1 * len(df.columns) + 2.5, 0.55 * len(df) + 1.8 + 0.07 * max(0, longest - 12))) as (fig, ax):
+        draw_heatmap(ax, df)
         ax.set_title(title)
-        ax.set_xlabel("test generator")
-        ax.set_ylabel("")
         fig.tight_layout()
         return save_figure(fig, out)
+
+
+#: where a point's label may go, tried in this order (offsets in points from the point; horizontal alignment)
+_LABEL_SLOTS = [(6, 4, "left"), (6, -10, "left"), (-6, 4, "right"), (-6, -10, "right"), (0, 9, "center"),
+                (0, -15, "center"), (12, 14, "left"), (12, -20, "left"), (-12, 14, "right"), (-12, -20, "right"),
+                (0, 22, "center"), (0, -28, "center"), (20, -3, "left"), (-20, -3, "right")]
+
+
+def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = 8) -> list:
+    """Annotate each point with its label at the first slot (`_LABEL_SLOTS`) whose text overlaps no label
+    placed before it and stays inside the axes; where every slot collides, the one with the least overlap.
+    Call after the axes' limits and the layout are final. Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed, boxes = [], []
+    for x, y, text in zip(xs, ys, labels):
+        best = None
+        for dx, dy, ha in _LABEL_SLOTS:
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize, ha=ha)
+            box = ann.get_window_extent(renderer)
+            cost = sum(_overlap(box, b) for b in boxes) + (0 if _inside(box, frame) else 1e6)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, ann, box)
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        placed.append(best[1])
+        boxes.append(best[2])
+    return placed
+
+
+def _overlap(a, b) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _inside(box, frame) -> bool:
+    return box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
 
 
 def grouped_bars(mean: pd.DataFrame, ci: Mapping[str, Mapping] | None, out: str | Path, title: str) -> list[Path]:

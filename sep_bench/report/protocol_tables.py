@@ -82,8 +82,9 @@ def write_selection(profile: str, rows: Sequence[str], seeds: Sequence[int], ste
         recs = []
         for s in seeds:
             f = paths.selection_path(profile, row, s)
-            if f.is_file():
-                recs.append(read_json(f))
+            record = read_json(f) if f.is_file() else None
+            if record is not None and "skipped" not in record:  # a skipped run (not in run.detectors): no row
+                recs.append(record)
             else:
                 missing.append(str(f))
         if not recs:

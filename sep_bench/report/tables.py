@@ -36,6 +36,8 @@ __all__ = [
     "row_name",
     "efficiency_frame",
     "cost_columns",
+    "cost_text",
+    "column_decimals",
     "common_generators",
     "metric_frames",
     "metric_table",
@@ -45,6 +47,7 @@ __all__ = [
     "render_latex",
     "latex_escape",
     "caption_lines",
+    "budget_note",
     "write_table",
     "write_breakdown",
     "write_summary_csv",
@@ -193,25 +196,41 @@ def efficiency_frame(metrics: list[dict]) -> pd.DataFrame:
     return frame
 
 
-#: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals)
+#: The cost columns of the main tables: column title -> (efficiency_frame column, scale, decimals); decimals None:
+#: whole numbers from 10 up, `SIGNIFICANT` significant digits below (a throughput of 0.5 img/s is 0.50, not 0)
 COST_COLUMNS = {"Params (M)": ("params_total", 1e-6, 2), "GFLOPs": ("gflops", 1.0, 3),
-                "img/s": ("images_per_s", 1.0, 0), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
+                "img/s": ("images_per_s", 1.0, None), "Mem (MiB)": ("peak_memory_mib", 1.0, 0)}
+SIGNIFICANT = 2
 
 
 _EXTRA_DECIMALS = {"Params": 0, "Trainable": 0, **{t: d for t, (_, _, d) in COST_COLUMNS.items()}}
 
 
-def column_decimals(title: str) -> int:
-    """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`."""
-    return _EXTRA_DECIMALS.get(title, DECIMALS)
+def column_decimals(title: str, value: float | None = None) -> int:
+    """Decimals shown for a column: the cost columns have their own, metrics `DECIMALS`; a column of significant
+    digits (img/s) as many as `value` needs for `SIGNIFICANT` digits (none from 10 up)."""
+    decimals = _EXTRA_DECIMALS.get(title, DECIMALS)
+    if decimals is not None:
+        return decimals
+    if value is None or not math.isfinite(value) or value == 0:
+        return 0
+    return max(0, SIGNIFICANT - 1 - math.floor(math.log10(abs(value))))
+
+
+def cost_text(title: str, value: float, *, thousands: bool = True, missing: str = "-") -> str:
+    """A cost cell as text with its column's precision (`column_decimals`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    d = column_decimals(title, value)
+    return f"{value:,.{d}f}" if thousands else f"{value:.{d}f}"
 
 
 def cost_columns(eff: pd.DataFrame, index: Sequence[str]) -> pd.DataFrame:
     """The cost columns as numbers (rows `index`; NaN where a row has no efficiency record)."""
     out = pd.DataFrame(index=pd.Index(list(index), name="detector"))
-    for title, (col, scale, decimals) in COST_COLUMNS.items():
+    for title, (col, scale, _) in COST_COLUMNS.items():
         values = eff[col].reindex(out.index).astype(float) * scale
-        out[title] = values.round(decimals)
+        out[title] = values.map(lambda v, t=title: v if math.isnan(v) else round(v, column_decimals(t, v)))
     return out
 
 
@@ -293,9 +312,9 @@ def _extra_cells(extra: pd.DataFrame | None, index) -> tuple[list[str], list[lis
         row = []
         for col in extra.columns:
             v = extra.loc[idx, col]
-            decimals = column_decimals(col)
             sign = "+" if str(col).startswith("Δ") else ""  # differences carry their sign
-            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{sign},.{decimals}f}")
+            row.append("-" if v is None or (isinstance(v, float) and math.isnan(v))
+                       else f"{v:{sign},.{column_decimals(col, v)}f}")
         texts.append(row)
     return list(map(str, extra.columns)), texts
 
@@ -377,6 +396,12 @@ def render_latex(
     return "\n".join(lines) + "\n"
 
 
+def budget_note(budgets: Sequence[str]) -> str:
+    """The caption line of results computed under a capped run budget (params.yaml `budget`)."""
+    return (f"RUN BUDGET {', '.join(f'`{b}`' for b in budgets)} (params.yaml `budget`): steps, images and "
+            "evaluation variants capped for a check that the whole path runs; NOT the protocol's numbers.")
+
+
 def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | None = None,
                   current_hashes: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(caption lines, footnotes) of a table of `metrics`: the first caption line says what the table shows,
@@ -394,6 +419,8 @@ def caption_lines(metrics: list[dict], title: str, facts: Mapping[str, str] | No
         + "; Mean = unweighted mean over generators; threshold 0.5, fake = positive class; "
         "best per column in bold, second underlined."
     ]
+    if budgets := sorted({m["budget"] for m in metrics if m.get("budget")}):
+        lines.append(budget_note(budgets))
     by_det: dict[str, list[dict]] = {}
     for m in metrics:
         by_det.setdefault(run_key(m), []).append(m)
@@ -435,7 +462,7 @@ def _write_all(out_stem: Path, mean: pd.DataFrame, std: pd.DataFrame | None, mar
     if cost is None:
         csv = mean.round(DECIMALS).to_csv(float_format=f"%.{DECIMALS}f")
     else:  # each cost column with its own precision
-        text = cost.apply(lambda c: c.map(lambda v, d=column_decimals(c.name): "" if math.isnan(v) else f"{v:.{d}f}"))
+        text = cost.apply(lambda c: c.map(lambda v, t=c.name: cost_text(t, v, thousands=False, missing="")))
         csv = mean.round(DECIMALS).map(lambda v: "" if math.isnan(v) else f"{v:.{DECIMALS}f}").join(text).to_csv()
     write_text(out_stem.with_suffix(".csv"), csv)
     md = render_markdown(mean, std, marks, cost) + "\n\n" + "\n".join(caption + notes) + "\n" + extra_md
