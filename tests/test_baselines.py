@@ -157,17 +157,23 @@ def test_univfd_crop_must_match_encoder():
         build("univfd", crop_size=SIZE + 16)
 
 
-def test_univfd_openai_tag_uses_quick_gelu(monkeypatch):
+def test_univfd_openai_tag_uses_quick_gelu(monkeypatch, tmp_path):
     """open_clip 3.x builds ViT-L-14 with GELU even for the OpenAI tag (it only warns); the port must ask for
-    QuickGELU, the activation the OpenAI weights were trained with."""
+    QuickGELU, the activation the OpenAI weights were trained with. The tag's checkpoint comes from the hub cache
+    (here a cache of the test's own holding a stand-in file: open_clip itself is replaced by a recorder)."""
     import open_clip
 
     from sep_bench.baselines.univfd import create_clip
+    from tests.hubcache import cache_file, use_cache
 
+    cache_file(use_cache(tmp_path, monkeypatch), "timm/vit_large_patch14_clip_224.openai",
+               "open_clip_model.safetensors", {"stand_in": torch.zeros(1)})
     calls = []
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **kw: calls.append((a, kw)) or "model")
     assert create_clip("ViT-L-14", "openai") == "model"
-    assert calls[-1][0] == ("ViT-L-14",) and calls[-1][1]["pretrained"] == "openai" and calls[-1][1]["force_quick_gelu"] is True
+    assert calls[-1][0] == ("ViT-L-14",) and calls[-1][1]["force_quick_gelu"] is True
+    assert calls[-1][1]["pretrained"].endswith("vit_large_patch14_clip_224.openai/snapshots/"
+                                               "0123456789abcdef0123456789abcdef01234567/open_clip_model.safetensors")
     create_clip("ViT-L-14", None)
     assert calls[-1][1]["force_quick_gelu"] is False
 

@@ -16,32 +16,12 @@ from sep_bench.protocol import load_params, resolve
 from sep_bench.recon.config import ReconConfig
 from sep_bench.weights import PretrainedUnavailableError
 from tests.conftest import REPO
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
+from tests.hubcache import cache_file as _cache_file, use_cache
 
 @pytest.fixture
 def fake_cache(tmp_path, monkeypatch):
     """An empty Hugging Face cache of our own (what try_to_load_from_cache and from_pretrained read)."""
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return cache
-
-
-def _cache_file(cache, repo_id: str, filename: str, tensors: dict) -> None:
-    """`filename` of `repo_id` in the hub cache's layout (refs/main -> snapshots/<commit>/<filename>)."""
-    from safetensors.torch import save_file
-
-    root = cache / f"models--{repo_id.replace('/', '--')}"
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text(COMMIT)
-    (root / "snapshots" / COMMIT).mkdir(parents=True)
-    save_file(tensors, str(root / "snapshots" / COMMIT / filename))
+    return use_cache(tmp_path, monkeypatch)
 
 
 def _unreachable(monkeypatch, port: int) -> None:

@@ -15,6 +15,7 @@ from sep_bench.detectors import get_detector
 from sep_bench.layers.eps import select_patch
 from sep_bench.baselines.sep import AI, NATURE, SEP, SEPConfig, SPEC, _load_official, _views
 from sep_bench.weights import WeightsFileError, WeightsSource, parse_pretrained
+from tests.hubcache import cache_file, use_cache
 
 SMALL = dict(classifier_size=64, backbone="resnet18", dwt_size=64, train_candidates=16, eval_candidates=32)
 
@@ -370,7 +371,9 @@ def test_pretrained_backbone_from_the_hub_or_a_file(monkeypatch, tmp_path):
 
     torch.manual_seed(1)
     donor = timm.models.resnet18(num_classes=1000)  # timm's ResNet has torchvision's key names
-    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: donor)
+    cache = use_cache(tmp_path, monkeypatch)  # the hub's file, in a cache of this test's own
+    cache_file(cache, "timm/resnet18.tv_in1k", "model.safetensors",
+               {k: v.clone() for k, v in donor.state_dict().items()})
     model = SPEC.build(cfg, WeightsSource("hub", "timm:resnet18.tv_in1k"))
     assert model.weights.describe() == "hub:timm:resnet18.tv_in1k"
     assert torch.equal(model.disc.layer3[1].conv2.weight, donor.layer3[1].conv2.weight)
