@@ -380,3 +380,8 @@ def header(title: str, args: argparse.Namespace, device, paths: Sequence[Path]) 
           f"({', '.join(f'{k} {v}' for k, v in info['formats'].items())}; mean {info['mean_file_kib']} KiB)")
     print(f"  device {device} (GPU {gpu}); CPU {_cpu_model()} x{os.cpu_count()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+
+
+def render_docs() -> None:
+    """Every generated figure of README.md and docs/*.md from the results files (what `make docs` renders first)."""
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts/render_docs.py")], check=True)

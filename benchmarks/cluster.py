@@ -357,8 +357,6 @@ def overhead(local: dict, cluster: dict) -> dict:
                     "jobs of one array ran side by side on the same cores"}
 
 
-DOC = ROOT / "docs" / "cluster.md"
-DOC_MARK = ("<!-- cluster-timing:start -->", "<!-- cluster-timing:end -->")
 
 
 def doc_block(report: dict) -> str:
@@ -380,11 +378,10 @@ def doc_block(report: dict) -> str:
             f"{report['commit'][:7]}).")
 
 
-def write_doc(report: dict) -> None:
-    text = DOC.read_text()
-    head, rest = text.split(DOC_MARK[0], 1)
-    _, tail = rest.split(DOC_MARK[1], 1)
-    DOC.write_text(f"{head}{DOC_MARK[0]}\n{doc_block(report)}\n{DOC_MARK[1]}{tail}")
+def write_doc() -> None:
+    """docs/cluster.md's block (and every other generated figure) from the results files: scripts/render_docs.py,
+    whose ``cluster-timing`` block is `doc_block` of results/benchmarks/cluster.json."""
+    subprocess.run([sys.executable, str(ROOT / "scripts/render_docs.py")], check=True)
 
 
 def chain_overhead(base: Path, n: int = 5) -> dict:
@@ -427,10 +424,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "cluster.json")
     ap.add_argument("--keep", action="store_true", help="keep the two workspaces (printed)")
-    ap.add_argument("--doc", action="store_true", help="only rewrite docs/cluster.md's figures from --out")
+    ap.add_argument("--doc", action="store_true", help="only render docs/cluster.md's figures (and every other generated block) from results/benchmarks/cluster.json")
     args = ap.parse_args()
     if args.doc:
-        write_doc(json.loads(args.out.read_text()))
+        write_doc()
         return
     if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         raise SystemExit("no SLURM cluster answers: run scripts/slurm-local.sh start first")
@@ -478,7 +475,7 @@ def main() -> None:
     print(f"local {local['seconds']} s, cluster {cluster['seconds']} s (submit {cluster['submit_seconds']} s), "
           f"overhead {report['overhead']['mean_seconds_per_job']} s per job; dvc.lock equal: "
           f"{report['dvc_lock']['equal']}; tables different: {report['tables']['different']}; -> {args.out}")
-    write_doc(report)
+    write_doc()
     if args.keep:
         print(f"workspaces: {base}")
     else:

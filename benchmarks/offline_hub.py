@@ -47,8 +47,6 @@ except Exception as err:
     outcome = type(err).__name__ + ": " + str(err).splitlines()[0][:300]
 print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t0, 3), "outcome": outcome}}))
 """
-DOC = C.REPO_ROOT / "docs" / "weights-and-gpu.md"
-DOC_MARK = ("<!-- offline-hub:start -->", "<!-- offline-hub:end -->")
 
 
 def run_case(name: str, cache: Path) -> dict:
@@ -73,13 +71,6 @@ def doc_block(report: dict) -> str:
             f"`HF_HUB_OFFLINE=1`) (`benchmarks/offline_hub.py`, {report['date'][:10]}).")
 
 
-def write_doc(report: dict) -> None:
-    text = DOC.read_text()
-    head, rest = text.split(DOC_MARK[0], 1)
-    _, tail = rest.split(DOC_MARK[1], 1)
-    DOC.write_text(f"{head}{DOC_MARK[0]}\n{doc_block(report)}\n{DOC_MARK[1]}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=C.REPO_ROOT / "results" / "benchmarks" / "offline_hub.json")
@@ -93,7 +84,7 @@ def main() -> None:
         "reference": "library: timm.create_model(pretrained=True) in the same conditions",
         "conditions": "empty HF cache, HF_HUB_OFFLINE unset (except the last case), HF_ENDPOINT=https://hub.invalid",
         "results": results})
-    write_doc(json.loads(args.out.read_text()))
+    C.render_docs()  # docs/weights-and-gpu.md's block (scripts/docs_figures.py: offline_hub -> doc_block)
 
 
 if __name__ == "__main__":
