@@ -183,29 +183,13 @@ def build_report(
     generators = tables.common_generators(metrics)
     specs = {d: resolve(p, d, profile) for d in p.run.detectors if d in detectors}
     specs.update({name: resolve_released(p, name, profile) for name in p.released if name in detectors})
-    facts = {d: recipe_facts(s) for d, s in specs.items()}
     hashes = {d: s.protocol_hash() for d, s in specs.items()}
     row_of = {}
     for m in metrics:
         row_of.setdefault(tables.run_key(m), tables.row_name(m))
     stale = sorted({tables.run_key(m) for m in metrics if m.get("protocol_hash") != hashes[tables.run_key(m)]})
 
-    # statistics from predictions
-    correct = {d: stats.seed_correctness(load_predictions(profile, d, seeds)) for d in detectors}
-    ci = {row_of[d]: stats.acc_intervals(correct[d], generators, n_boot=n_boot, seed=boot_seed) for d in detectors}
-    paired: dict[str, dict[str, stats.PairedResult]] = {}
-    if reference in detectors:
-        note = ""
-        for d in detectors:
-            if d != reference:
-                paired[row_of[d]] = stats.paired_comparison(correct[d], correct[reference], generators,
-                                                            n_boot=n_boot, seed=boot_seed)
-        if not paired:
-            note = f"`{reference}` is the only detector of this run: nothing to compare it with."
-    else:
-        note = (f"The reference detector `{reference}` is not in run.detectors ({', '.join(detectors)}): "
-                "no paired comparison. Add it to run.detectors (or pass --reference).")
-
+    ci, paired, note = _statistics(profile, detectors, seeds, generators, row_of, reference, n_boot, boot_seed)
     mean, std, n = tables.metric_frames(metrics, "acc")
     registry_key = {row: (p.released[k].detector if k in p.released else k) for k, row in row_of.items()}
     rep_table = reported.reported_vs_reproduced(profile, mean, std, n, registry_key)
@@ -217,30 +201,57 @@ def build_report(
         reported_md = tables.budget_note(budgets) + "\n\n" + reported_md
     rep = Report(profile, generators, seeds, mean, std, n, ci, paired, reference, note, rep_table, reported_md,
                  roc_det, stale, missing=missing)
+    acc = _write_tables(rep, p, metrics, specs, hashes, row_of, Path(tables_dir), Path(plots_dir))
+    _write_plots(rep, acc, row_of, Path(plots_dir))
+    return rep
 
-    # tables
-    stem = lambda name: Path(tables_dir) / f"{profile}_{name}"  # noqa: E731
-    common = {"facts": facts, "current_hashes": hashes}
+
+def _statistics(profile: str, detectors: list[str], seeds: list[int], generators: list[str], row_of: dict,
+                reference: str, n_boot: int, boot_seed: int):
+    """From the predictions: the ACC intervals per row and the paired comparisons with `reference` (and a note
+    when there is none)."""
+    correct = {d: stats.seed_correctness(load_predictions(profile, d, seeds)) for d in detectors}
+    ci = {row_of[d]: stats.acc_intervals(correct[d], generators, n_boot=n_boot, seed=boot_seed) for d in detectors}
+    paired: dict[str, dict[str, stats.PairedResult]] = {}
+    if reference not in detectors:
+        return ci, paired, (f"The reference detector `{reference}` is not in run.detectors "
+                                     f"({', '.join(detectors)}): no paired comparison. Add it to run.detectors (or "
+                                     "pass --reference).")
+    for d in detectors:
+        if d != reference:
+            paired[row_of[d]] = stats.paired_comparison(correct[d], correct[reference], generators,
+                                                        n_boot=n_boot, seed=boot_seed)
+    note = "" if paired else f"`{reference}` is the only detector of this run: nothing to compare it with."
+    return ci, paired, note
+
+
+def _write_tables(rep: Report, p, metrics: list[dict], specs: dict, hashes: dict, row_of: dict, tables_dir: Path,
+                  plots_dir: Path) -> pd.DataFrame:
+    """Every table of the report (and the plots that belong to a table: robustness, accuracy against cost);
+    returns the ACC table for the plots."""
+    profile, seeds = rep.profile, rep.seeds
+    stem = lambda name: tables_dir / f"{profile}_{name}"  # noqa: E731
+    common = {"facts": {d: recipe_facts(s) for d, s in specs.items()}, "current_hashes": hashes}
     acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep) + _missing_md(rep), cost=True,
                              **common)
     ap = tables.write_table(metrics, stem("ap"), "ap", cost=True, **common)
     tables.write_table(metrics, stem("auc"), "auc", cost=True, **common)
     tables.write_breakdown(metrics, stem("real_fake"), **common)
-    tables.write_summary_csv(metrics, stem("summary").with_suffix(".csv"), ci)
+    tables.write_summary_csv(metrics, stem("summary").with_suffix(".csv"), rep.ci)
     paired_md, paired_long = _paired_md(rep)
     write_text(stem("paired").with_suffix(".md"), paired_md)
     write_text(stem("paired").with_suffix(".csv"), paired_long.to_csv(index=False, float_format="%.6g"))
     write_text(stem("reported").with_suffix(".md"), rep.reported_md)
-    rep_csv = rep_table if rep_table is not None else pd.DataFrame(columns=["detector", "method", "generator"])
+    rep_csv = rep.reported if rep.reported is not None else pd.DataFrame(columns=["detector", "method", "generator"])
     write_text(stem("reported").with_suffix(".csv"), rep_csv.to_csv(index=False, float_format="%.4f"))
     rep.files += [stem(n).with_suffix(s) for n in ("acc", "ap", "auc", "real_fake") for s in (".md", ".csv", ".tex")]
     rep.files += [stem("summary").with_suffix(".csv")]
     rep.files += [stem(n).with_suffix(s) for n in ("paired", "reported") for s in (".md", ".csv")]
     perturbations = {d: list(s.recipe.eval.perturbations) for d, s in specs.items()}
     rep.files += robustness.write_robustness(metrics, row_of, perturbations, seeds, profile, stem("robustness"),
-                                             Path(plots_dir) / f"{profile}_robustness")
+                                             plots_dir / f"{profile}_robustness")
     rep.files += efficiency.write_efficiency(metrics, acc, ap, profile, stem("efficiency"),
-                                             Path(plots_dir) / f"{profile}_acc_vs_cost")
+                                             plots_dir / f"{profile}_acc_vs_cost")
     rep.files += protocol_tables.write_selection(profile, p.selection_detectors(), seeds, stem("selection"), metrics)
     rep.files += protocol_tables.write_format(metrics, row_of, seeds, profile, stem("format"))
     rep.format_leak = protocol_tables.format_leak(row_of, seeds, profile)
@@ -250,21 +261,25 @@ def build_report(
         metrics, row_of, p.profiles[profile].data.train_generators, p.profiles[profile].learning_check, profile,
         stem("learning"))
     rep.files += files
+    return acc
 
-    # plots
-    pstem = lambda name: Path(plots_dir) / f"{profile}_{name}"  # noqa: E731
+
+def _write_plots(rep: Report, acc: pd.DataFrame, row_of: dict, plots_dir: Path) -> None:
+    """The heatmap, the bars with their CSV, the ROC curves of the ROC detector, reported against reproduced."""
+    profile, seeds, mean = rep.profile, rep.seeds, rep.acc
+    pstem = lambda name: plots_dir / f"{profile}_{name}"  # noqa: E731
     seeds_txt = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
     rep.files += plots.heatmap(acc, pstem("acc_heatmap"), f"ACC (%) — profile {profile}, {seeds_txt}")
-    rep.files += plots.grouped_bars(mean, ci, pstem("acc_bars"), f"ACC (%) with 95% bootstrap CI — profile {profile}")
+    rep.files += plots.grouped_bars(mean, rep.ci, pstem("acc_bars"),
+                                    f"ACC (%) with 95% bootstrap CI — profile {profile}")
     bars = pd.DataFrame([{"label": f"{row} / {g}", "detector": row, "generator": g, "acc": round(mean.loc[row, g], 2)}
                          for g in mean.columns for row in mean.index])
     write_text(pstem("acc_bars").with_suffix(".csv"), bars.to_csv(index=False))
     rep.files.append(pstem("acc_bars").with_suffix(".csv"))
-    preds = load_predictions(profile, roc_det, seeds[:1])[seeds[0]]
-    rep.files += plots.roc_curves(preds, generators, pstem("roc"),
-                                  f"ROC of {row_of[roc_det]} per generator — profile {profile}, seed {seeds[0]}")
+    preds = load_predictions(profile, rep.roc_detector, seeds[:1])[seeds[0]]
+    rep.files += plots.roc_curves(preds, rep.generators, pstem("roc"),
+                                  f"ROC of {row_of[rep.roc_detector]} per generator — profile {profile}, seed {seeds[0]}")
     rep.files += plots.reported_scatter(
-        rep_table, pstem("reported_vs_reproduced"), f"Reported vs reproduced ACC — profile {profile}",
-        note=f"profile {profile} has no reported figures" if rep_table is None else "no detector in the reported table",
+        rep.reported, pstem("reported_vs_reproduced"), f"Reported vs reproduced ACC — profile {profile}",
+        note=f"profile {profile} has no reported figures" if rep.reported is None else "no detector in the reported table",
     )
-    return rep
