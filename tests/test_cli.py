@@ -53,7 +53,7 @@ def test_user_errors_are_one_line_with_exit_code_2(workdir):
         (["train", "--detector", "ghost"], "no block detectors.ghost; defined: npr"),
         (["train", "--detector", "npr", "--params", "nope.yaml"], "nope.yaml: not found"),
         (["evaluate", "--detector", "npr", "--no-track", "--checkpoint", "missing.safetensors"], "not found"),
-        (["report"], "metrics not found"),
+        (["report"], "no results of profile 'tiny'"),
     ]:
         res = runner.invoke(app, args)
         assert res.exit_code == 2, res.output
