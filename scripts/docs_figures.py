@@ -69,6 +69,10 @@ def pipeline_timing(src: Sources) -> str:
     return _benchmark_module("pipeline").readme_sentence(src.json("pipeline"))
 
 
+def pipeline_incremental(src: Sources) -> str:
+    return _benchmark_module("pipeline").incremental_sentence(src.json("pipeline_incremental"))
+
+
 def default_run(src: Sources) -> str:
     """What the default profile trains: detectors, images, generators, epochs (from params.yaml)."""
     params = src.params()
@@ -247,6 +251,7 @@ def _detectors_table(src: Sources) -> str:
 BLOCKS: dict[str, Callable[[Sources], str]] = {
     "mini-acc-table": mini_acc_table,
     "pipeline-timing": pipeline_timing,
+    "pipeline-incremental": pipeline_incremental,
     "default-run": default_run,
     "learning-check": learning_check,
     "format-leak": format_leak,
