@@ -76,16 +76,10 @@ def _stages_run(text: str) -> list[str]:
 
 
 def edit_rerun(clone: Path, run: Callable[[str], tuple[float, str]], rel: str) -> dict:
-    """Append a comment to `rel` in the finished `clone`, rerun, undo the edit, rerun: what each run did."""
-    target = clone / rel
-    original = target.read_bytes()
-    target.write_bytes(original + b"\n# edited by benchmarks/pipeline.py\n")
-    try:
-        seconds, text = run(f"edit-{Path(rel).stem}")
-    finally:
-        target.write_bytes(original)
+    """`edit_once`, then the command once more with the edit undone (back to the committed state)."""
+    result = edit_once(clone, run, rel)
     back, _ = run(f"undo-{Path(rel).stem}")
-    return {"edited": rel, "seconds": round(seconds, 1), "stages": _stages_run(text), "undo_seconds": round(back, 1)}
+    return {**result, "undo_seconds": round(back, 1)}
 
 
 def edited_files(detector: str) -> list[str]:
