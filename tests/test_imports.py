@@ -35,15 +35,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("main", ("sep_bench.main",)),
 ]
 
-#: known exceptions, each with its reason; an exception that no longer occurs fails the test (remove it)
-ALLOWED_UPWARD = {
-    # `sep-bench data get` is defined in the download package (not moved here while that package is reworked);
-    # sep_bench.cli.data registers it only for `data get`, so no other command imports it
-    ("sep_bench.acquire.commands", "sep_bench.cli.common"),
-}
-TYPER_ALLOWED = {"sep_bench.acquire.commands"}  # the same command
-
-
 def _module_name(path: Path) -> str:
     rel = path.relative_to(REPO).with_suffix("")
     parts = list(rel.parts)
@@ -104,17 +95,13 @@ def _graph():
 
 def test_no_module_imports_a_higher_layer():
     mods, graph = _graph()
-    bad, used = [], set()
+    bad = []
     for m, imports in graph.items():
         for line, target, _ in imports:
             if _layer(target) > _layer(m):
-                if (m, target) in ALLOWED_UPWARD:
-                    used.add((m, target))
-                    continue
                 bad.append(f"{mods[m].relative_to(REPO)}:{line}: {m} ({LAYERS[_layer(m)][0]}) imports {target} "
                            f"({LAYERS[_layer(target)][0]})")
     assert not bad, "imports from a higher layer:\n" + "\n".join(bad)
-    assert used == ALLOWED_UPWARD, f"no longer needed, remove from ALLOWED_UPWARD: {ALLOWED_UPWARD - used}"
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -171,7 +158,7 @@ def test_the_cycle_check_finds_a_cycle():
 def test_typer_only_in_the_cli():
     bad = []
     for m, path in _modules().items():
-        if m.startswith("sep_bench.cli") or m in TYPER_ALLOWED:
+        if m.startswith("sep_bench.cli"):
             continue
         for line_no, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(r"\s*(import typer|from typer\b)", line):

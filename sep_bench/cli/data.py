@@ -28,7 +28,7 @@ def register(app: typer.Typer, argv=None) -> None:
     data_app.command("prepare")(data_prepare)
     sub = argv[0] if argv else None
     if sub in (None, "get", "--help"):  # the download code loads only for `data get` (and the group's help)
-        from sep_bench.acquire.commands import get_cmd
+        from sep_bench.cli.data_get import get_cmd
 
         data_app.command("get")(get_cmd)
     app.add_typer(data_app, name="data")

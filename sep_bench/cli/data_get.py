@@ -1,48 +1,18 @@
-"""`sep-bench data get` and the verification the `data prepare` stage runs on external data."""
+"""`sep-bench data get`: the command line of the download code (`sep_bench.acquire`): options, progress and errors
+on the terminal; `sep_bench.acquire.request` checks what is asked, `sep_bench.acquire.assemble` does it."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from sep_bench.cli.common import ParamsOpt, console, progress, user_errors
-from sep_bench.acquire.catalog import BENCHMARKS, AcquireError, get_benchmark
+from sep_bench.acquire.catalog import BENCHMARKS, AcquireError
 from sep_bench.acquire.verify import MANIFEST_NAME
-from sep_bench.data.stamps import STAMPS_DIR, stamp_path, write_stamp
+from sep_bench.cli.common import ParamsOpt, console, progress, user_errors
 
-__all__ = ["get_cmd", "default_out", "write_stamps", "STAMPS_DIR"]
-
-
-log = logging.getLogger(__name__)
-
-_FALLBACK_OUT = {"genimage": "data/external/genimage", "aigcbench": "data/external/aigcbench",
-                 "progan": "data/external/progan_train"}
-
-
-def default_out(bench_name: str, params: Path) -> Path:
-    """The folder `params.yaml` reads the benchmark from (profile `<benchmark>`'s root; progan: a train_root)."""
-    try:
-        from sep_bench.protocol import load_params
-
-        p = load_params(params)
-        for name, prof in p.profiles.items():
-            d = prof.data
-            if d.source != "external":
-                continue
-            if bench_name == "progan" and d.train_root:
-                return Path(d.train_root)
-            if name == bench_name and d.root:
-                return Path(d.root)
-    except Exception:  # no or another params.yaml: the conventional place
-        pass
-    return Path(_FALLBACK_OUT.get(bench_name, f"data/external/{bench_name}"))
-
-
-def _split_names(values: Optional[List[str]]) -> list[str]:
-    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+__all__ = ["get_cmd"]
 
 
 def get_cmd(
@@ -108,26 +78,14 @@ def get_cmd(
       sep-bench data get aigcbench                                     # ModelScope test_set.zip
     """
     from sep_bench.acquire.assemble import acquire
+    from sep_bench.acquire.request import plan_get, split_names, write_stamps
     from sep_bench.acquire.sources import FetchContext
     from sep_bench.acquire.transfer import Policy
 
     with user_errors():
         try:
-            bench = get_benchmark(benchmark)
-            gens = bench.resolve(_split_names(generators))
-            src = source or ("manual" if root is not None else bench.default_source)
-            if root is not None and src == "dataverse":
-                src = "manual"  # the Dataverse slices already on disk: read in place
-            if root is not None and src != "manual":
-                raise AcquireError("--root names a folder of manual downloads; it goes with --source manual")
-            if real_from is not None and src != "hf":
-                raise AcquireError("--real-from pairs a fake-only Hugging Face copy with real images; it goes with "
-                                   "--source hf")
-            split_set = set(_split_names(splits)) or None
-            if split_set and (bad := split_set - set(bench.splits)):
-                raise AcquireError(f"{bench.name}: unknown split(s) {', '.join(sorted(bad))}; its splits: "
-                                   f"{', '.join(bench.splits)}")
-            dest = out or default_out(bench.name, params)
+            bench, gens, src, split_set, dest = plan_get(benchmark, split_names(generators), source, root, real_from,
+                                                         split_names(splits), out, params)
             policy = Policy.from_env(min_rate=None if min_rate is None else min_rate * 1000,
                                      rate_window=rate_window, deadline=None if deadline is None else deadline * 60)
             ctx = FetchContext(bench=bench, generators=gens, cache=cache or dest.parent / ".downloads" / bench.name,
@@ -165,20 +123,3 @@ def _print_counts(counts: dict) -> None:
     console.print(table)
 
 
-def write_stamps(out: Path, params: Path, stamps_dir: Path = STAMPS_DIR) -> list[Path]:
-    """Write ``data/stamps/<profile>.json`` (`sep_bench.data.stamps`) for each external profile of `params` that
-    reads `out`, so the pipeline's data stage depends on the manifests, never on ``data/external`` itself."""
-    try:
-        from sep_bench.protocol import load_params
-
-        p = load_params(params)
-    except Exception:  # no params.yaml here: nothing to stamp
-        return []
-    written = []
-    for name, prof in p.profiles.items():
-        d = prof.data
-        roots = [r for r in (d.root, d.train_root) if d.source == "external" and r]
-        if any(Path(r).resolve() == Path(out).resolve() for r in roots):
-            write_stamp(name, d, stamps_dir)
-            written.append(stamp_path(name, stamps_dir))
-    return written
