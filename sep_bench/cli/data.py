@@ -26,6 +26,7 @@ def register(app: typer.Typer, argv=None) -> None:
     data_app.command("build-mini")(data_build_mini)
     data_app.command("minigen-weights")(data_minigen_weights)
     data_app.command("prepare")(data_prepare)
+    data_app.command("synth")(data_synth)
     sub = argv[0] if argv else None
     if sub in (None, "get", "--help"):  # the download code loads only for `data get` (and the group's help)
         from sep_bench.cli.data_get import get_cmd
@@ -128,3 +129,42 @@ def data_prepare(params: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
                           highlight=False)
 
 
+
+
+def data_synth(
+    like: str = typer.Option(..., "--like", help="The dataset whose shape to copy: genimage | aigcbench."),
+    out: Optional[Path] = typer.Option(None, help="Where the tree goes (default: the profile's data root in "
+                                       "params.yaml, e.g. data/external/genimage); must be absent or empty."),
+    train_out: Optional[Path] = typer.Option(None, help="aigcbench: where the ProGAN training set goes (default: the "
+                                             "profile's train_root)."),
+    n_train: int = typer.Option(8, help="Training images per class (GenImage: SD v1.4's train split)."),
+    n_test: int = typer.Option(4, help="Test images per generator (and class folder) and class."),
+    scale: float = typer.Option(1.0, help="Multiply every image size (0.25: Midjourney's 1024 px fakes become 256 px)."),
+    seed: int = typer.Option(0, help="Same seed and options, same bytes."),
+    defects: bool = typer.Option(True, help="Include the real set's known bad files (GenImage: zero-byte PNGs in "
+                                 "ADM and GLIDE, unreadable SD v1.5 nature JPEGs)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Write a stand-in dataset with a real one's shape (folder names, layout, sizes, formats, grayscale/CMYK reals,
+    known bad files) and random pixels: for trying the real-data path without the download. Never a result."""
+    from sep_bench.acquire.request import default_out
+    from sep_bench.acquire.synth import SynthError, expected_images, synth_tree
+
+    with user_errors():
+        dest = out or default_out(like, params)
+        train_dest = train_out or (default_out("progan", params) if like == "aigcbench" else None)
+        try:
+            total, done = expected_images(like, n_train, n_test), [0]
+            with progress() as update:
+                def advance(k: int) -> None:
+                    done[0] += k
+                    update(f"synth {like}", done[0], total)
+
+                summary = synth_tree(like, dest, n_train=n_train, n_test=n_test, scale=scale, seed=seed,
+                                     defects=defects, train_out=train_dest, progress=advance)
+        except SynthError as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False)
+            raise typer.Exit(2) from None
+    console.print(f"wrote {summary.images} images under {', '.join(map(str, summary.roots))} "
+                  f"({len(summary.defects)} bad files on purpose). Random pixels with {like}'s shape: never a result. "
+                  f"Next: sep-bench data prepare --profile {like}", highlight=False, soft_wrap=True)
