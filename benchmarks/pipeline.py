@@ -140,9 +140,23 @@ def env_times(workdir: Path) -> dict:
 
 
 def machine() -> dict:
-    from sep_bench.hostinfo import cpu_model
+    from sep_bench.hostinfo import cpu_flags, cpu_model
 
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()}
+    isa = "AVX-512" if "avx512f" in cpu_flags() else "AVX2" if "avx2" in cpu_flags() else "no AVX2"
+    return {"cpu": cpu_model(), "isa": isa, "cpus": os.cpu_count(), "platform": platform.platform(),
+            "loadavg": os.getloadavg()}
+
+
+def _load_words(m: dict) -> str:
+    """'; load average 0.6 at the start, 7.1 at the end' (1-minute averages; another job's work shows here)."""
+    if "loadavg_end" not in m:
+        return ""
+    return f"; load average {m['loadavg'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the end"
+
+
+def _cpu_words(m: dict) -> str:
+    """'AMD EPYC, AVX2' (the instruction set where the file records it)."""
+    return f"{m['cpu']}, {m['isa']}" if m.get("isa") else m["cpu"]
 
 
 def readme_sentence(result: dict) -> str:
@@ -154,7 +168,7 @@ def readme_sentence(result: dict) -> str:
     met = result.get("met", {})
     goal = {k: "" if k not in met else (": met" if met[k] else ": NOT met") for k in ("cold", "noop")}
     verdict = p.get("verdict", "").split(";")[0]
-    return (f"{env_txt}On {result['machine']['cpus']} CPU cores ({result['machine']['cpu']}) the pipeline took "
+    return (f"{env_txt}On {result['machine']['cpus']} CPU cores ({_cpu_words(result['machine'])}{_load_words(result['machine'])}) the pipeline took "
             f"{p['cold_seconds'] / 60:.1f} minutes from a fresh clone ({p['n_stages']} stages: {kinds}; goal "
             f"{GOALS['cold_seconds'] / 60:.0f} minutes{goal['cold']}) and a second run with nothing changed "
             f"{p['noop_seconds']:.1f} s (goal {GOALS['noop_seconds']:.0f} s{goal['noop']}; measured by "
@@ -165,7 +179,7 @@ def readme_sentence(result: dict) -> str:
 def incremental_sentence(result: dict) -> str:
     """The README's sentence on an edit's rerun, from results/benchmarks/pipeline_incremental.json."""
     m = result["machine"]
-    return (f"Editing one module of a finished run ({m['cpus']} CPU cores, {m['cpu']}, load average "
+    return (f"Editing one module of a finished run ({m['cpus']} CPU cores, {_cpu_words(m)}, load average "
             f"{m['loadavg'][0]:.1f} at the start; `python benchmarks/pipeline.py --incremental-only` at commit "
             f"{result['commit'][:7]}, {result['date'][:10]}):{_edits_sentence(result['edits']).removeprefix(' In the finished clone,')} "
             f"Goal (only the edited detector's stages and the report, the NPR edit within "
@@ -270,6 +284,7 @@ def main() -> None:
                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                            text=True).stdout.strip(),
                   "pipeline": pipeline_times(Path(tmp), args.edit)}
+        result["machine"]["loadavg_end"] = os.getloadavg()  # other work on the machine shows here
         if args.env:
             result["env"] = env_times(Path(tmp))
     p = result["pipeline"]
