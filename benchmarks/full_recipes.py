@@ -373,16 +373,22 @@ def write(args, runs: dict, started: list[float], data_stages: dict, extras: dic
 
 
 def merge_reports(out: Path, sources: list[Path]) -> None:
-    """Copy the ``acceptance`` and ``sep_breakdown`` sections of `sources` (reports of this script, e.g. runs made
-    beside the recipe runs) into the report `out`, noting where each came from."""
+    """Copy the ``acceptance`` and ``sep_breakdown`` sections and the detector runs of `sources` (reports of this
+    script, e.g. made beside or after the main run) into the report `out`, noting where each came from."""
     report = json.loads(out.read_text())
     for src in sources:
         other = json.loads(src.read_text())
+        origin = {"command": other["command"], "date": other["date"], "loadavg_start": other["loadavg_start"],
+                  "commit": other["machine"]["git"]}
         for key in ("acceptance", "sep_breakdown"):
             if other.get(key):
                 report[key] = other[key]
-                report.setdefault("merged", {})[key] = {"command": other["command"], "date": other["date"],
-                                                        "loadavg_start": other["loadavg_start"]}
+                report.setdefault("merged", {})[key] = origin
+        for profile, by_det in other.get("runs", {}).items():
+            for det, run in by_det.items():
+                report["runs"].setdefault(profile, {})[det] = {**run, "measured_by": origin}
+            report.setdefault("data_stage", {}).setdefault(profile, other["data_stage"][profile])
+    report["totals"] = totals(report["runs"])
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"merged {', '.join(map(str, sources))} into {out}")
 

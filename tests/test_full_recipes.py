@@ -24,8 +24,9 @@ pytestmark = pytest.mark.slow
 
 DETECTORS = list(load_params(REPO / "params.yaml").run.detectors)
 
-#: the recipes CI's budget holds (CPU seconds of train + evaluate in results/benchmarks/full_recipes.json)
-CI_GROUP = {"genimage": ("npr", "formatonly"), "aigcbench": ("npr",)}
+#: the recipes CI's budget holds: the two cheapest of results/benchmarks/full_recipes.json (CPU seconds of train +
+#: evaluate), about three CPU-minutes together; every other one costs more than CI's whole remaining budget
+CI_GROUP = {"genimage": ("npr", "formatonly"), "aigcbench": ()}
 
 
 def _params(profile: str, names) -> list:
