@@ -498,6 +498,15 @@ def doc_block(report: dict) -> str:
             skipped = r.get("skipped", {}).get("count", "-")
             lines.append(f"| {profile} | {det} | {_cell(c.get('reconstruct'))} | {_cell(c.get('train'))} | "
                          f"{_cell(c.get('evaluate'))} | {r['wall_s']:.0f} | {skipped} |")
+    planned = {"genimage": report["args"].get("detectors") or [],
+               "aigcbench": report["args"].get("aigcbench_detectors") or []}
+    missing = [f"{p}/{d}" for p, names in planned.items() for d in names if d not in report["runs"].get(p, {})]
+    if missing:
+        lines += ["", f"Not measured (the run was stopped before them): {', '.join(missing)}."]
+    busy = report["loadavg_start"][0] > m["cpu_cores"]
+    lines += ["", "A timeout's CPU seconds are what the command had used when it was killed (a lower bound)."
+              + (" The wall times are of a machine shared with other jobs (load average above its core count): "
+                 "compare the CPU seconds." if busy else "")]
     if report.get("sep_breakdown"):
         lines += ["", sep_sentence(report["sep_breakdown"])]
     if report.get("acceptance"):
