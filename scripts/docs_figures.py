@@ -331,6 +331,16 @@ BLOCKS["gpu-acceptance"] = gpu_acceptance
 BLOCKS["offline-hub"] = offline_hub
 
 
+# -- docs/real-data.md --------------------------------------------------------------------------------------------
+
+def full_recipes(src: Sources) -> str:
+    """Every full recipe's stage commands on a synthetic tree: CPU seconds and peak memory (full_recipes.py)."""
+    return _benchmark_module("full_recipes").doc_block(src.json("full_recipes"))
+
+
+BLOCKS["full-recipes"] = full_recipes
+
+
 # -- whole pages ------------------------------------------------------------------------------------------------
 
 def preprocessing_page(src: Sources) -> str:

@@ -174,3 +174,29 @@ def test_missing_opencv_is_a_clear_error(monkeypatch):
         resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "cubic")
     with pytest.raises(ValueError, match="interpolation"):
         resize_cv2(np.zeros((4, 6, 3), np.uint8), 2, 2, "bilinear")
+
+
+def test_svd_split_is_cached_by_the_weights_content(tmp_path, monkeypatch):
+    """The split of a weight is computed once and read back from the content-addressed cache: the same parameters
+    bit for bit; other weights get their own file; a damaged file is computed again; ``off`` writes nothing."""
+    monkeypatch.setenv("SEP_BENCH_SVD_CACHE", str(tmp_path / "svd"))
+    torch.manual_seed(0)
+    lin = nn.Linear(24, 16)
+    first = svd_residual_linear(lin, 15, keep_main_factors=True).state_dict()
+    files = list((tmp_path / "svd").glob("*.safetensors"))
+    assert len(files) == 1
+    again = svd_residual_linear(lin, 15, keep_main_factors=True).state_dict()
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    svd_residual_linear(lin, 15, keep_main_factors=False)  # another split of the same weight: another file
+    with torch.no_grad():
+        lin.weight.mul_(2)
+    svd_residual_linear(lin, 15, keep_main_factors=True)  # other weights: another file
+    assert len(list((tmp_path / "svd").glob("*.safetensors"))) == 3
+    files[0].write_bytes(b"damaged")
+    with torch.no_grad():
+        lin.weight.div_(2)
+    repaired = svd_residual_linear(lin, 15, keep_main_factors=True).state_dict()
+    assert all(torch.equal(first[k], repaired[k]) for k in first) and files[0].stat().st_size > 100
+    monkeypatch.setenv("SEP_BENCH_SVD_CACHE", "off")
+    svd_residual_linear(nn.Linear(8, 8), 7)
+    assert len(list((tmp_path / "svd").glob("*.safetensors"))) == 3

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from sep_bench.acquire.synth import synth_tree
 from sep_bench.cli import app
 from sep_bench.cli.common import parse_sets
 from sep_bench.protocol import ProtocolError, load_params, resolve
 from sep_bench.report import tables
 from tests.conftest import REPO
-from tests.genimage_tree import make_genimage_tree
 from tests.test_report import write_results
 
 runner = CliRunner()
@@ -31,11 +31,11 @@ def _ok(args: list[str]) -> str:
 
 @pytest.fixture
 def placed(tmp_path, monkeypatch):
-    """The repository's params.yaml in a temporary folder, with a GenImage-shaped tree placed by hand."""
+    """The repository's params.yaml in a temporary folder, with a GenImage-shaped tree (`data synth`) placed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEP_BENCH_PARENT_RUN_ID", raising=False)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    make_genimage_tree(tmp_path / "data/external/genimage", n_train=2, n_val=1, size=32)
+    synth_tree("genimage", tmp_path / "data/external/genimage", n_train=2, n_test=1, scale=0.125)
     return tmp_path
 
 
@@ -58,7 +58,8 @@ def test_data_prepare_stamps_a_placed_tree_and_a_failed_check_keeps_the_earlier_
     before = (mtime, summary.read_bytes())
 
     extra = placed / "data/external/genimage/imagenet_glide/val/ai/added.png"
-    extra.write_bytes((placed / "data/external/genimage/imagenet_glide/val/ai/imagenet_glide_000.png").read_bytes())
+    extra.write_bytes((placed / "data/external/genimage/imagenet_glide/val/nature/ILSVRC2012_val_00000000.JPEG")
+                      .read_bytes())
     res = runner.invoke(app, ["data", "prepare", "--profile", "genimage"])
     assert res.exit_code == 2 and "not in the manifest" in " ".join(res.output.split()), res.output
     assert summary.read_bytes() == before[1] and stamp.stat().st_mtime_ns == before[0]

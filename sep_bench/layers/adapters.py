@@ -14,10 +14,21 @@
   ``U_r``, ``V_r``), so its checkpoints load strictly. The two regularisers of that file
   (`SVDResidualLinear.orthogonal_loss`, `SVDResidualLinear.keep_sv_loss`) are provided; the official training
   leaves them out of the loss.
+
+  The split of a weight (a float64 SVD; for Effort's CLIP ViT-L/14, 96 of them of 1024 x 1024, on every build:
+  training, evaluation, each process) is cached on disk, content-addressed: the file name is the sha256 of the
+  weight's bytes, shape and dtype, the rank, whether the main factors are kept and the torch version, so a cached
+  split is exactly what the SVD gave for these weights; a file that does not load is recomputed. Where:
+  ``$SEP_BENCH_SVD_CACHE``, else ``$XDG_CACHE_HOME/sep-bench/svd`` (``~/.cache/sep-bench/svd``); ``off`` turns it
+  off. Safe to delete. CPU weights only (a meta or GPU tensor is split as before).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import warnings
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -25,7 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["add_lora", "merge_lora", "lora_parameters", "SVDResidualLinear", "svd_residual_linear",
-           "apply_svd_residual"]
+           "apply_svd_residual", "svd_cache_dir", "SVD_CACHE_ENV"]
+
+#: where the SVD splits are cached: a folder, or ``off``; unset: ``$XDG_CACHE_HOME/sep-bench/svd``
+SVD_CACHE_ENV = "SEP_BENCH_SVD_CACHE"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -150,29 +164,76 @@ class SVDResidualLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, residual={n}"
 
 
+def svd_cache_dir() -> Path | None:
+    """The folder of the cached SVD splits (`SVD_CACHE_ENV`), or None when the cache is off."""
+    value = os.environ.get(SVD_CACHE_ENV, "").strip()
+    if value.lower() == "off":
+        return None
+    if value:
+        return Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sep-bench" / "svd"
+
+
+def _svd_split(w: torch.Tensor, r: int, keep_main_factors: bool) -> dict[str, torch.Tensor]:
+    """The parameters of the split of `w` (float64 SVD, stored in `w`'s dtype): ``weight_main`` and, with a
+    residual, ``S/U/V_residual`` (and ``S/U/V_r`` with `keep_main_factors`)."""
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    out = {"weight_main": (u[:, :r] * s[:r]) @ vh[:r]}
+    if s.numel() > r:
+        out.update(S_residual=s[r:], U_residual=u[:, r:], V_residual=vh[r:])
+        if keep_main_factors:
+            out.update(S_r=s[:r], U_r=u[:, :r], V_r=vh[:r])
+    return {k: v.to(w.dtype).contiguous() for k, v in out.items()}
+
+
+def _split_key(w: torch.Tensor, r: int, keep_main_factors: bool) -> str:
+    h = hashlib.sha256(f"svd-split v1 {tuple(w.shape)} {w.dtype} r={r} keep={keep_main_factors} "
+                       f"torch={torch.__version__}|".encode())
+    h.update(w.contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cached_svd_split(w: torch.Tensor, r: int, keep_main_factors: bool) -> dict[str, torch.Tensor]:
+    """`_svd_split`, read from the on-disk cache when it holds this weight's split, else computed and stored."""
+    folder = svd_cache_dir()
+    if folder is None or w.device.type != "cpu":
+        return _svd_split(w, r, keep_main_factors)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    path = folder / f"{_split_key(w, r, keep_main_factors)}.safetensors"
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError):  # absent, unreadable or damaged: computed again
+        pass
+    split = _svd_split(w, r, keep_main_factors)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(split, str(tmp))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"SVD split not cached ({err}); set {SVD_CACHE_ENV} to a writable folder or to off",
+                      RuntimeWarning, stacklevel=3)
+    return split
+
+
 @torch.no_grad()
 def svd_residual_linear(linear: nn.Linear, r: int, keep_main_factors: bool = False) -> SVDResidualLinear:
     """Split `linear` into an `SVDResidualLinear`: top ``min(r, rank)`` singular triplets frozen in
     ``weight_main``, the rest trainable. The SVD runs in float64 for an exact split; the stored parameters have the
     original dtype. At creation ``weight_main + U_res diag(S_res) V_res`` equals the original weight up to float
-    rounding."""
+    rounding. The split comes from the on-disk cache when it holds it (see the module docstring)."""
     w = linear.weight.detach()
-    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-    r = min(int(r), s.numel())
-    n_res = s.numel() - r
+    r = min(int(r), min(w.shape))
+    n_res = min(w.shape) - r
     new = SVDResidualLinear(linear.in_features, linear.out_features, r, n_res, bias=linear.bias is not None,
                             keep_main_factors=keep_main_factors).to(device=w.device, dtype=w.dtype)
-    new.weight_main.copy_((u[:, :r] * s[:r]) @ vh[:r])
+    for name, value in _cached_svd_split(w, r, keep_main_factors).items():
+        getattr(new, name).copy_(value)
     if linear.bias is not None:
         new.bias.copy_(linear.bias.detach())
-    if n_res > 0:
-        new.S_residual.copy_(s[r:])
-        new.U_residual.copy_(u[:, r:])
-        new.V_residual.copy_(vh[r:])
-        if keep_main_factors:
-            new.S_r.copy_(s[:r])
-            new.U_r.copy_(u[:, :r])
-            new.V_r.copy_(vh[:r])
     new.weight_original_fnorm = torch.linalg.matrix_norm(w.float())
     return new
 
