@@ -23,8 +23,8 @@ Steps:
    seconds of each command.
 
 Robust and resumable: a failed command is recorded (its step and the end of its output) and the others go on;
-a run whose record exists in ``--workdir`` is not run again (an interrupted run resumes with the same command;
-training itself resumes from its checkpoint). The JSON report is rewritten after every run, so a partial
+a run recorded as finished in ``--workdir`` is not run again, a recorded failure is tried again (an interrupted
+run resumes with the same command; training itself resumes from its checkpoint). The JSON report is rewritten after every run, so a partial
 measurement is never lost. Progress goes to stdout, each command's output to ``--workdir/logs``.
 """
 
@@ -160,8 +160,9 @@ def _save_record(path: Path, rec: dict) -> dict:
 def measure_detector(run: Runner, clone: Path, records: Path, args, detector: str, commit: str) -> dict:
     """One detector: its reconstruction stage once, then every seed (skipping the seeds already recorded)."""
     recon_path = records / detector / "reconstruct.json"
-    recon = _load_record(recon_path) or _save_record(recon_path, run(f"{detector}-reconstruct", "reconstruct",
-                                                                      "--detector", detector))
+    recon = _load_record(recon_path)
+    if recon is None or not recon["ok"]:  # a failure recorded by an earlier invocation is tried again
+        recon = _save_record(recon_path, run(f"{detector}-reconstruct", "reconstruct", "--detector", detector))
     runs = []
     for seed in args.seeds:
         path = records / detector / f"seed{seed}.json"
@@ -221,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"seed spread of {len(detectors)} detector(s), seeds {args.seeds}, profile {args.profile}, "
           f"commit {commit[:12]}; clone {clone}", flush=True)
     t0 = time.perf_counter()
-    data = _load_record(records / "data.json") or _save_record(records / "data.json", run("data", "data", "prepare"))
+    data = _load_record(records / "data.json")
+    if data is None or not data["ok"]:
+        data = _save_record(records / "data.json", run("data", "data", "prepare"))
     if not data["ok"]:
         raise SystemExit(f"sep-bench data prepare failed (log: {workdir / 'logs/data.log'}):\n{data['error']}")
     print(f"data prepare: {data['seconds']} s", flush=True)
