@@ -92,7 +92,7 @@ def test_spread_column_caption_and_not_ranked_mark(tmp_path):
                                                   "c": [70.0, 80.0, 90.0]})   # std 10, lowest row: ranked
     md, csv, tex = table(tmp_path, metrics, load_spread(metrics, row_of(metrics), path))
     cells = rows(md)
-    assert md.splitlines()[0].split("|")[4].strip() == "Seed std"
+    assert md.splitlines()[0].split("|")[5].strip() == "Seed std"
     assert cells["a"][3] == "1.00" and cells["b"][3] == f"9.01 {NOT_RANKED_MARK}" and cells["c"][3] == "10.00"
     assert cells["a"][2] == "**90.00**" and cells["b"][2] == "89.00"  # b's underline is not supported
     assert "measured once by `benchmarks/seed_spread.py`" in md and "Test CPU x2" in md
@@ -152,5 +152,5 @@ def test_report_command_reads_the_committed_spread_file(synth):
     res = CliRunner().invoke(app, ["report", "--n-boot", "200"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     md = (synth / "results/tables/tiny_acc.md").read_text()
-    assert md.splitlines()[0].split("|")[4].strip() == "Seed std"
+    assert md.splitlines()[0].split("|")[5].strip() == "Seed std"
     assert rows(md)["npr"][3] == "5.00" and rows(md)["sep"][3] == "1.00"

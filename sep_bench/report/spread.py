@@ -81,8 +81,7 @@ class SeedSpread:
         seeds = ", ".join(map(str, self.seeds))
         lines = [
             f"{STD_COLUMN} = sample standard deviation of the row's Mean ACC over seeds {seeds} (ACC points), "
-            f"measured once by `benchmarks/seed_spread.py` ({self.source}) under the row's protocol hash; the "
-            "table's own row is one seed.",
+            f"measured once by `benchmarks/seed_spread.py` ({self.source}) under the row's protocol hash.",
             f"{NOT_RANKED_MARK} not ranked ({n_unranked} row{'s' if n_unranked != 1 else ''}): the row's {STD_COLUMN} "
             "is larger than its Mean lead over the next row (rows sorted by Mean, tied rows share a place): its "
             "place against that row is within seed noise.",
