@@ -74,13 +74,15 @@ class Runner:
     command runs in a forked child of it (the same command, arguments, working directory and environment), which
     saves the seconds of imports per command; without it every command starts a fresh interpreter."""
 
-    def __init__(self, clone: Path, logs: Path, warm: bool = True):
+    def __init__(self, clone: Path, logs: Path, warm: bool = True, omp_passive: bool = False):
         from sep_bench.warm import WarmServer
 
         self.clone, self.logs = clone, logs
         self.exe = str(ROOT / ".venv/bin/sep-bench")
         env = {"HF_HUB_OFFLINE": "1", **os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}",
                "PYTHONPATH": str(clone)}
+        if omp_passive:  # waiting OpenMP threads sleep instead of spinning: same threads, same numbers
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.server = WarmServer(env, logs / "warm-server.log") if warm else None
         self.env = self.server.env if self.server else env
         logs.mkdir(parents=True, exist_ok=True)
@@ -203,6 +205,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the clone and the per-run records (default: $TMPDIR/sep-bench-seed-spread/<commit>)")
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/seed_spread.json")
     parser.add_argument("--cold", action="store_true", help="start every command normally, without the warm server")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE for the commands: on a CPU shared with other work, OpenMP "
+                             "threads that spin while waiting for a descheduled peer burn the cores; the thread count "
+                             "and so every number stay the same")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if len(args.seeds) < 2:
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     detectors = by_committed_mean(args.profile, detectors, commit)
     print(f"seed spread of {len(detectors)} detector(s), seeds {args.seeds}, profile {args.profile}, "
           f"commit {commit[:12]}; clone {clone}", flush=True)
-    run = Runner(clone, workdir / "logs", warm=not args.cold)
+    run = Runner(clone, workdir / "logs", warm=not args.cold, omp_passive=args.omp_passive)
     try:
         measure_all(run, clone, workdir, args, detectors, commit)
     finally:

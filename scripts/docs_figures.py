@@ -209,6 +209,9 @@ def cross_isa(src: Sources) -> str:
 def seed_spread(src: Sources) -> str:
     """Every mini row trained and evaluated with seeds 0-2 (benchmarks/seed_spread.py): the spread of its Mean ACC,
     and the rows the table's rule leaves unranked (sep_bench.report.spread)."""
+    import math
+    import statistics
+
     import pandas as pd
 
     from sep_bench.report.spread import not_ranked
@@ -225,18 +228,19 @@ def seed_spread(src: Sources) -> str:
         same = {True: "yes", False: "NO", None: "-"}[e["seed0_equals_committed"]]
         lines.append(f"| {d} | " + " | ".join(cells) + f" | {e['mean']:.2f} | {e['std']:.2f} | "
                      f"{e['min']:.2f}..{e['max']:.2f} | {same} |")
-    first = [d for d in dets if "0" in dets[d]["mean_acc_per_seed"]]
-    values = pd.Series({d: dets[d]["mean_acc_per_seed"]["0"] for d in first})
-    unranked = not_ranked(values, pd.Series({d: dets[d]["std"] for d in first}))
-    names = ", ".join(f"`{d}`" for d in values.sort_values(ascending=False).index if unranked[d])
-    stds = sorted(e["std"] for e in dets.values())
+    table = {_mark(r["detector"]): float(r["Mean"]) for r in src.rows("mini_acc")}  # the committed rows
+    unranked = not_ranked(pd.Series(table), pd.Series({d: dets[d]["std"] if d in dets else math.nan for d in table}))
+    names = ", ".join(f"`{d}`" for d in sorted(table, key=lambda d: -table[d]) if unranked[d])
+    stds = [e["std"] for e in dets.values()]
     failed = [d for d, e in s["detectors"].items() if e["failed"]]
+    missing = [d for d in s.get("order", []) if d not in dets]
     m = s["machine"]
     return ("\n".join(lines) + f"\n\nMean ACC (%) per seed; std = sample standard deviation over the seeds. Median "
-            f"std {stds[len(stds) // 2]:.2f} points, largest {stds[-1]:.2f}. By the table's rule (a row's std larger "
-            f"than its lead over the next row, rows sorted by seed 0's Mean), {int(unranked.sum())} of {len(first)} "
-            f"rows are not ranked" + (f": {names}" if names else "") + ". "
-            + (f"Failed runs: {', '.join(failed)}. " if failed else "")
+            f"std {statistics.median(stds):.2f} points, largest {max(stds):.2f}. By the table's rule (a row's std "
+            f"larger than its Mean lead over the next row of `results/tables/mini_acc.md`), {int(unranked.sum())} of "
+            f"{len(table)} rows are not ranked" + (f": {names}" if names else "") + ". "
+            + (f"Runs that failed: {', '.join(failed)}. " if failed else "")
+            + (f"Not measured (the measurement was stopped before them): {', '.join(missing)}. " if missing else "")
             + f"Measured {s['date'][:10]} at commit `{s['commit'][:7]}` on {m['cpu_model']} x{m['cpu_cores']} "
             f"(load average {m['loadavg'][0]:.1f} at the end, other work sharing the cores), "
             f"{s['wall_seconds'] / 60:.0f} min of commands in all.")
