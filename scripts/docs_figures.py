@@ -206,6 +206,46 @@ def cross_isa(src: Sources) -> str:
             f"{ratio:.1f}x as long ({c['date'][:10]}, {c['machine']['cpu']}, {c['machine']['cpus']} cores).")
 
 
+def seed_spread(src: Sources) -> str:
+    """Every mini row trained and evaluated with seeds 0-2 (benchmarks/seed_spread.py): the spread of its Mean ACC,
+    and the rows the table's rule leaves unranked (sep_bench.report.spread)."""
+    import math
+    import statistics
+
+    import pandas as pd
+
+    from sep_bench.report.spread import not_ranked
+
+    s = src.json("seed_spread")
+    seeds = [str(x) for x in s["seeds"]]
+    dets = {d: e for d, e in s["detectors"].items() if e["std"] is not None}
+    order = sorted(dets, key=lambda d: -dets[d]["mean"])
+    lines = ["| detector | " + " | ".join(f"seed {x}" for x in seeds) + " | mean | std | min..max | seed 0 = table |",
+             "|---" * (len(seeds) + 5) + "|"]
+    for d in order:
+        e = dets[d]
+        cells = [f"{e['mean_acc_per_seed'][x]:.2f}" if x in e["mean_acc_per_seed"] else "failed" for x in seeds]
+        same = {True: "yes", False: "NO", None: "-"}[e["seed0_equals_committed"]]
+        lines.append(f"| {d} | " + " | ".join(cells) + f" | {e['mean']:.2f} | {e['std']:.2f} | "
+                     f"{e['min']:.2f}..{e['max']:.2f} | {same} |")
+    table = {_mark(r["detector"]): float(r["Mean"]) for r in src.rows("mini_acc")}  # the committed rows
+    unranked = not_ranked(pd.Series(table), pd.Series({d: dets[d]["std"] if d in dets else math.nan for d in table}))
+    names = ", ".join(f"`{d}`" for d in sorted(table, key=lambda d: -table[d]) if unranked[d])
+    stds = [e["std"] for e in dets.values()]
+    failed = [d for d, e in s["detectors"].items() if e["failed"]]
+    missing = [d for d in s.get("order", []) if d not in dets]
+    m = s["machine"]
+    return ("\n".join(lines) + f"\n\nMean ACC (%) per seed; std = sample standard deviation over the seeds. Median "
+            f"std {statistics.median(stds):.2f} points, largest {max(stds):.2f}. By the table's rule (a row's std "
+            f"larger than its Mean lead over the next row of `results/tables/mini_acc.md`), {int(unranked.sum())} of "
+            f"{len(table)} rows are not ranked" + (f": {names}" if names else "") + ". "
+            + (f"Runs that failed: {', '.join(failed)}. " if failed else "")
+            + (f"Not measured (the measurement was stopped before them): {', '.join(missing)}. " if missing else "")
+            + f"Measured {s['date'][:10]} at commit `{s['commit'][:7]}` on {m['cpu_model']} x{m['cpu_cores']} "
+            f"(load average {m['loadavg'][0]:.1f} at the end, other work sharing the cores), "
+            f"{s['wall_seconds'] / 60:.0f} min of commands in all.")
+
+
 def minigen_weights(src: Sources) -> str:
     size = (src.repo / "sep_bench/data/minigen_generators.npz").stat().st_size
     return f"`sep_bench/data/minigen_generators.npz` ({size / 1000:.0f} KB)"
@@ -266,6 +306,7 @@ BLOCKS: dict[str, Callable[[Sources], str]] = {
     "stage-count": stage_count,
     "detectors-table": _detectors_table,
     "mini-recipe-notes": mini_recipe_notes,
+    "seed-spread": seed_spread,
 }
 
 

@@ -5,7 +5,8 @@ Inputs are the evaluate stages' outputs only (metrics JSON and predictions parqu
 params.yaml for the caption facts. Outputs (paths relative to the working directory; ``<p>`` = profile):
 
 ``results/tables/<p>_acc.{md,csv,tex}``        ACC, bold best / underlined second, cost columns beside Mean,
-                                              bootstrap CIs under it (md)
+                                              bootstrap CIs under it (md); the measured seed spread of each
+                                              row when results/benchmarks/seed_spread.json has it (report.spread)
 ``results/tables/<p>_{ap,auc}.{md,csv,tex}``   AP and AUC, same layout
 ``results/tables/<p>_real_fake.{md,csv,tex}``  real-ACC / fake-ACC breakdown
 ``results/tables/<p>_summary.csv``             long format: every metric's mean, std, seeds, ACC CI
@@ -30,7 +31,8 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.io import write_text
-from sep_bench.report import efficiency, learning, plots, protocol_tables, reported, robustness, stats, tables
+from sep_bench.report import (efficiency, learning, plots, protocol_tables, reported, robustness, spread, stats,
+                               tables)
 
 __all__ = ["Report", "build_report", "recipe_facts", "DEFAULT_REFERENCE"]
 
@@ -233,7 +235,7 @@ def _write_tables(rep: Report, p, metrics: list[dict], specs: dict, hashes: dict
     stem = lambda name: tables_dir / f"{profile}_{name}"  # noqa: E731
     common = {"facts": {d: recipe_facts(s) for d, s in specs.items()}, "current_hashes": hashes}
     acc = tables.write_table(metrics, stem("acc"), "acc", extra_md=_ci_md(rep) + _missing_md(rep), cost=True,
-                             **common)
+                             spread=spread.load_spread(metrics, row_of), **common)
     ap = tables.write_table(metrics, stem("ap"), "ap", cost=True, **common)
     tables.write_table(metrics, stem("auc"), "auc", cost=True, **common)
     tables.write_breakdown(metrics, stem("real_fake"), **common)
