@@ -85,9 +85,10 @@ def test_every_dvc_parameter_exists_in_params_yaml_for_every_profile_and_detecto
                 for det, entry in ((d, e) for d in params["detectors"] for e in entries):
                     if "${item.entry}" in key and entry not in params.get("released", {}):
                         continue
-                    dotted = key.replace("${profile}", profile).replace("${item.detector}", det)
-                    dotted = dotted.replace("${item.entry}", entry)
-                    node = params
-                    for part in dotted.split("."):
-                        assert isinstance(node, dict) and part in node, f"{dotted} missing from params.yaml"
-                        node = node[part]
+                    for budget in params["budgets"]:  # every budget `-S budget=<name>` can select, full included
+                        dotted = key.replace("${profile}", profile).replace("${item.detector}", det)
+                        dotted = dotted.replace("${item.entry}", entry).replace("${budget}", budget)
+                        node = params
+                        for part in dotted.split("."):
+                            assert isinstance(node, dict) and part in node, f"{dotted} missing from params.yaml"
+                            node = node[part]

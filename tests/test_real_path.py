@@ -124,6 +124,17 @@ def test_smoke_budget_caps_every_detector_and_is_another_protocol():
         load_params(REPO / "params.yaml", {"budget": "tiny"})
 
 
+def test_budgets_full_takes_no_caps_and_stages_read_only_the_active_budget():
+    with pytest.raises(ProtocolError, match="budgets.full: the name 'full' is the protocol itself and takes no caps"):
+        load_params(REPO / "params.yaml", {"budgets.full": {"epochs": 1}})
+    # each stage's DVC params name the active budget's caps only, so defining another budget reruns nothing
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    budget_params = {name: [p for p in st.get("params", []) if isinstance(p, str) and p.startswith("budget")]
+                     for name, st in stages.items()}
+    assert all(ps in ([], ["budget", "budgets.${budget}"]) for ps in budget_params.values()), budget_params
+    assert sum(1 for ps in budget_params.values() if ps) >= 5
+
+
 def test_tables_name_the_run_budget():
     m = {"detector": "npr", "profile": "genimage", "seed": 0, "protocol_hash": "x", "budget": "smoke"}
     lines, _ = tables.caption_lines([m], "ACC")

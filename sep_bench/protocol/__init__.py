@@ -488,10 +488,13 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _known_budget(self) -> "Params":
         if self.budget != FULL_BUDGET and self.budget not in self.budgets:
+            named = [b for b in self.budgets if b != FULL_BUDGET]
             raise ValueError(f"budget {self.budget!r} is not defined; use {FULL_BUDGET!r} or one of budgets: "
-                             f"{', '.join(self.budgets) or '(none defined)'}")
-        if FULL_BUDGET in self.budgets:
-            raise ValueError(f"budgets.{FULL_BUDGET}: the name {FULL_BUDGET!r} is the protocol itself (no caps)")
+                             f"{', '.join(named) or '(none defined)'}")
+        full = self.budgets.get(FULL_BUDGET)
+        if full is not None and full.describe():  # listed so that DVC stages can read budgets.<budget>: no caps
+            raise ValueError(f"budgets.{FULL_BUDGET}: the name {FULL_BUDGET!r} is the protocol itself and takes no caps "
+                             f"(got {full.describe()}); define another budget name for them")
         return self
 
     def run_budget(self) -> BudgetSpec | None:
