@@ -37,6 +37,22 @@ PROFILE_SIZES = {"genimage": 512, "mini": 128, "aigcbench": 256}
 _IMAGE_SET_VERSION = 1
 
 
+def clone_sources(clone: Path) -> dict[str, str]:
+    """The environment that runs `clone`'s own sources with this checkout's virtual environment.
+
+    PYTHONPATH puts the clone's ``sep_bench`` first, but the editable install maps ``sep_bench.baselines`` to THIS
+    checkout's ``baselines/``; a link ``sep_bench/baselines -> ../baselines`` in the clone (kept out of its git
+    status) is found first, so the clone's detector modules run too."""
+    link = clone / "sep_bench" / "baselines"
+    if not link.is_symlink():
+        link.symlink_to(Path("..") / "baselines")
+    exclude = clone / ".git" / "info" / "exclude"
+    if exclude.parent.is_dir() and "/sep_bench/baselines" not in (exclude.read_text() if exclude.exists() else ""):
+        with exclude.open("a") as f:
+            f.write("\n/sep_bench/baselines\n")
+    return {"PYTHONPATH": str(clone)}
+
+
 # ---- arguments -------------------------------------------------------------------------------------------------
 
 

@@ -6,8 +6,9 @@
 Steps, each timed with a wall clock:
 1. ``git clone`` of this repository's HEAD into a temporary folder (the working tree's uncommitted changes are
    NOT included: commit first). The clone reuses this checkout's ``.venv`` (a symbolic link), so step 2 measures
-   the pipeline, not the installation; ``--env`` measures the installation separately (step 4). PYTHONPATH puts
-   the clone's sources before the editable install's (which points at this checkout).
+   the pipeline, not the installation; ``--env`` measures the installation separately (step 4). The clone's own
+   sources run (`_common.clone_sources`: PYTHONPATH, and a link for the detector modules, which the editable
+   install maps to this checkout).
 2. ``sep-bench pipeline`` (``dvc repro`` with per-stage timing) in the clone: every stage's seconds, the total,
    and the budget check (goal: at most 600 s on 2 CPU cores, data stage included).
 3. the same command again with nothing changed: DVC must find every stage up to date (goal: under 5 s).
@@ -40,6 +41,10 @@ from contextlib import nullcontext
 from typing import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import clone_sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"cold_seconds": 600.0, "noop_seconds": 5.0, "incremental_seconds": 60.0}
@@ -91,7 +96,7 @@ def pipeline_times(workdir: Path, edit: str = "npr") -> dict:
     clone = _clone(workdir / "clone")
     (clone / ".venv").symlink_to(ROOT / ".venv")
     sep_bench = str(ROOT / ".venv/bin/sep-bench")
-    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", "PYTHONPATH": str(clone)}
+    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", **clone_sources(clone)}
     cold, text = _run([sep_bench, "pipeline"], clone, env, workdir / "cold.log")
     stages = _stage_times(clone)
     verdict = next((ln for ln in reversed(text.splitlines()) if "reproduced" in ln), "")
@@ -233,7 +238,7 @@ def edit_once(clone: Path, run: Callable[[str], tuple[float, str]], rel: str) ->
 
 
 def incremental_only(clone: Path, edit: str, quick: bool = False) -> None:
-    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", "PYTHONPATH": str(clone)}
+    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", **clone_sources(clone)}
     logs = Path(tempfile.mkdtemp(prefix="sep-bench-incremental-"))
     started = machine()
 

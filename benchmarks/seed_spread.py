@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, write_report
+from _common import REPO_ROOT, clone_sources, write_report
 
 ROOT = REPO_ROOT
 RESULT_KINDS = ("metrics", "predictions", "robustness")
@@ -80,7 +80,7 @@ class Runner:
         self.clone, self.logs = clone, logs
         self.exe = str(ROOT / ".venv/bin/sep-bench")
         env = {"HF_HUB_OFFLINE": "1", **os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}",
-               "PYTHONPATH": str(clone)}
+               **clone_sources(clone)}
         if omp_passive:  # waiting OpenMP threads sleep instead of spinning: same threads, same numbers
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.server = WarmServer(env, logs / "warm-server.log") if warm else None
