@@ -83,3 +83,13 @@ def workdir(tmp_path, monkeypatch, tiny_tree) -> Path:
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # project root for the MLflow DB
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture
+def synth(tmp_path, monkeypatch):
+    """A scratch working folder for report commands on synthetic results: the current directory, with no pipeline
+    parent run or DVC stage inherited from the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEP_BENCH_PARENT_RUN_ID", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    return tmp_path

@@ -174,14 +174,6 @@ def test_reported_single_seed_says_spread_unknown():
 # ---- the report command ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def synth(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEP_BENCH_PARENT_RUN_ID", raising=False)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
-    return tmp_path
-
-
 def test_report_writes_every_declared_output_with_marks_std_ci_and_paired_tests(synth):
     write_results(synth, "tiny", ["g1", "g2"], {"npr": 0.75, "sep": 0.95, "univfd": 0.7}, seeds=(0, 1),
                   no_weights=("univfd",))

@@ -135,14 +135,6 @@ def test_unreadable_file_is_a_stated_skip(tmp_path):
     assert "Seed std" not in md.split("\n\n")[0] and "Seed spread not shown" in md and "unreadable" in md
 
 
-@pytest.fixture
-def synth(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SEP_BENCH_PARENT_RUN_ID", raising=False)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
-    return tmp_path
-
-
 def test_report_command_reads_the_committed_spread_file(synth):
     write_results(synth, "tiny", GENERATORS, {"npr": 0.75, "sep": 0.95})
     hashes = {m["detector"]: m["protocol_hash"] for m in
