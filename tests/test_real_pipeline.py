@@ -28,8 +28,9 @@ pytestmark = pytest.mark.slow
 EXP = ["dvc", "exp", "run", "-S", "profile=genimage", "-S", "run.detectors=[npr,formatonly]", "-S", "budget=smoke",
        "-S", "profiles.genimage.pretrained=false",
        # a validation slice the tiny tree can fill; a bad file is half of a generator's images under an extra
-       # evaluation (variant_subset 1: one per class); `+`: a key params.yaml does not list
-       "-S", "profiles.genimage.data.val.fraction=0.25", "-S", "+profiles.genimage.data.max_skip_fraction=0.5",
+       # evaluation (variant_subset 1: one per class); `++`: a key params.yaml does not list (add, or override on
+       # the second run, whose params.yaml dvc exp run already changed)
+       "-S", "profiles.genimage.data.val.fraction=0.25", "-S", "++profiles.genimage.data.max_skip_fraction=0.5",
        # speed only (no stage reads it as a parameter): no loader processes on a small CI machine
        "-S", "profiles.genimage.loader.train_workers=0", "-S", "profiles.genimage.loader.eval_workers=0"]
 
