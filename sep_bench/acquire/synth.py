@@ -144,7 +144,7 @@ class _Writer:
             if fake is not None:
                 path = folder / f"{fake.name}_{i:05d}{fake.fake_suffix}"
                 data = _fake_png(self.rng, _size(fake.fake_size, self.scale))
-                if fake.zero_byte_fakes and i == n - 1:
+                if fake.zero_byte_fakes and i == n - 1 and n >= 2:  # the folder keeps a readable fake
                     data = b""
                     self.summary.defects.append(f"{path}: zero bytes")
             else:
