@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py [--env] [--out results/benchmarks/pipeline.json]
     python benchmarks/pipeline.py --incremental-only CLONE [--quick]   # step 3b alone, in a finished clone
+    python benchmarks/pipeline.py --noop-only CLONE                     # step 3 alone, in a finished clone
 
 Steps, each timed with a wall clock:
 1. ``git clone`` of this repository's HEAD into a temporary folder (the working tree's uncommitted changes are
@@ -92,7 +93,7 @@ def edited_files(detector: str) -> list[str]:
     return list(dict.fromkeys([f"baselines/{detector}.py", "baselines/sep.py", "sep_bench/acquire/download.py"]))
 
 
-def pipeline_times(workdir: Path, edit: str = "npr") -> dict:
+def pipeline_times(workdir: Path, edit: str | None = "npr") -> dict:
     clone = _clone(workdir / "clone")
     (clone / ".venv").symlink_to(ROOT / ".venv")
     sep_bench = str(ROOT / ".venv/bin/sep-bench")
@@ -106,7 +107,7 @@ def pipeline_times(workdir: Path, edit: str = "npr") -> dict:
     def rerun(tag: str) -> tuple[float, str]:
         return _run([sep_bench, "pipeline"], clone, env, workdir / f"{tag}.log")
 
-    edits = [edit_rerun(clone, rerun, rel) for rel in edited_files(edit)]
+    edits = [edit_rerun(clone, rerun, rel) for rel in edited_files(edit)] if edit else []
     groups: dict[str, float] = {}
     for name, secs in stages.items():
         kind = name.split("@")[0]
@@ -258,6 +259,46 @@ def incremental_only(clone: Path, edit: str, quick: bool = False) -> None:
     print(json.dumps(result, indent=2))
 
 
+NOOP_RUNS = 3
+
+
+def noop_only(clone: Path) -> None:
+    """Step 3 alone, in a finished clone of this commit: one run to bring it up to date (its stages are recorded),
+    then `NOOP_RUNS` runs with nothing changed; writes results/benchmarks/pipeline_noop.json."""
+    env = {"PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}", **clone_sources(clone)}
+    logs = Path(tempfile.mkdtemp(prefix="sep-bench-noop-"))
+    started = machine()
+    sep_bench = str(ROOT / ".venv/bin/sep-bench")
+    seconds, text = _run([sep_bench, "pipeline"], clone, env, logs / "update.log")
+    update = {"seconds": round(seconds, 1), "stages": _stages_run(text)}
+    runs = []
+    for i in range(NOOP_RUNS):
+        seconds, text = _run([sep_bench, "pipeline"], clone, env, logs / f"noop-{i}.log")
+        runs.append({"seconds": round(seconds, 2), "all_up_to_date": "0 stage(s) run" in text,
+                     "verdict": next((ln for ln in reversed(text.splitlines()) if "reproduced" in ln), "")})
+    started["loadavg_end"] = os.getloadavg()
+    worst = max(r["seconds"] for r in runs)
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": started, "goals": GOALS,
+              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True,
+                                       text=True).stdout.strip(),
+              "update": update, "noop_runs": runs, "noop_seconds_max": worst,
+              "met": worst < GOALS["noop_seconds"] and all(r["all_up_to_date"] for r in runs)}
+    out = ROOT / "results/benchmarks/pipeline_noop.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(noop_sentence(result))
+
+
+def noop_sentence(result: dict) -> str:
+    """The sentence on the no-op run, from results/benchmarks/pipeline_noop.json."""
+    m = result["machine"]
+    times = ", ".join(f"{r['seconds']:.1f} s" for r in result["noop_runs"])
+    return (f"With nothing changed, `make pipeline` in a finished clone took {times} ({len(result['noop_runs'])} "
+            f"runs; {m['cpus']} CPU cores, {_cpu_words(m)}{_load_words(m)}; goal {GOALS['noop_seconds']:.0f} s: "
+            f"{'met' if result['met'] else 'NOT met'}; `python benchmarks/pipeline.py --noop-only` at commit "
+            f"{result['commit'][:7]}, {result['date'][:10]}).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="store_true", help="also time the environment set-up (uv vs pip)")
@@ -266,12 +307,20 @@ def main() -> None:
                         help="keep the clone (results/, dvc.lock, logs) in this folder instead of deleting it")
     parser.add_argument("--readme", action="store_true", help="only regenerate the README sentence from --out (and every docs figure)")
     parser.add_argument("--edit", default="npr", help="the detector whose module the incremental step edits")
+    parser.add_argument("--no-edits", action="store_true",
+                        help="skip step 3b (measure it later with --incremental-only in the --keep clone)")
     parser.add_argument("--quick", action="store_true",
                         help="with --incremental-only: edit the download code, then --edit's module; no undo runs")
     parser.add_argument("--incremental-only", type=Path, default=None, metavar="CLONE",
                         help="only step 3b, in CLONE (a finished run of this commit, e.g. a --keep folder's clone); "
                              "writes results/benchmarks/pipeline_incremental.json")
+    parser.add_argument("--noop-only", type=Path, default=None, metavar="CLONE",
+                        help="only step 3, in CLONE (a finished run, e.g. a --keep folder's clone, at this commit): "
+                             "writes results/benchmarks/pipeline_noop.json")
     args = parser.parse_args()
+    if args.noop_only:
+        noop_only(args.noop_only)
+        return
     if args.readme:
         ok = write_readme(json.loads(args.out.read_text()))
         print("README updated" if ok else f"README has no {README_MARK[0]} marker")
@@ -288,13 +337,13 @@ def main() -> None:
         result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "goals": GOALS,
                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                            text=True).stdout.strip(),
-                  "pipeline": pipeline_times(Path(tmp), args.edit)}
+                  "pipeline": pipeline_times(Path(tmp), None if args.no_edits else args.edit)}
         result["machine"]["loadavg_end"] = os.getloadavg()  # other work on the machine shows here
         if args.env:
             result["env"] = env_times(Path(tmp))
     p = result["pipeline"]
     result["met"] = {"cold": p["cold_seconds"] <= GOALS["cold_seconds"], "noop": p["noop_seconds"] < GOALS["noop_seconds"],
-                     "incremental": _incremental_met(p["edits"], args.edit)}
+                     "incremental": _incremental_met(p["edits"], args.edit) if p["edits"] else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in p.items() if k != "stages"}, indent=2))

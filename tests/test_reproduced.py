@@ -151,3 +151,34 @@ def test_spread_option_sets_every_row_or_one_row():
         _spreads(["c=1"], ["a", "b"])
     with pytest.raises(typer.BadParameter):
         _spreads(["a=x"], ["a", "b"])
+
+
+def test_torch_facts_are_cached_per_machine_and_recomputed_when_the_key_changes(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(rp, "TORCH_FACTS_CACHE", tmp_path / "tmp" / "facts.json")
+    fresh = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    assert rp.machine_info()["threads"] == fresh["threads"]  # computed, then cached under this machine's key
+    cached = json.loads((tmp_path / "tmp" / "facts.json").read_text())
+    assert cached["facts"] == fresh
+    (tmp_path / "tmp" / "facts.json").write_text(json.dumps({"key": cached["key"], "facts": {**fresh, "threads": 99}}))
+    assert rp.machine_info()["threads"] == 99  # the key matches: torch is not asked
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a variable torch's threads follow: another key, asked again
+    assert rp.machine_info()["threads"] == fresh["threads"]
+    (tmp_path / "tmp" / "facts.json").write_text("{not json")
+    assert rp.machine_info()["torch_cpu_capability"] == fresh["torch_cpu_capability"]
+
+
+def test_code_hashes_come_from_one_parse_of_the_lock(tmp_path):
+    from sep_bench.report.verdict import code_hashes, recorded_stages
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  train@a-0:\n    deps:\n    - path: baselines/a.py\n      md5: m1\n"
+                    "    - path: data/prepared/mini\n      md5: d.dir\n  evaluate@a-0:\n    deps:\n"
+                    "    - path: sep_bench/engine/evaluate.py\n      md5: m2\n")
+    recorded = recorded_stages(lock)
+    assert code_hashes(recorded, ["train@a-0", "evaluate@a-0", "absent"]) == {
+        "baselines/a.py": "m1", "sep_bench/engine/evaluate.py": "m2"}
+    assert recorded_stages(tmp_path / "missing.lock") == {}
+    (tmp_path / "bad.lock").write_text("stages: [unclosed\n")
+    assert recorded_stages(tmp_path / "bad.lock") == {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -33,7 +34,7 @@ import pandas as pd
 
 from sep_bench import paths
 from sep_bench.hostinfo import cpu_flags, cpu_model, cpu_vendor
-from sep_bench.report.verdict import code_hashes, factors, likely_cause
+from sep_bench.report.verdict import code_hashes, factors, likely_cause, recorded_stages
 
 __all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
            "write_tables"]
@@ -50,11 +51,52 @@ DEFAULT_SPREAD = None
 CODE_PATHS = ("sep_bench", "baselines", "pyproject.toml", "requirements.lock", "params.yaml", "dvc.yaml")
 
 
+#: torch's dispatch facts of this machine, cached: importing torch costs seconds, and the no-op `make pipeline` prints
+#: the verdict (a stale entry is never used: `_torch_facts_key`)
+TORCH_FACTS_CACHE = Path(".dvc/tmp/sep-bench-torch-facts.json")
+_TORCH_ENV = ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _torch_facts_key() -> str:
+    """What the facts depend on: the CPU, the cores this process may use, torch's version and the variables that
+    cap its dispatch or its threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 0
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "?"
+    env = {k: os.environ.get(k) for k in _TORCH_ENV}
+    key = [cpu_model(), cpu_vendor(), sorted(cpu_flags()), cores, torch_version, env, platform.machine()]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+
+def _torch_facts() -> dict:
+    """{torch_cpu_capability, threads}: from the cache when its key matches, else from torch (and cached)."""
+    key = _torch_facts_key()
+    try:
+        cached = json.loads(TORCH_FACTS_CACHE.read_text())
+        if cached.get("key") == key:
+            return cached["facts"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    import torch
+
+    facts = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    if TORCH_FACTS_CACHE.parent.parent.is_dir():  # only inside a DVC project (.dvc/): never creates one
+        try:
+            TORCH_FACTS_CACHE.parent.mkdir(exist_ok=True)
+            TORCH_FACTS_CACHE.write_text(json.dumps({"key": key, "facts": facts}))
+        except OSError:
+            pass  # a read-only checkout: no cache, the same facts
+    return facts
+
+
 def machine_info(deterministic: bool | None = None) -> dict:
     """CPU vendor, model, instruction-set flags, the CPU capability torch dispatches to, threads, the profile's
     deterministic mode and library versions."""
-    import torch
-
     flags = cpu_flags()
     versions = {}
     for pkg in _PACKAGES:
@@ -68,8 +110,7 @@ def machine_info(deterministic: bool | None = None) -> dict:
         "deterministic": deterministic,
         "arch": platform.machine(),
         "isa": sorted(f for f in _ISA_FLAGS if f in flags),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
+        **_torch_facts(),
         "python": platform.python_version(),
         "versions": versions,
     }
@@ -110,6 +151,7 @@ def snapshot(profile: str, deterministic: bool | None = None) -> dict:
     code_deps}}}, data_digest, machine, code}. `code_deps`: the hashes DVC recorded (``dvc.lock``) for the code the
     row's stages read."""
     rows: dict[str, dict[str, dict]] = {}
+    recorded = recorded_stages(Path("dvc.lock"))
     for metrics_file in sorted(paths.metrics_dir(profile).glob("*/seed*.json")):
         m = json.loads(metrics_file.read_text())
         row, seed = metrics_file.parent.name, metrics_file.stem.removeprefix("seed")
@@ -119,7 +161,7 @@ def snapshot(profile: str, deterministic: bool | None = None) -> dict:
             "protocol_hash": m.get("protocol_hash"),
             "logits_sha256": _logits_sha256(pred),
             "weights_sha256": _file_sha256(paths.train_dir(profile, row, int(seed)) / "best.safetensors"),
-            "code_deps": code_hashes(Path("dvc.lock"), _row_stages(row, seed)),
+            "code_deps": code_hashes(recorded, _row_stages(row, seed)),
         }
     from sep_bench.tracking import git_state
 

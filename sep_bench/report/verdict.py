@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["Factor", "factors", "likely_cause", "code_hashes"]
+__all__ = ["Factor", "factors", "likely_cause", "code_hashes", "recorded_stages"]
 
 #: rank order (lower first) of the factors that can change a row's bits
 _RANK = {"data": 0, "protocol": 1, "code": 2, "libraries": 3, "deterministic mode": 4, "threads": 5, "cpu": 6,
@@ -45,12 +45,18 @@ class Factor:
         return f"{text}: {self.note}" if self.note else text
 
 
-def code_hashes(lock: Path, stages: list[str]) -> dict[str, str]:
-    """{code path: hash} of the project-code dependencies DVC recorded for `stages` in `lock` (``dvc.lock``)."""
+def recorded_stages(lock: Path) -> dict:
+    """{stage: record} of `lock` (``dvc.lock``), parsed once (libyaml's parser where PyYAML has it: the lock of a
+    full pipeline is half a megabyte, about 5 s for the pure-Python parser on 2 cores); {} when unreadable."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        recorded = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        return (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})  # noqa: S506 (a safe loader)
     except (OSError, yaml.YAMLError):
         return {}
+
+
+def code_hashes(recorded: dict, stages: list[str]) -> dict[str, str]:
+    """{code path: hash} of the project-code dependencies DVC recorded for `stages` (`recorded_stages`)."""
     out = {}
     for stage in stages:
         for dep in (recorded.get(stage) or {}).get("deps", []):
