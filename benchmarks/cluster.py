@@ -39,6 +39,10 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import clone_sources  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = ("npr", "cnnspot")
 PREEMPT_STAGE = "train@npr-0"
@@ -87,10 +91,12 @@ def make_copy(dest: Path, source: Path = ROOT) -> dict:
     # the report stage depends on results/selection/<profile>, which no stage writes when run.selection is empty
     (dest / "results/selection/mini").mkdir(parents=True)
     env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(dest), "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     for var in ("DVC_ROOT", "DVC_STAGE", "MLFLOW_TRACKING_URI", "SEP_BENCH_PIPELINE_ID", "SEP_BENCH_PARENT_RUN_ID"):
         env.pop(var, None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+    run(["git", "init", "-q"], dest, env)
+    env.update(clone_sources(dest))  # the copy's own sources, its detector modules included (after git init: the
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):  # link is kept out of the commit)
         run(cmd, dest, env)
     return env
 
