@@ -271,8 +271,11 @@ def cluster_timing(src: Sources) -> str:
 
 def stage_count(src: Sources) -> str:
     p = src.json("pipeline")["pipeline"]
-    kinds = ", ".join(f"{k} {sum(s.split('@')[0] == k for s in p['stages'])}" for k in sorted(p["by_kind"]))
-    return f"{p['n_stages']} stages ({kinds})"
+    if p.get("pipeline_stages"):  # every stage of the pipeline (dvc.lock after the run), run or up to date
+        kinds = p["pipeline_stages"]
+    else:  # older files: the stages that ran
+        kinds = {k: sum(s.split("@")[0] == k for s in p["stages"]) for k in p["by_kind"]}
+    return f"{sum(kinds.values())} stages ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})"
 
 
 def mini_recipe_notes(src: Sources) -> str:
