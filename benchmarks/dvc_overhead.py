@@ -85,6 +85,19 @@ def measure(clone: Path, repeats: int, stage: str) -> dict:
             "lock": _lock_facts(clone)}
 
 
+def doc_sentence(result: dict) -> str:
+    """docs/performance.md's sentence on DVC's own time, from results/benchmarks/dvc_overhead.json."""
+    st, lock, m = result["dvc_status_seconds"], result["lock"], result["machine"]
+    return (f"DVC's own time in a finished clone ({m['cpus']} CPU cores, {m['cpu']}; `python "
+            f"benchmarks/dvc_overhead.py` at commit {result['commit'][:7]}, {result['date'][:10]}): `dvc status` "
+            f"takes {st['as declared']:.1f} s with the stages as declared, {st['no params']:.1f} s without the "
+            f"per-detector stages' `params:`, {st['no code deps']:.1f} s without their code dependencies and "
+            f"{st['neither']:.1f} s without both; rewriting one stage's entry of `dvc.lock` "
+            f"({lock['bytes'] / 1024:.0f} KiB, {lock['deps']} dependency entries, {lock['code_deps']} of them code "
+            f"files) takes {result['lock_update_seconds']:.1f} s, which `dvc repro` pays after each of the "
+            f"{lock['stages']} stages.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clone", type=Path, help="a finished run of the pipeline")

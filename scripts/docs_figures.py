@@ -69,6 +69,10 @@ def pipeline_timing(src: Sources) -> str:
     return _benchmark_module("pipeline").readme_sentence(src.json("pipeline"))
 
 
+def dvc_overhead(src: Sources) -> str:
+    return _benchmark_module("dvc_overhead").doc_sentence(src.json("dvc_overhead"))
+
+
 def pipeline_incremental(src: Sources) -> str:
     return _benchmark_module("pipeline").incremental_sentence(src.json("pipeline_incremental"))
 
@@ -295,6 +299,7 @@ BLOCKS: dict[str, Callable[[Sources], str]] = {
     "mini-acc-table": mini_acc_table,
     "pipeline-timing": pipeline_timing,
     "pipeline-incremental": pipeline_incremental,
+    "dvc-overhead": dvc_overhead,
     "default-run": default_run,
     "learning-check": learning_check,
     "format-leak": format_leak,
