@@ -154,9 +154,17 @@ def test_spread_option_sets_every_row_or_one_row():
 
 
 def test_torch_facts_are_cached_per_machine_and_recomputed_when_the_key_changes(tmp_path, monkeypatch):
+    import sys
+
     import torch
 
     monkeypatch.setattr(rp, "TORCH_FACTS_CACHE", tmp_path / "tmp" / "facts.json")
+    live = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    monkeypatch.setattr(rp, "_live_torch_facts", lambda: dict(live))
+    assert "torch" in sys.modules and not rp.TORCH_FACTS_CACHE.exists()
+    rp.machine_info()  # a process with torch imported asks torch and caches nothing (its own settings may differ)
+    assert not rp.TORCH_FACTS_CACHE.exists()
+    monkeypatch.delitem(sys.modules, "torch")  # as in `make pipeline`'s process, which never imports torch
     fresh = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
     assert rp.machine_info()["threads"] == fresh["threads"]  # computed, then cached under this machine's key
     cached = json.loads((tmp_path / "tmp" / "facts.json").read_text())

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -73,8 +74,17 @@ def _torch_facts_key() -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
+def _live_torch_facts() -> dict:
+    import torch
+
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+
+
 def _torch_facts() -> dict:
-    """{torch_cpu_capability, threads}: from the cache when its key matches, else from torch (and cached)."""
+    """{torch_cpu_capability, threads}: from the cache when its key matches, else from torch (and cached). A
+    process that has imported torch asks it (its own settings, e.g. set_num_threads, may differ) and caches nothing."""
+    if "torch" in sys.modules:
+        return _live_torch_facts()
     key = _torch_facts_key()
     try:
         cached = json.loads(TORCH_FACTS_CACHE.read_text())
@@ -82,9 +92,7 @@ def _torch_facts() -> dict:
             return cached["facts"]
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    import torch
-
-    facts = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    facts = _live_torch_facts()
     if TORCH_FACTS_CACHE.parent.parent.is_dir():  # only inside a DVC project (.dvc/): never creates one
         try:
             TORCH_FACTS_CACHE.parent.mkdir(exist_ok=True)
