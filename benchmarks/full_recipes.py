@@ -491,18 +491,21 @@ def doc_block(report: dict) -> str:
              f"time in all, the largest peak {t['peak_rss_mib'] / 1024:.1f} GiB; budget `{report['budget']['name']}` "
              f"({caps}); failed: {', '.join(t['failed']) or 'none'}.", "",
              "| profile | detector | reconstruct (CPU / peak) | train (CPU / peak) | evaluate (CPU / peak) | "
-             "wall s | skipped files |", "|---|---|---|---|---|---|---|"]
+             "wall s | skipped files | measured (load average) |", "|---|---|---|---|---|---|---|---|"]
     for profile, by_det in report["runs"].items():
         for det, r in by_det.items():
             c = r["commands"]
             skipped = r.get("skipped", {}).get("count", "-")
             lines.append(f"| {profile} | {det} | {_cell(c.get('reconstruct'))} | {_cell(c.get('train'))} | "
-                         f"{_cell(c.get('evaluate'))} | {r['wall_s']:.0f} | {skipped} |")
+                         f"{_cell(c.get('evaluate'))} | {r['wall_s']:.0f} | {skipped} | {_measured(report, r)} |")
     planned = {"genimage": report["args"].get("detectors") or [],
                "aigcbench": report["args"].get("aigcbench_detectors") or []}
     missing = [f"{p}/{d}" for p, names in planned.items() for d in names if d not in report["runs"].get(p, {})]
     if missing:
         lines += ["", f"Not measured (the run was stopped before them): {', '.join(missing)}."]
+    if any(r.get("measured_by") for by_det in report["runs"].values() for r in by_det.values()):
+        lines += ["", "Some rows come from later runs of this script, merged with `--merge`: the last column gives "
+                      "each row's date and the load average at the start of its run. The totals above sum every row."]
     busy = report["loadavg_start"][0] > m["cpu_cores"]
     lines += ["", "A timeout's CPU seconds are what the command had used when it was killed (a lower bound)."
               + (" The wall times are of a machine shared with other jobs (load average above its core count): "
@@ -512,6 +515,13 @@ def doc_block(report: dict) -> str:
     if report.get("acceptance"):
         lines += ["", acceptance_sentence(report["acceptance"])]
     return "\n".join(lines)
+
+
+def _measured(report: dict, run: dict) -> str:
+    """'2026-12-07 (5.7)': when the row was measured and the load average at the start of its run (a merged row
+    carries its own run's: on a busy machine the CPU seconds grow too, not only the wall time)."""
+    origin = run.get("measured_by") or report
+    return f"{origin['date'][:10]} ({origin['loadavg_start'][0]:.1f})"
 
 
 def sep_sentence(b: dict) -> str:

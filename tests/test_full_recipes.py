@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 DETECTORS = list(load_params(REPO / "params.yaml").run.detectors)
 
 #: the recipes CI's budget holds: the two cheapest of results/benchmarks/full_recipes.json (CPU seconds of train +
-#: evaluate), about three CPU-minutes together; every other one costs more than CI's whole remaining budget
+#: evaluate); the others cost more than CI's remaining budget (docs/real-data.md, block full-recipes)
 CI_GROUP = {"genimage": ("npr", "formatonly"), "aigcbench": ()}
 
 
