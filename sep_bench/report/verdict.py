@@ -46,11 +46,11 @@ class Factor:
 
 
 def recorded_stages(lock: Path) -> dict:
-    """{stage: record} of `lock` (``dvc.lock``), parsed once (libyaml's parser where PyYAML has it: the lock of a
-    full pipeline is half a megabyte, about 5 s for the pure-Python parser on 2 cores); {} when unreadable."""
+    """{stage: record} of `lock` (``dvc.lock``), parsed once, with libyaml's parser where PyYAML has it (the lock of
+    a full pipeline is half a megabyte: seconds for the pure-Python parser); {} when unreadable."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})  # noqa: S506 (a safe loader)
+        return (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
         return {}
 
