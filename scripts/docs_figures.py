@@ -69,6 +69,10 @@ def pipeline_timing(src: Sources) -> str:
     return _benchmark_module("pipeline").readme_sentence(src.json("pipeline"))
 
 
+def pipeline_noop(src: Sources) -> str:
+    return _benchmark_module("pipeline").noop_sentence(src.json("pipeline_noop"))
+
+
 def dvc_overhead(src: Sources) -> str:
     return _benchmark_module("dvc_overhead").doc_sentence(src.json("dvc_overhead"))
 
@@ -300,6 +304,7 @@ BLOCKS: dict[str, Callable[[Sources], str]] = {
     "pipeline-timing": pipeline_timing,
     "pipeline-incremental": pipeline_incremental,
     "dvc-overhead": dvc_overhead,
+    "pipeline-noop": pipeline_noop,
     "default-run": default_run,
     "learning-check": learning_check,
     "format-leak": format_leak,
