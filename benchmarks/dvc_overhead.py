@@ -58,10 +58,11 @@ def _variant(pipeline: dict, drop_params: bool, drop_code: bool) -> dict:
 
 
 def _lock_facts(clone: Path) -> dict:
-    text = (clone / "dvc.lock").read_text()
-    stages = (yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("stages", {})
+    from sep_bench.report.verdict import recorded_stages
+
+    stages = recorded_stages(clone / "dvc.lock")
     deps = [d for s in stages.values() for d in s.get("deps", [])]
-    return {"bytes": len(text.encode()), "stages": len(stages), "deps": len(deps),
+    return {"bytes": (clone / "dvc.lock").stat().st_size, "stages": len(stages), "deps": len(deps),
             "code_deps": sum(str(d.get("path", "")).startswith(CODE_ROOTS) for d in deps)}
 
 
