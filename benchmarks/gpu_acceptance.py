@@ -85,8 +85,10 @@ def data_sizes(spec) -> dict:
     if data.max_test_images_per_generator is not None:
         per_gen = {g: min(n, data.max_test_images_per_generator) for g, n in per_gen.items()}
     test = sum(per_gen.values())
-    subset = spec.recipe.eval.variant_subset  # the extra evaluations' images per generator and class
-    variant = test if subset is None else min(test, subset * 2 * len(per_gen))
+    ev = spec.recipe.eval  # the extra evaluations: variant_subset images per generator and class, of the first
+    variant_gens = list(per_gen)[:ev.variant_generators]  # variant_generators generators (None: all)
+    variant = sum(per_gen[g] if ev.variant_subset is None else min(per_gen[g], ev.variant_subset * 2)
+                  for g in variant_gens)
     return {"train_images": train, "val_images": val, "test_images": test, "variant_images": variant,
             "source": f"profiles.{spec.profile_name}.full_size ({full.source.strip()})"}
 

@@ -138,3 +138,30 @@ def test_variant_subset_is_fixed_and_the_clean_pass_sees_every_image(workdir):
     samples = evaluation_samples(Path(data.root), data)
     moved = [type(s)(s.path.replace(str(data.root), "/elsewhere"), s.label, s.generator, s.split) for s in samples]
     assert variant_subset(samples, 1) == variant_subset(moved, 1)
+
+
+def test_variant_generators_limit_the_extra_evaluations_to_the_first_generators(workdir):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from sep_bench.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-d", "npr", "--no-track"]).exit_code == 0
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["profiles"]["tiny"]["eval"].update(perturbations=["jpeg75"], variant_subset=1, variant_generators=1)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    res = runner.invoke(app, ["evaluate", "-d", "npr", "--no-track"])
+    assert res.exit_code == 0, res.output
+    clean = json.loads((workdir / "results/metrics/tiny/npr/seed0.json").read_text())
+    first = p["profiles"]["tiny"]["data"]["test_generators"][0]
+    assert len(clean["generators"]) > 1  # the clean evaluation still sees every generator
+    folder = workdir / "results/robustness/tiny/npr/seed0"
+    for name in ("jpeg75", "clean_subset"):
+        m = json.loads((folder / f"{name}.json").read_text())
+        assert m["test_generators"] == [first] and list(m["generators"]) == [first], name
+        assert m["n_images"] == 2
+        assert m["variant_subset"] == {"per_generator_and_class": 1, "n_images": 2, "generators": [first]}
+    assert "variant_generators" not in json.dumps(clean)  # the clean record is unchanged

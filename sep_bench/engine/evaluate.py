@@ -153,7 +153,7 @@ def evaluate(
     plan = _plan(spec, det, cfg, samples)
     if sum(v.same_as is None for v in plan) > 1 and robustness_dir is None:
         raise ValueError("perturbations and protocol axes need a robustness_dir for their outputs")
-    subset = variant_subset(samples, ev.variant_subset)
+    subset = variant_subset(samples, ev.variant_subset, _variant_generators(data.test_generators, ev))
     sub_samples = samples if subset is None else [samples[i] for i in subset]
     n_shared = sum(v.shared_pass for v in plan)
     total = len(samples) + (len(sub_samples) if subset is not None and len(plan) > 1 else 0)
@@ -235,9 +235,8 @@ def _metrics(spec: RunSpec, plan: list[_Variant], samples, sub_samples, subset, 
             continue
         if v.name != "none" and subset is not None:
             v.result = InferenceResult(v.result.logits[subset], v.result.skipped)
-            outputs[v.name] = _variant_metrics(spec, sub_samples, v.result, v.name, common)
-            outputs[v.name][0]["variant_subset"] = {"per_generator_and_class": spec.recipe.eval.variant_subset,
-                                                    "n_images": len(sub_samples)}
+            outputs[v.name] = _variant_metrics(spec, sub_samples, v.result, v.name, common, _subset_generators(spec))
+            outputs[v.name][0]["variant_subset"] = _subset_record(spec, sub_samples)
         else:
             outputs[v.name] = _variant_metrics(spec, samples, v.result, v.name, common)
         outputs[v.name][0].update(v.info)
@@ -254,9 +253,8 @@ def _write_variants(spec: RunSpec, plan: list[_Variant], outputs: dict, clean: d
         chosen = set(subset)
         res0 = plan[0].result
         res0 = InferenceResult(res0.logits[subset], [r for r in res0.skipped if r["index"] in chosen])
-        base, base_preds = _variant_metrics(spec, sub_samples, res0, "none", common)
-        base["variant_subset"] = {"per_generator_and_class": spec.recipe.eval.variant_subset,
-                                  "n_images": len(sub_samples)}
+        base, base_preds = _variant_metrics(spec, sub_samples, res0, "none", common, _subset_generators(spec))
+        base["variant_subset"] = _subset_record(spec, sub_samples)
         _write(base, base_preds, robustness_dir / "clean_subset.json", robustness_dir / "clean_subset.parquet",
                None, res0)
     for v in evaluated:
@@ -284,29 +282,55 @@ def _pairing(spec: RunSpec) -> dict:
     return {"data_pairing": pairing} if pairing else {}
 
 
-def variant_subset(samples, per_group: int | None) -> list[int] | None:
-    """Indices of the fixed subset the extra variants are evaluated on: per (generator, label) the `per_group`
-    samples whose sha1 of "<generator>/<label>/<file name>" is smallest (machine- and path-independent), in sample
-    order; None when `per_group` is None or the subset would be every sample."""
-    if per_group is None:
+def _variant_generators(test_generators, ev) -> list[str] | None:
+    """The generators of the extra evaluations: the first ``eval.variant_generators`` of `test_generators`, or
+    None (every one)."""
+    n = ev.variant_generators
+    return None if n is None or n >= len(test_generators) else list(test_generators[:n])
+
+
+def variant_subset(samples, per_group: int | None, generators: list[str] | None = None) -> list[int] | None:
+    """Indices of the fixed subset the extra variants are evaluated on: per (generator, label) of `generators`
+    (None: every generator) the `per_group` samples (None: all of them) whose sha1 of
+    "<generator>/<label>/<file name>" is smallest (machine- and path-independent), in sample order; None when the
+    subset would be every sample."""
+    if per_group is None and generators is None:
         return None
     groups: dict[tuple, list[tuple[str, int]]] = {}
     for i, s in enumerate(samples):
+        if generators is not None and s.generator not in generators:
+            continue
         key = hashlib.sha1(f"{s.generator}/{s.label}/{Path(source_path(s)).name}".encode()).hexdigest()
         groups.setdefault((s.generator, s.label), []).append((key, i))
     chosen = sorted(i for members in groups.values() for _, i in sorted(members)[:per_group])
     return None if len(chosen) == len(samples) else chosen
 
 
-def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dict) -> tuple[dict, pd.DataFrame]:
-    """Skip-budget checks (overall and per generator), predictions and the metrics record of one variant."""
+def _subset_generators(spec: RunSpec) -> list[str]:
+    """The test generators of the variants' subset (every one unless ``eval.variant_generators`` is set)."""
+    generators = spec.profile.data.test_generators
+    return _variant_generators(generators, spec.recipe.eval) or list(generators)
+
+
+def _subset_record(spec: RunSpec, sub_samples) -> dict:
+    """What a variant's metrics say about its subset: images per generator and class, images, generators."""
+    ev = spec.recipe.eval
+    return {"per_generator_and_class": ev.variant_subset, "n_images": len(sub_samples),
+            **({"generators": _subset_generators(spec)} if ev.variant_generators is not None else {})}
+
+
+def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dict,
+                     generators: list[str] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Skip-budget checks (overall and per generator), predictions and the metrics record of one variant over
+    `generators` (default: every test generator)."""
     data = spec.profile.data
+    generators = list(data.test_generators) if generators is None else generators
     what = f"evaluation of {spec.detector}" + ("" if perturbation == "none" else f" [{perturbation}]")
     for s in res.skipped:
         log.warning("skipped %s: %s", s["path"], s["detail"])
     res.check(data.max_skip_fraction, what)
     by_path = {s.path: s.generator for s in samples}
-    for g in data.test_generators:  # a generator must not shrink past the budget either, even if the total does not
+    for g in generators:  # a generator must not shrink past the budget either, even if the total does not
         skipped_g = [s for s in res.skipped if by_path.get(s["path"]) == g]
         check_skips(sum(1 for s in samples if s.generator == g), Counter(s["skip"] for s in skipped_g),
                     data.max_skip_fraction, f"{what} on {g}", skipped_g[0]["path"] if skipped_g else "")
@@ -317,7 +341,7 @@ def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dic
         "label": [s.label for s, k in zip(samples, keep) if k],
         "fake_logit": res.logits[keep],
     })
-    summary = summarize_predictions(preds, data.test_generators)
+    summary = summarize_predictions(preds, generators)
     metrics = {
         "schema": METRICS_SCHEMA,
         "detector": spec.detector,
@@ -327,7 +351,7 @@ def _variant_metrics(spec: RunSpec, samples, res, perturbation: str, common: dic
         **({"budget": spec.budget} if spec.budget != "full" else {}),
         "seed": spec.seed,
         "perturbation": perturbation,
-        "test_generators": list(data.test_generators),
+        "test_generators": generators,
         **summary,
         "n_images": int(len(preds)),
         "skipped": {"count": len(res.skipped), "by_reason": dict(sorted(res.skip_reasons.items()))},

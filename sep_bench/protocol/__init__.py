@@ -190,6 +190,9 @@ class EvalSpec(_Strict):
     # (generator, class), the first by sha1 of "<generator>/<class>/<file name>", the same on every machine;
     # the clean evaluation always sees every image. null: every image (the genimage and aigcbench profiles).
     variant_subset: int | None = Field(None, ge=1)
+    # The extra evaluations on the first this many of `test_generators` only (their `variant_subset`); the clean
+    # evaluation still sees every generator. null: every generator. A run budget's cap (params.yaml budgets.ci).
+    variant_generators: int | None = Field(None, ge=1)
 
     @field_validator("align")
     @classmethod
@@ -379,6 +382,7 @@ class BudgetSpec(_Strict):
     max_val_images: int | None = Field(None, ge=1)
     max_test_images_per_generator: int | None = Field(None, ge=1)
     variant_subset: int | None = Field(None, ge=1)
+    variant_generators: int | None = Field(None, ge=1)
 
     def describe(self) -> str:
         """``epochs <= 1, max_steps_per_epoch <= 2, ...`` (the caps that are set)."""
@@ -405,7 +409,9 @@ def apply_budget(profile: Profile, recipe: Recipe, budget: BudgetSpec) -> tuple[
     train = recipe.train.model_copy(update={
         "epochs": _cap(recipe.train.epochs, budget.epochs),
         "max_steps_per_epoch": _cap(recipe.train.max_steps_per_epoch, budget.max_steps_per_epoch)})
-    evals = recipe.eval.model_copy(update={"variant_subset": _cap(recipe.eval.variant_subset, budget.variant_subset)})
+    evals = recipe.eval.model_copy(update={
+        "variant_subset": _cap(recipe.eval.variant_subset, budget.variant_subset),
+        "variant_generators": _cap(recipe.eval.variant_generators, budget.variant_generators)})
     return (profile.model_copy(update={"data": data}),
             recipe.model_copy(update={"train": train, "eval": evals}))
 
@@ -662,6 +668,7 @@ _LATER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("eval", "align"): {"default": "none"},
     ("eval", "preprocess"): {"default": []},
     ("eval", "variant_subset"): {"default": None},
+    ("eval", "variant_generators"): {"default": None},
     ("data", "max_val_images"): {"default": None},
     ("optim", "lr_scale"): {"default": "none"},
     ("optim", "lr_base_batch"): {"default": 256, "unless": ("lr_scale", "none")},

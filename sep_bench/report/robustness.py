@@ -93,10 +93,14 @@ def _subset_note(perturbations: dict[str, list[str]], seeds: list[int], profile:
             f = paths.robustness_dir(profile, det, seeds[0]) / f"{p}.json"
             sub = read_json(f).get("variant_subset") if f.exists() else None
             if sub:
+                per = sub["per_generator_and_class"]
+                gens = sub.get("generators")
+                where = (f"{'all images' if per is None else f'{per} per generator and class'}"
+                         f"{' of ' + ', '.join(gens) if gens else ''}")
                 return (f"Perturbed evaluations (and the clean column beside them) use a fixed subset of the test "
-                        f"images: {sub['per_generator_and_class']} per generator and class ({sub['n_images']} "
-                        "images; params.yaml eval.variant_subset), the same on every machine; the main tables use "
-                        "every test image.")
+                        f"images: {where} ({sub['n_images']} images; params.yaml eval.variant_subset"
+                        f"{', eval.variant_generators' if gens else ''}), the same on every machine; the main tables "
+                        "use every test image.")
     return ""
 
 
