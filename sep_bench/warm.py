@@ -22,7 +22,8 @@ The command starts normally instead (and the server logs why) when:
   shuts its pool down at fork and the child starts its own), as they are for every forking DataLoader.
 
 A child runs the command as `sep_bench.main` would, runs the ``atexit`` handlers and exits with its status; the
-server reaps it and reports the status to the caller (a child killed by signal N reports 128 + N).
+server reaps it and reports the status (a child killed by signal N reports 128 + N) and the child's CPU seconds
+and peak memory to the caller.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-__all__ = ["ENV", "SERVE_ARG", "IGNORED_ENV", "PRELOAD", "run_remote", "serve", "env_difference", "Server",
-           "WarmServer", "summary"]
+__all__ = ["ENV", "SERVE_ARG", "IGNORED_ENV", "PRELOAD", "request", "exit_report", "run_remote", "serve",
+           "env_difference", "Server", "WarmServer", "summary"]
 
 ENV = "SEP_BENCH_WARM"
 #: `sep_bench.main`'s argument that makes the process a warm server (``python -m sep_bench.main --warm-server ...``)
@@ -78,18 +79,17 @@ def _recv(sock: socket.socket) -> dict:
     return json.loads(_recv_exact(sock, n))
 
 
-def run_remote(argv: Sequence[str], path: str | None = None) -> int | None:
-    """Run ``sep-bench *argv`` in the warm server; its exit status, or None to start normally."""
-    path = path if path is not None else os.environ.get(ENV, "")
-    if not path:
-        return None
+def request(argv: Sequence[str], path: str, *, cwd: str, env: dict[str, str], fds: Sequence[int] = (0, 1, 2),
+            ) -> tuple[socket.socket, int] | None:
+    """Ask the server at `path` to run ``sep-bench *argv`` in `cwd` with `env` and the standard streams `fds`;
+    (the connection its exit report arrives on, the child's pid), or None when it cannot or will not (start
+    normally then). Read the report with `exit_report`."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(10)
         sock.connect(path)
-        data = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
-                           "pid": os.getpid()}).encode()
-        socket.send_fds(sock, [_HEADER.pack(len(data))], [0, 1, 2])
+        data = json.dumps({"argv": list(argv), "cwd": cwd, "env": env, "pid": os.getpid()}).encode()
+        socket.send_fds(sock, [_HEADER.pack(len(data))], list(fds))
         sock.sendall(data)
         reply = _recv(sock)
     except (OSError, ConnectionError, ValueError):
@@ -98,7 +98,32 @@ def run_remote(argv: Sequence[str], path: str | None = None) -> int | None:
     if not reply.get("ok"):
         sock.close()
         return None
-    pid = int(reply["pid"])
+    sock.settimeout(None)
+    return sock, int(reply["pid"])
+
+
+def exit_report(sock: socket.socket) -> dict:
+    """The server's report when the child has ended: ``exit`` (its status) and its resource usage (``cpu_s``,
+    ``user_s``, ``sys_s``, ``peak_rss_kib``: what ``os.wait4`` says of the child); raises ConnectionError when
+    the server stopped first."""
+    try:
+        report = _recv(sock)
+        int(report["exit"])
+        return report
+    except (OSError, ValueError, KeyError) as err:
+        raise ConnectionError(f"the warm server stopped before reporting: {err}") from err
+    finally:
+        sock.close()
+
+
+def run_remote(argv: Sequence[str], path: str | None = None) -> int | None:
+    """Run ``sep-bench *argv`` in the warm server with this process's working directory, environment and
+    standard streams, forwarding SIGINT/SIGTERM/SIGHUP; its exit status, or None to start normally."""
+    path = path if path is not None else os.environ.get(ENV, "")
+    started = request(argv, path, cwd=os.getcwd(), env=dict(os.environ)) if path else None
+    if started is None:
+        return None
+    sock, pid = started
 
     def forward(signum, _frame):
         try:
@@ -108,10 +133,9 @@ def run_remote(argv: Sequence[str], path: str | None = None) -> int | None:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
-    sock.settimeout(None)
     try:
-        return int(_recv(sock)["exit"])
-    except (OSError, ConnectionError, ValueError, KeyError):
+        return int(exit_report(sock)["exit"])
+    except ConnectionError:
         print(f"sep-bench: the warm server stopped while running pid {pid}", file=sys.stderr)
         return 1
 
@@ -164,6 +188,12 @@ def _run_child(request: dict, fds: list[int], run: Callable[[list[str]], int]) -
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _usage(usage) -> dict:
+    """A child's resource usage as the exit report carries it (``os.wait4``'s ``ru_maxrss`` is in KiB on Linux)."""
+    return {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "user_s": round(usage.ru_utime, 3),
+            "sys_s": round(usage.ru_stime, 3), "peak_rss_kib": usage.ru_maxrss}
 
 
 class Server:
@@ -237,7 +267,7 @@ class Server:
     def reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -246,7 +276,7 @@ class Server:
             code = os.waitstatus_to_exitcode(status)
             if conn is not None:
                 try:
-                    _send(conn, {"exit": code if code >= 0 else 128 - code})
+                    _send(conn, {"exit": code if code >= 0 else 128 - code, **_usage(usage)})
                 except OSError:
                     pass
                 conn.close()
@@ -322,6 +352,17 @@ class WarmServer:
                  *extra],
                 env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Start the server if needed and wait until it answers (its imports done); False after `timeout_s` or
+        when it exited (its log says why)."""
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if os.path.exists(self.env[ENV]):
+                return True
+            time.sleep(0.1)
+        return os.path.exists(self.env[ENV])
 
     def stop(self) -> None:
         import shutil

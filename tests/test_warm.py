@@ -88,3 +88,18 @@ def test_the_caller_forwards_signals_and_exits_with_the_childs_status(tmp_path):
     assert caller.wait(timeout=30) == 128 + signal.SIGTERM
     assert result["code"] == -signal.SIGTERM
     listener.close()
+
+
+def test_a_request_with_its_own_streams_reports_the_childs_status_and_usage(tmp_path):
+    """What benchmarks/full_recipes.py measures: the command's output in a file, its CPU seconds and peak memory."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop(warm.ENV, None)
+    with warm.WarmServer(env, tmp_path / "warm.log", preload=["json"]) as server:
+        assert server.wait_ready(60)
+        with open(tmp_path / "out.log", "wb") as log, open(os.devnull, "rb") as null:
+            started = warm.request(["list"], server.env[warm.ENV], cwd=str(ROOT), env=server.env,
+                                   fds=[null.fileno(), log.fileno(), log.fileno()])
+            assert started is not None
+            report = warm.exit_report(started[0])
+    assert report["exit"] == 0 and report["cpu_s"] > 0 and report["peak_rss_kib"] > 0
+    assert "npr" in (tmp_path / "out.log").read_text()
