@@ -336,10 +336,9 @@ def machine_info(device=None) -> dict:
     import torch
     import torchvision
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    from sep_bench.hostinfo import usable_cores
+
+    usable = usable_cores()
     info = {
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),

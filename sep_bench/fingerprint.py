@@ -18,12 +18,11 @@ import re
 import stat
 from pathlib import Path
 
-import yaml
+from sep_bench.io import read_yaml
 
 __all__ = ["fingerprint", "recorded", "record", "FINGERPRINT_FILE"]
 
 FINGERPRINT_FILE = Path(".dvc/tmp/sep-bench-fingerprint")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # dvc.lock is large: libyaml parses it 10x faster
 _FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore")
 
 
@@ -63,8 +62,8 @@ def fingerprint(root: Path = Path(".")) -> str | None:
     lock_file = root / "dvc.lock"
     if not lock_file.is_file():
         return None
-    lock = yaml.load(lock_file.read_text(), Loader=_Loader) or {}
-    pipeline = yaml.load((root / "dvc.yaml").read_text(), Loader=_Loader) or {}
+    lock = read_yaml(lock_file) or {}
+    pipeline = read_yaml(root / "dvc.yaml") or {}
     always = {name for name, stage in (pipeline.get("stages") or {}).items() if stage.get("always_changed")}
     stages = lock.get("stages") or {}
     if any(name.split("@")[0] in always for name in stages):

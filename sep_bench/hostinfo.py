@@ -1,15 +1,17 @@
-"""This machine's CPU, read once: model name and instruction-set flags (Linux /proc/cpuinfo; empty elsewhere).
+"""This machine's CPU, read once: model name and instruction-set flags (Linux /proc/cpuinfo; empty elsewhere), and
+the cores this process may use.
 
 Used where results or speed depend on the CPU: the deterministic switch (engine.determinism), numba's compile
 target (layers.eps) and the reproduced-vs-committed record (report.reproduced)."""
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 from pathlib import Path
 
-__all__ = ["cpu_model", "cpu_vendor", "cpu_flags"]
+__all__ = ["cpu_model", "cpu_vendor", "cpu_flags", "usable_cores"]
 
 
 @cache
@@ -41,3 +43,11 @@ def cpu_vendor() -> str:
 
 def cpu_flags() -> frozenset[str]:
     return _cpuinfo()[2]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask on Linux, else every core the OS reports)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

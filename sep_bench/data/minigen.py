@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from sep_bench.hostinfo import usable_cores
+
 __all__ = [
     "BUILD_LOG_SUFFIX",
     "build_log_path",
@@ -755,8 +757,7 @@ def build_minigen(
     try:
         t0 = time.perf_counter()
         if workers is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            workers = min(cores, len(config.generators))
+            workers = min(usable_cores(), len(config.generators))
         manifest, gen_log = _build_into(tmp, config, progress, workers)
         _write_json(tmp / MANIFEST_NAME, manifest)
         build_log = {

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from sep_bench import paths
-from sep_bench.hostinfo import cpu_flags, cpu_model, cpu_vendor
+from sep_bench.hostinfo import cpu_flags, cpu_model, cpu_vendor, usable_cores
 from sep_bench.report.verdict import code_hashes, factors, likely_cause, recorded_stages
 
 __all__ = ["REFERENCE_DIR", "RowCheck", "machine_info", "snapshot", "write_reference", "compare", "verdict_line",
@@ -61,10 +61,7 @@ _TORCH_ENV = ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 def _torch_facts_key() -> str:
     """What the facts depend on: the CPU, the cores this process may use, torch's version and the variables that
     cap its dispatch or its threads."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 0
+    cores = usable_cores()
     try:
         torch_version = version("torch")
     except PackageNotFoundError:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from sep_bench.io import read_yaml
+
 __all__ = ["Factor", "factors", "likely_cause", "code_hashes", "recorded_stages"]
 
 #: rank order (lower first) of the factors that can change a row's bits
@@ -46,11 +48,10 @@ class Factor:
 
 
 def recorded_stages(lock: Path) -> dict:
-    """{stage: record} of `lock` (``dvc.lock``), parsed once, with libyaml's parser where PyYAML has it (the lock of
-    a full pipeline is half a megabyte: seconds for the pure-Python parser); {} when unreadable."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    """{stage: record} of `lock` (``dvc.lock``; `sep_bench.io.read_yaml`: libyaml, parsed once per process while
+    unchanged; read-only); {} when unreadable."""
     try:
-        return (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
+        return (read_yaml(lock) or {}).get("stages", {})
     except (OSError, yaml.YAMLError):
         return {}
 
