@@ -115,8 +115,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(built: tuple[Path, dict], t
     for rel in ("vae8/train/ai/astronaut__0000.png", "tconv/val/ai/flower__0000.png"):
         assert (tmp_path / "again" / rel).read_bytes() == (out / rel).read_bytes()
 
-    other = build_minigen(tmp_path / "other", replace(TINY, seed=1), workers=1)
-    assert other["files_sha256"] != manifest["files_sha256"]
+    # another seed: one generator is enough to see that the bytes change (a whole second build is not needed)
+    build_minigen(tmp_path / "other", replace(TINY, seed=1, generators=("vae8",)), workers=1)
     rel = "vae8/train/ai/astronaut__0000.png"
     assert (tmp_path / "other" / rel).read_bytes() != (out / rel).read_bytes()
 
