@@ -5,10 +5,10 @@ with random weights, through `benchmarks.full_recipes.run_detector` (what the be
 Each command must exit 0, the evaluation must write its metrics with ``budget: ci``, and the known bad files of
 the test split must be recorded as skips (not a crash, not a silently shorter list).
 
-CI runs the recipes of `benchmarks.full_recipes.ci_group`: the cheapest by the committed measurement (results/benchmarks/full_recipes.json,
-docs/real-data.md), as many as `CI_CPU_BUDGET_S` holds; the others, too slow for CI's 2 cores, carry the marker
-``full_recipes`` and run with ``-m full_recipes`` (e.g. nightly); without it they are skipped with that reason and
-their measured cost, never dropped.
+CI runs the recipes of `benchmarks.full_recipes.ci_group`: the cheapest by the committed measurement
+(results/benchmarks/full_recipes.json, docs/real-data.md), as many as `CI_CPU_BUDGET_S` holds; the others, too slow
+for CI's 2 cores, carry the marker ``full_recipes`` and run with ``-m full_recipes`` (e.g. nightly); without it they
+are skipped with that reason and their measured cost, never dropped.
 """
 
 from __future__ import annotations
