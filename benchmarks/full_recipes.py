@@ -14,7 +14,8 @@ each in a fork of one warm server per profile (`sep_bench.warm`, as ``sep-bench 
 imports are paid once per profile, recorded as ``warm_server``; ``--no-warm``: a fresh interpreter per command),
 measured by ``os.wait4`` of that process: wall seconds, CPU seconds (user + sys) and peak resident memory
 (``ru_maxrss``; a fork's counts the server's imported modules it maps). A failing command is recorded with its
-last error line and the detector's later commands are not run; the other detectors go on. A command past ``--timeout-s`` is killed and recorded as such.
+last error line and the detector's later commands are not run; the other detectors go on. A command past
+``--timeout-s`` is killed and recorded as such.
 
 Every recipe is the FULL one of its profile (full-size models, the recipe's batch size and views) with random
 weights; the run budget (default ``ci``, params.yaml ``budgets.ci``) caps only steps, images and the images and
