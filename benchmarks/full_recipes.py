@@ -26,6 +26,7 @@ generators of the extra evaluations. The figures say what CI pays per detector, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import yaml
 
@@ -96,37 +98,52 @@ def last_error_line(log: str) -> str:
     return (errors or lines or ["(no output)"])[-1][:500]
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, timeout_s: float) -> dict:
-    """Run `cmd` as a child in its own process group; its wall and CPU seconds and peak RSS (``os.wait4``).
-    Past `timeout_s` the group is killed and the record says so."""
+@contextlib.contextmanager
+def _deadline(timeout_s: float, kill: Callable[[], None]) -> Iterator[threading.Event]:
+    """Calls `kill` once `timeout_s` seconds have passed inside the block; the event says whether it did."""
     timed_out = threading.Event()
-    t0 = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-        def kill() -> None:
-            timed_out.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
+    def expire() -> None:
+        timed_out.set()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-    proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+            kill()
+        except ProcessLookupError:
+            pass
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.start()
+    try:
+        yield timed_out
+    finally:
+        timer.cancel()
+
+
+def _record(cmd: list[str], t0: float, code: int, usage: dict, timed_out: bool, timeout_s: float,
+            log_path: Path) -> dict:
+    """One command's record from its exit status and `usage` (``user_s``, ``sys_s``, ``peak_rss_kib``); a failure
+    carries ``error`` (the timeout, ``usage["lost"]``, or the log's last error line)."""
     rec = {"cmd": shlex.join(cmd), "exit": code, "wall_s": round(time.perf_counter() - t0, 2),
-           "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "user_s": round(usage.ru_utime, 2),
-           "sys_s": round(usage.ru_stime, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
-    if timed_out.is_set():
+           "cpu_s": round(usage["user_s"] + usage["sys_s"], 2), "user_s": round(usage["user_s"], 2),
+           "sys_s": round(usage["sys_s"], 2), "peak_rss_mib": round(usage["peak_rss_kib"] / 1024, 1)}
+    if timed_out:
         rec["timeout_s"] = timeout_s
         rec["error"] = f"killed after the {timeout_s:.0f} s timeout"
     elif code != 0:
-        rec["error"] = last_error_line(log_path.read_text(errors="replace"))
+        rec["error"] = usage.get("lost") or last_error_line(log_path.read_text(errors="replace"))
     return rec
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path, timeout_s: float) -> dict:
+    """Run `cmd` as a child in its own process group; its wall and CPU seconds and peak RSS (``os.wait4``).
+    Past `timeout_s` the group is killed and the record says so."""
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with _deadline(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL)) as timed_out:
+            _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return _record(cmd, t0, code, {"user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+                                   "peak_rss_kib": usage.ru_maxrss}, timed_out.is_set(), timeout_s, log_path)
 
 
 def run_warm(server, cmd: list[str], cwd: Path, log_path: Path, timeout_s: float) -> dict | None:
@@ -142,32 +159,13 @@ def run_warm(server, cmd: list[str], cwd: Path, log_path: Path, timeout_s: float
     if started is None:
         return None
     sock, pid = started
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        timed_out.set()
+    with _deadline(timeout_s, lambda: os.kill(pid, signal.SIGKILL)) as timed_out:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    timer = threading.Timer(timeout_s, kill)
-    timer.start()
-    try:
-        report = warm.exit_report(sock)
-    except ConnectionError as err:
-        report = {"exit": 1, "cpu_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "peak_rss_kib": 0, "lost": str(err)}
-    finally:
-        timer.cancel()
-    rec = {"cmd": shlex.join(cmd), "exit": report["exit"], "wall_s": round(time.perf_counter() - t0, 2),
-           "cpu_s": round(report["cpu_s"], 2), "user_s": round(report["user_s"], 2),
-           "sys_s": round(report["sys_s"], 2), "peak_rss_mib": round(report["peak_rss_kib"] / 1024, 1), "warm": True}
-    if timed_out.is_set():
-        rec["timeout_s"] = timeout_s
-        rec["error"] = f"killed after the {timeout_s:.0f} s timeout"
-    elif report["exit"] != 0:
-        rec["error"] = report.get("lost") or last_error_line(log_path.read_text(errors="replace"))
-    return rec
+            report = warm.exit_report(sock)
+        except ConnectionError as err:
+            report = {"exit": 1, "user_s": 0.0, "sys_s": 0.0, "peak_rss_kib": 0, "lost": str(err)}
+    rec = _record(cmd, t0, report["exit"], report, timed_out.is_set(), timeout_s, log_path)
+    return {**rec, "warm": True}
 
 
 # ---- the scratch folder of one profile ---------------------------------------------------------------------------
