@@ -66,7 +66,8 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SlurmdParameters=config_overrides
 MinJobAge=3600
-KillWait=10
+# SLURM's default: SIGTERM, then SIGKILL 30 s later to what is left of a cancelled, requeued or timed-out job
+KillWait=30
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none

@@ -10,6 +10,7 @@ cluster answers, every test here skips with the reason. Job ids, the preemption 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -74,6 +75,12 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
                 if line.startswith("[sep-bench cluster]") and f"stage {bench.PREEMPT_STAGE} " in line]
     assert len(attempts) == 2 and "attempt 2" in attempts[1], attempts
     assert "resuming npr at epoch 1 step 0" in run["logs"]
+    # DVC outlived the preemption's SIGTERM (the job script's `trap '' TERM`): it recorded the stopped stage command
+    # and released its own lock entries, so the second attempt found none of a killed DVC to remove
+    first, second = run["logs"].split(attempts[1], 1)
+    assert re.search(rf"ERROR: failed to reproduce '{bench.PREEMPT_STAGE}': failed to run: +sep-bench train .*"
+                     r"exited with \d+", first), first[-2000:]
+    assert "had been killed. Auto removed it from the lock file" not in second.split(MARK, 1)[0]
 
     pending, printed = bench.dvc_status(cluster_dir, env_b)
     say("final dvc status: " + (printed.strip().replace("\n", " / ") or "clean"))

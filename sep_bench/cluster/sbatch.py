@@ -6,6 +6,14 @@ instead of failing). Jobs are requeueable (``--requeue``: a preempted or requeue
 training resumes from its ``last.safetensors``), a job whose dependency failed is cancelled by SLURM
 (``--kill-on-invalid-dep=yes``), and a requeued job appends to its log (``--open-mode=append``), so the log shows
 every attempt. The environment hands the MLflow parent run to the stage (``SEP_BENCH_PARENT_RUN_ID``).
+
+DVC ignores SIGTERM in a job (``trap '' TERM``, inherited through ``exec``). SLURM sends SIGTERM to every process
+of a job it requeues, cancels or times out, and SIGKILL after ``KillWait``. DVC rewrites its lock table
+(``.dvc/tmp/rwlock``) in place several times as a stage starts and ends; a DVC killed during one of those writes
+leaves the table empty, and every later DVC command in the workspace, in every job, then fails with "Unable to
+read RWLock-file". Ignoring SIGTERM, DVC outlives the stage command instead: ``sep-bench`` installs its own
+SIGTERM handler (its MLflow run ends FAILED, temporaries are removed), exits, and DVC records the failure and
+releases its lock entries before it exits.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ def render_script(group: JobGroup, options: list[str], env: JobEnv) -> str:
         else:
             lines.append(f"unset {key}")
     lines += ["unset DVC_ROOT DVC_STAGE SEP_BENCH_PIPELINE_ID",
+              "trap '' TERM  # DVC outlives a SIGTERM and releases its locks (see the module docstring)",
               'JOB="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',  # 16_0, as squeue shows
               f'echo "{MARK} $(date -u +%Y-%m-%dT%H:%M:%SZ) job ${{JOB:-$SLURM_JOB_ID}} stage ${{STAGE}} '
               f'attempt $(( ${{SLURM_RESTART_COUNT:-0}} + 1 )) on $(hostname)"']
