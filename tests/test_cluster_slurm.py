@@ -68,7 +68,7 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     states = run["states"]
 
     assert set(states) == set(bench.STAGES)
-    assert all(s["state"] == "COMPLETED" for s in states.values()), _failed_jobs(states, run["logs"])
+    assert all(s["state"] == "COMPLETED" for s in states.values()), _failed_jobs(states, run["logs"], cluster_dir)
     # the preempted training ran twice and resumed from its checkpoint
     assert states[bench.PREEMPT_STAGE]["restarts"] >= 1
     attempts = [line for line in run["logs"].splitlines()
@@ -111,8 +111,9 @@ def test_mini_pipeline_on_slurm_equals_a_local_run(slurm, tmp_path, say):
     say(f"resubmission: {out.stdout.strip()}; test wall time {time.perf_counter() - started:.0f} s")
 
 
-def _failed_jobs(states: dict, logs: str) -> str:
-    """What failed: each unfinished stage's state, and the last lines its job printed (every attempt)."""
+def _failed_jobs(states: dict, logs: str, root: Path) -> str:
+    """What failed: each unfinished stage's state, the last lines its job printed (every attempt), DVC's lock
+    table and the SLURM daemon's errors."""
     out = []
     for stage, st in states.items():
         if st["state"] != "COMPLETED":
@@ -125,6 +126,9 @@ def _failed_jobs(states: dict, logs: str) -> str:
             blocks.setdefault(current, []).append(line)
     for stage in (s for s, st in states.items() if st["state"] != "COMPLETED"):
         out.append(f"--- {stage}'s log (tail) ---\n" + "\n".join(blocks.get(stage, ["(no log)"])[-60:]))
+    rwlock = root / ".dvc/tmp/rwlock"  # DVC's lock table: empty if a DVC process died while rewriting it
+    if rwlock.is_file():
+        out.append(f"--- {rwlock} ({rwlock.stat().st_size} bytes) ---\n{rwlock.read_bytes()[:600]!r}")
     daemon = Path("/var/log/slurm/slurmd.log")  # a launch that failed (e.g. a revoked credential) is logged there
     if daemon.is_file():
         errors = [line for line in daemon.read_text(errors="replace").splitlines()
