@@ -12,6 +12,7 @@ from sep_bench.cluster.plan import Graph, group_jobs, parse_dot, parse_status, s
 from sep_bench.cluster.sbatch import JobEnv, dependency_option, render_script, sbatch_options
 from sep_bench.protocol.cluster import ClusterSettings, check_launcher
 from sep_bench.cluster.status import parse_sacct, parse_scontrol
+from sep_bench.cluster.submit import ClusterError, check_dvc_lock_table, submit
 from sep_bench.protocol import ProtocolError, load_params
 from tests.conftest import REPO
 
@@ -254,3 +255,15 @@ def test_status_without_a_submission_is_one_clear_line(tmp_path, monkeypatch):
         "stages": ["data"], "jobs": {"data": "1; rm -rf /"}}))
     res = CliRunner().invoke(app, ["cluster", "status"])
     assert res.exit_code == 2 and "do not match" in res.output, res.output
+
+
+def test_a_damaged_dvc_lock_table_is_refused_with_its_remedy(tmp_path):
+    table = tmp_path / ".dvc/tmp/rwlock"
+    check_dvc_lock_table(tmp_path)  # no table yet: DVC creates it
+    table.parent.mkdir(parents=True)
+    for damaged in (b"", b'{"write": {"/w/runs/mini/npr', b"[]", b"\xff\xfe"):  # empty, cut, not an object, not UTF-8
+        table.write_bytes(damaged)
+        with pytest.raises(ClusterError, match=r"rwlock is damaged .* remove it \(rm \.dvc/tmp/rwlock\)"):
+            submit(tmp_path, params=None)  # refused before anything is planned or submitted
+    table.write_text('{"read": {}}')
+    check_dvc_lock_table(tmp_path, reads=1)

@@ -5,7 +5,8 @@ before any job starts, so concurrent jobs never race to create them; its id reac
 ``$SEP_BENCH_PARENT_RUN_ID``), then one ``sbatch`` per job group in dependency order. A submission is recorded in
 ``runs/cluster/<id>/submission.json`` (stage -> job id, the parent run) next to its job scripts and logs;
 ``runs/cluster/latest`` names the newest. A submission refuses to start while the previous one still has jobs in
-the queue (two jobs of one stage would both run it); resubmitting afterwards runs only what is still out of date.
+the queue (two jobs of one stage would both run it), or while DVC's lock table is damaged (every job would fail
+on it); resubmitting afterwards runs only what is still out of date.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from sep_bench.cluster.plan import JobGroup, kind_of, plan
 from sep_bench.cluster.sbatch import JobEnv, dependency_option, render_script, sbatch_options
 from sep_bench.protocol.cluster import ClusterSettings, Resources, check_launcher
 
-__all__ = ["ClusterError", "Submission", "submit", "load_submission", "CLUSTER_DIR"]
+__all__ = ["ClusterError", "Submission", "submit", "load_submission", "check_dvc_lock_table", "CLUSTER_DIR"]
 
 CLUSTER_DIR = Path("runs") / "cluster"
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
@@ -118,6 +120,33 @@ def _create_parent(uri: str, experiment: str, sub_id: str, tags: dict[str, str])
                          f"{TAG_PREFIX}submission": f"{platform.node()}:{sub_id}", **tags})
 
 
+DVC_LOCK_TABLE = Path(".dvc") / "tmp" / "rwlock"
+
+
+def check_dvc_lock_table(root: Path, reads: int = 5, pause_s: float = 0.2) -> None:
+    """Refuse, with the remedy, when DVC's lock table (``.dvc/tmp/rwlock``) is not a JSON object: DVC rewrites it in
+    place, so a DVC process killed during a rewrite (a node crash, the OOM killer) leaves it empty or cut, and every
+    DVC command in the workspace, every job's included, then fails with "Unable to read RWLock-file". It is read
+    `reads` times, `pause_s` apart, so that a `dvc` command rewriting it at that moment is not taken for damage."""
+    path = root / DVC_LOCK_TABLE
+    for attempt in range(reads):
+        try:
+            table = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):  # ValueError: JSON or UTF-8 decoding
+            table = None
+        if isinstance(table, dict):
+            return
+        if attempt < reads - 1:
+            time.sleep(pause_s)
+    size = path.stat().st_size if path.exists() else 0
+    raise ClusterError(f"DVC's lock table {path} is damaged ({size} bytes, not a JSON object): a DVC process was "
+                       f"killed while rewriting it, and every job would fail on it. No job of a submission is in the "
+                       f"queue; if no other `dvc` command runs in this workspace, remove it (rm {DVC_LOCK_TABLE}) and "
+                       f"submit again")
+
+
 def submit(root: Path, params, *, dvc: str = "dvc", sbatch: str = "sbatch", squeue: str = "squeue",
            track: bool = True) -> Submission | None:
     """Submit every out-of-date stage; None when everything is up to date."""
@@ -130,6 +159,7 @@ def submit(root: Path, params, *, dvc: str = "dvc", sbatch: str = "sbatch", sque
     if previous is not None and (live := active_jobs(previous, squeue)):
         raise ClusterError(f"submission {previous.id} still has {len(live)} job(s) in the queue "
                            f"({', '.join(live[:5])}); wait for it or cancel it (`sep-bench cluster cancel`)")
+    check_dvc_lock_table(root)
     settings: ClusterSettings = params.cluster
     scheduled, groups = plan(root, dvc, shape=lambda s: resources_of(settings, params.launcher, s))
     if not scheduled:
