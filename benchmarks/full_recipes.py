@@ -59,7 +59,7 @@ SYNTH = {"genimage": {"n_train": 8, "n_test": 2}, "aigcbench": {"n_train": 4, "n
 
 #: the CPU seconds (reconstruct + train + evaluate, as measured under `DEFAULT_BUDGET`) CI spends on full recipes:
 #: what is left of CI's 25 minutes on 2 cores after the rest of the suite (pytest's --durations list in every log)
-CI_CPU_BUDGET_S = 600.0
+CI_CPU_BUDGET_S = 400.0
 
 #: the skip budget of the synthetic tree: a bad file is a quarter of its generator's clean test images, and half of
 #: them under an extra evaluation that covers its generator (variant_subset 1: one image per class; budget smoke)
