@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sep_bench.cluster.plan import JobGroup, kind_of, plan
 from sep_bench.cluster.sbatch import JobEnv, dependency_option, render_script, sbatch_options
+from sep_bench.io import read_json
 from sep_bench.protocol.cluster import ClusterSettings, Resources, check_launcher
 
 __all__ = ["ClusterError", "Submission", "submit", "load_submission", "check_dvc_lock_table", "CLUSTER_DIR"]
@@ -131,7 +132,7 @@ def check_dvc_lock_table(root: Path, reads: int = 5, pause_s: float = 0.2) -> No
     path = root / DVC_LOCK_TABLE
     for attempt in range(reads):
         try:
-            table = json.loads(path.read_bytes())
+            table = read_json(path)
         except FileNotFoundError:
             return
         except (OSError, ValueError):  # ValueError: JSON or UTF-8 decoding
